@@ -1,0 +1,44 @@
+"""Typed decode errors: every rejected payload carries one counted reason."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Reason(StrEnum):
+    """Why a payload was rejected. The values are the counter labels."""
+
+    NOT_A_FRAME = "not_a_frame"  # neither the binary magic nor a JSON object
+    UNKNOWN_VERSION = "unknown_version"
+    UNKNOWN_STREAM = "unknown_stream"
+    TRUNCATED = "truncated"
+    OVERSIZED = "oversized"
+    COUNT_MISMATCH = "count_mismatch"
+    NON_FINITE = "non_finite"
+    TIME_BACKWARDS = "time_backwards"
+    BAD_FIELD = "bad_field"
+    BAD_JSON = "bad_json"
+    BAD_META = "bad_meta"
+    META_MISMATCH = "meta_mismatch"
+    UNKNOWN_TOPIC = "unknown_topic"
+    UNKNOWN_ATHLETE = "unknown_athlete"
+
+
+class WireError(ValueError):
+    """A payload or topic that poserun refuses, with a machine-readable reason."""
+
+    def __init__(self, reason: Reason, detail: str) -> None:
+        super().__init__(f"{reason.value}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class FrameError(WireError):
+    """A sensor frame that cannot be decoded or fails validation."""
+
+
+class TopicError(WireError):
+    """A topic outside the poserun namespace or with invalid parts."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(Reason.UNKNOWN_TOPIC, detail)

@@ -1,0 +1,117 @@
+"""Versioned MQTT topics: one namespace per session, athlete and source.
+
+    poserun/v1/{session}/{athlete}/data/{source}     sensor frames (binary or JSON)
+    poserun/v1/{session}/{athlete}/meta/{source}     device meta, retained JSON
+    poserun/v1/{session}/{athlete}/truth             ground truth events (simulator, lab imports)
+    poserun/v1/{session}/{athlete}/records           fused records out of poserun
+    poserun/v1/{session}/{athlete}/haptic            haptic commands to the athlete's band
+    poserun/v1/{session}/_gateway/{gateway}/status   gateway status, retained, with a last will
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from poserun.wire.errors import TopicError
+from poserun.wire.streams import SOURCES
+
+ROOT = "poserun"
+PROTOCOL = "v1"
+GATEWAY = "_gateway"
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+CHANNELS = ("data", "meta", "truth", "records", "haptic", "status")
+
+
+def valid_id(value: str) -> bool:
+    """Session, athlete and gateway ids: 1-64 of ``A-Z a-z 0-9 _ . -``, not starting with a symbol."""
+    return bool(_ID.match(value))
+
+
+def check_id(value: str, what: str) -> str:
+    if not valid_id(value):
+        raise ValueError(
+            f"{what} id {value!r} is invalid: use 1-64 letters, digits, '_', '.' or '-', "
+            "starting with a letter or digit"
+        )
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Topic:
+    """A parsed poserun topic. ``source`` is set for data and meta topics."""
+
+    session: str
+    athlete: str | None
+    channel: str
+    source: str | None = None
+    gateway: str | None = None
+
+    def __str__(self) -> str:
+        base = f"{ROOT}/{PROTOCOL}/{self.session}"
+        if self.channel == "status":
+            return f"{base}/{GATEWAY}/{self.gateway}/status"
+        if self.channel in ("data", "meta"):
+            return f"{base}/{self.athlete}/{self.channel}/{self.source}"
+        return f"{base}/{self.athlete}/{self.channel}"
+
+
+def data_topic(session: str, athlete: str, source: str) -> str:
+    return f"{ROOT}/{PROTOCOL}/{session}/{athlete}/data/{source}"
+
+
+def meta_topic(session: str, athlete: str, source: str) -> str:
+    return f"{ROOT}/{PROTOCOL}/{session}/{athlete}/meta/{source}"
+
+
+def athlete_topic(session: str, athlete: str, channel: str) -> str:
+    """``truth``, ``records`` or ``haptic`` topic of one athlete."""
+    if channel not in ("truth", "records", "haptic"):
+        raise ValueError(f"channel {channel!r} is not per-athlete")
+    return f"{ROOT}/{PROTOCOL}/{session}/{athlete}/{channel}"
+
+
+def status_topic(session: str, gateway: str) -> str:
+    return f"{ROOT}/{PROTOCOL}/{session}/{GATEWAY}/{gateway}/status"
+
+
+def subscription(session: str | None = None, channel: str = "data") -> str:
+    """The MQTT filter for one channel of one session (``None``: every session)."""
+    sess = session if session is not None else "+"
+    if channel in ("data", "meta"):
+        return f"{ROOT}/{PROTOCOL}/{sess}/+/{channel}/+"
+    if channel == "status":
+        return f"{ROOT}/{PROTOCOL}/{sess}/{GATEWAY}/+/status"
+    return f"{ROOT}/{PROTOCOL}/{sess}/+/{channel}"
+
+
+def session_filter(session: str | None = None) -> str:
+    """Everything of one session (``None``: all sessions)."""
+    return f"{ROOT}/{PROTOCOL}/{session if session is not None else '+'}/#"
+
+
+def parse(topic: str) -> Topic:
+    """Parse a topic; :class:`TopicError` for anything outside the namespace."""
+    parts = topic.split("/")
+    if len(parts) < 5 or parts[0] != ROOT:
+        raise TopicError(f"not a poserun topic: {topic[:120]!r}")
+    if parts[1] != PROTOCOL:
+        raise TopicError(f"unknown protocol {parts[1][:20]!r} in {topic[:120]!r}")
+    session = parts[2]
+    if not valid_id(session):
+        raise TopicError(f"bad session id in {topic[:120]!r}")
+    if parts[3] == GATEWAY:
+        if len(parts) == 6 and parts[5] == "status" and valid_id(parts[4]):
+            return Topic(session, None, "status", gateway=parts[4])
+        raise TopicError(f"bad gateway topic {topic[:120]!r}")
+    athlete = parts[3]
+    if not valid_id(athlete):
+        raise TopicError(f"bad athlete id in {topic[:120]!r}")
+    channel = parts[4]
+    if channel in ("data", "meta"):
+        if len(parts) != 6 or parts[5] not in SOURCES:
+            raise TopicError(f"unknown source in {topic[:120]!r}")
+        return Topic(session, athlete, channel, parts[5])
+    if channel in ("truth", "records", "haptic") and len(parts) == 5:
+        return Topic(session, athlete, channel)
+    raise TopicError(f"unknown channel in {topic[:120]!r}")

@@ -1,0 +1,199 @@
+"""A simulated team: athletes, their device meta, and frames cut on each source's clock.
+
+Pure and deterministic for a given :class:`SimSettings` (no sockets, no
+wall clock): :meth:`SimTeam.step` returns the MQTT messages of the next time
+slice, so tests get the same bytes the gateway publishes, and ground truth
+in-process.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from poserun.services.sim.profiles import get_profile
+from poserun.services.sim.runner import INSOLE_CELLS, AthleteSpec, SimRunner, Stance
+from poserun.settings import AthleteSettings, SimSettings
+from poserun.wire import frame as wf
+from poserun.wire import meta as wm
+from poserun.wire import topics
+from poserun.wire.streams import StreamKind, source_kind, source_side
+
+CAMERA_SCALE = 0.004  # metres per pixel
+CAMERA_ORIGIN = (960.0, 1000.0)  # pixel of the hip line (x) and the ground (y)
+NAMES = (
+    "Abebe", "Bekele", "Chen", "Dibaba", "Eliud", "Farah", "Gebre", "Hassan", "Ingrid", "Jepchirchir",
+    "Kipchoge", "Lagat", "Meseret", "Nurmi", "Obiri", "Paula", "Quenehen", "Radcliffe", "Sifan",
+    "Tirunesh", "Ueno", "Viren", "Wanjiru", "Xiang", "Yifter", "Zatopek",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    topic: str
+    payload: bytes
+    retain: bool = False
+    qos: int = 0
+    at_ns: int = 0  # simulator time at which the message is due (end of its frame window)
+
+
+@dataclass
+class _Source:
+    name: str
+    kind: StreamKind
+    rate: float
+    next_index: int = 0
+    seq: int = 0
+
+
+def team_athletes(sim: SimSettings, listed: list[AthleteSettings]) -> list[AthleteSpec]:
+    """Athlete specs: those listed in the config first, then generated ones up to ``sim.athletes``."""
+    rng = np.random.default_rng(sim.seed)
+    specs = []
+    for i in range(sim.athletes):
+        conf = listed[i] if i < len(listed) else None
+        profile_name = (conf.profile if conf and conf.profile else sim.profiles[i % len(sim.profiles)])
+        profile = get_profile(profile_name)
+        if profile.forced_share:
+            profile = profile.with_(forced_share=sim.forced_share)
+        mass = conf.body_mass_kg if conf else float(rng.uniform(52, 82))
+        leg = conf.leg_length_m if conf else float(rng.uniform(0.82, 0.98))
+        specs.append(AthleteSpec(
+            athlete_id=conf.id if conf else f"a{i + 1:02d}",
+            name=(conf.name if conf and conf.name else f"{NAMES[i % len(NAMES)]} {i + 1}"),
+            profile=profile,
+            speed_mps=float(rng.uniform(3.2, 4.2)),
+            body_mass_kg=mass,
+            leg_length_m=leg,
+            seed=sim.seed * 1000 + i,
+        ))
+    return specs
+
+
+def device_meta(source: str, rate: float) -> wm.ImuMeta | wm.InsoleMeta | wm.KeypointMeta:
+    kind = source_kind(source)
+    side = source_side(source)
+    if kind is StreamKind.IMU:
+        return wm.ImuMeta(source=source, rate_hz=rate, placement="foot", side=side,
+                          device="poserun-sim foot IMU")
+    if kind is StreamKind.INSOLE:
+        return wm.InsoleMeta(
+            source=source, rate_hz=rate, side=side or "left", device="poserun-sim 16-cell insole",
+            cell_regions=[c[0] for c in INSOLE_CELLS],
+            cell_positions=[(c[1], c[2]) for c in INSOLE_CELLS], foot_length_m=0.27,
+        )
+    return wm.KeypointMeta(
+        source=source, rate_hz=rate, schema="coco17", dims="xyc", unit="px",
+        device="poserun-sim side camera",
+        camera=wm.CameraMeta(scale_m_per_px=CAMERA_SCALE, origin_px=CAMERA_ORIGIN,
+                             y_axis="down", view="sagittal_right", moving=True),
+    )
+
+
+class SimTeam:
+    """The whole simulated team on one clock (seconds since the session start)."""
+
+    def __init__(self, session: str, sim: SimSettings,
+                 listed: list[AthleteSettings] | None = None) -> None:
+        self.session = session
+        self.sim = sim
+        self.specs = team_athletes(sim, listed or [])
+        self.runners = {s.athlete_id: SimRunner(s) for s in self.specs}
+        rates = {StreamKind.IMU: sim.imu_hz, StreamKind.INSOLE: sim.insole_hz,
+                 StreamKind.KEYPOINTS: sim.camera_fps}
+        self.sources = {
+            a.athlete_id: [_Source(s, source_kind(s), rates[source_kind(s)]) for s in sim.sensors]
+            for a in self.specs
+        }
+        self.t = 0.0
+        self.frame_s = sim.frame_ms / 1000.0
+        self._slice = 0
+
+    def meta_messages(self) -> list[Message]:
+        out = []
+        for athlete, sources in self.sources.items():
+            for src in sources:
+                out.append(Message(topics.meta_topic(self.session, athlete, src.name),
+                                   wm.dump(device_meta(src.name, src.rate)), retain=True, qos=1))
+        return out
+
+    def step(self, slices: int = 10) -> tuple[list[Message], dict[str, list[Stance]]]:
+        """Advance ``slices`` frame periods; return the frames and the stances completed."""
+        t0 = self._slice * self.frame_s
+        self._slice += slices
+        t1 = self._slice * self.frame_s
+        edges_ns = np.round(np.arange(self._slice - slices, self._slice + 1) * self.sim.frame_ms * 1e6).astype(np.int64)
+        messages: list[Message] = []
+        truth: dict[str, list[Stance]] = {}
+        for spec in self.specs:
+            runner = self.runners[spec.athlete_id]
+            runner.advance(t1)
+            for src in self.sources[spec.athlete_id]:
+                messages.extend(self._frames(spec.athlete_id, runner, src, edges_ns))
+            truth[spec.athlete_id] = runner.completed(t1)
+            runner.forget_before(t0 - 2.0)
+        self.t = t1
+        return messages, truth
+
+    def _frames(self, athlete: str, runner: SimRunner, src: _Source,
+                edges_ns: np.ndarray) -> list[Message]:
+        # sample k is taken at round(k * 1e9 / rate) ns; frames group samples by slice edges
+        end_index = int(np.ceil(edges_ns[-1] * src.rate / 1e9 - 1e-9))
+        idx = np.arange(src.next_index, end_index, dtype=np.int64)
+        times_ns = np.round(idx * (1e9 / src.rate)).astype(np.int64)
+        keep = times_ns < edges_ns[-1]
+        idx, times_ns = idx[keep], times_ns[keep]
+        if not len(idx):
+            return []
+        src.next_index = int(idx[-1]) + 1
+        t = times_ns / 1e9
+        side = source_side(src.name) or "left"
+        if src.kind is StreamKind.IMU:
+            data = runner.imu(side, t)
+        elif src.kind is StreamKind.INSOLE:
+            data = runner.insole(side, t)
+        else:
+            data = runner.keypoints(t, scale=CAMERA_SCALE, origin=CAMERA_ORIGIN,
+                                    frame_speed=runner.spec.speed_mps)
+        period = 1e9 / src.rate
+        uniform = float(period).is_integer()
+        cuts = np.searchsorted(times_ns, edges_ns[1:-1])
+        topic = topics.data_topic(self.session, athlete, src.name)
+        data32 = data.astype(np.float32)
+        slice_of = np.searchsorted(edges_ns, times_ns, side="right")
+        out = []
+        bounds = np.concatenate(([0], cuts, [len(times_ns)]))
+        for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+            if a == b:
+                continue
+            ts = times_ns[a:b]
+            stamps = None if uniform or b - a == 1 else ts
+            period_ns = 0 if stamps is not None else int(round(period))
+            if self.sim.json_frames:
+                fr = wf.make_frame(src.kind, src.seq, int(ts[0]), data32[a:b],
+                                   period_ns=period_ns, timestamps_ns=stamps)
+                payload = wf.encode_json(fr)
+            else:
+                payload = wf.pack(src.kind, src.seq, int(ts[0]), data32[a:b],
+                                  period_ns=period_ns, timestamps_ns=stamps)
+            src.seq = (src.seq + 1) & 0xFFFFFFFF
+            out.append(Message(topic, payload, at_ns=int(edges_ns[slice_of[a]])))
+        return out
+
+    def truth_messages(self, truth: dict[str, list[Stance]]) -> list[Message]:
+        out = []
+        for athlete, stances in truth.items():
+            for st in stances:
+                out.append(Message(topics.athlete_topic(self.session, athlete, "truth"),
+                                   wm.dump(truth_event(st, self.runners[athlete])), qos=1))
+        return out
+
+
+def truth_event(st: Stance, runner: SimRunner) -> wm.TruthEvent:
+    return wm.TruthEvent(
+        foot=st.foot, step=st.step, ic_ns=int(round(st.ic * 1e9)), to_ns=int(round(st.to * 1e9)),
+        foot_landing_velocity_mps=round(st.v_land, 4), body_fall_velocity_mps=round(st.v_body, 4),
+        forced_landing=st.forced, overstride_m=round(st.overstride, 4),
+        strike_zone=runner.p.strike, source="sim",  # type: ignore[arg-type]
+    )
