@@ -116,6 +116,9 @@ class ProcessorSettings(_Model):
     accept_unknown_athletes: bool = Field(
         True, description="route frames of athletes not listed in 'athletes' with default body data"
     )
+    max_athletes: Annotated[int, Field(ge=1, le=100_000)] = Field(
+        2000, description="cap on athlete states (bounds memory against stray topics)"
+    )
     max_frame_bytes: Annotated[int, Field(ge=1024, le=16 * 1024 * 1024)] = 256 * 1024
     ingest: Literal["paho", "aiomqtt"] = Field(
         "paho", description="MQTT ingest path (see docs/benchmarks.md for why paho is the default)"

@@ -22,6 +22,9 @@ class Reason(StrEnum):
     META_MISMATCH = "meta_mismatch"
     UNKNOWN_TOPIC = "unknown_topic"
     UNKNOWN_ATHLETE = "unknown_athlete"
+    STREAM_MISMATCH = "stream_mismatch"  # frame kind differs from the topic's source
+    NO_META = "no_meta"  # data before the source's retained meta
+    TOO_MANY_ATHLETES = "too_many_athletes"
 
 
 class WireError(ValueError):

@@ -186,7 +186,8 @@ class SimTeam:
         for athlete, stances in truth.items():
             for st in stances:
                 out.append(Message(topics.athlete_topic(self.session, athlete, "truth"),
-                                   wm.dump(truth_event(st, self.runners[athlete])), qos=1))
+                                   wm.dump(truth_event(st, self.runners[athlete])), qos=1,
+                                   at_ns=int(round(st.to * 1e9))))
         return out
 
 

@@ -1,0 +1,284 @@
+"""The fusion service: subscribe, decode, route to each athlete's state, fan records to sinks.
+
+``FusionService.handle`` is synchronous and network-free (tests call it
+with raw topics and payloads); ``run`` wires it to the broker through the
+chosen ingest path and to the sinks through their bounded queues.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from poserun.processors.athlete import AthleteParams, AthleteState
+from poserun.services.mqtt import ThreadedSubscriber, aiomqtt_client
+from poserun.settings import Settings
+from poserun.sinks.base import Record, SinkRunner
+from poserun.wire import topics
+from poserun.wire.cursor import SourceCursor, Verdict
+from poserun.wire.errors import FrameError, Reason, TopicError, WireError
+from poserun.wire.frame import decode
+from poserun.wire.meta import GatewayStatus, InsoleMeta, parse_meta
+from poserun.wire.streams import StreamKind, source_kind, source_side
+
+log = logging.getLogger(__name__)
+Key = tuple[str, str, str]  # session, athlete, source
+
+
+@dataclass
+class SourceCounters:
+    """Per-source health: what arrived, what was taken, what was refused and why."""
+
+    frames: int = 0
+    samples: int = 0
+    bytes: int = 0
+    late: int = 0
+    gaps: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+    last_recv_ns: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"frames": self.frames, "samples": self.samples, "bytes": self.bytes,
+                "late": self.late, "gaps": self.gaps, "rejected": dict(self.rejected)}
+
+
+class FusionService:
+    def __init__(self, settings: Settings, sinks: list[SinkRunner] | None = None,
+                 session: str | None = None) -> None:
+        self.settings = settings
+        self.sinks = sinks or []
+        self.session = session
+        self.counters: dict[Key, SourceCounters] = {}
+        self.unrouted: Counter[str] = Counter()  # topics/meta/status we could not attribute
+        self.meta: dict[Key, Any] = {}
+        self.cursors: dict[Key, SourceCursor] = {}
+        self.athletes: dict[tuple[str, str], AthleteState] = {}
+        self.records_out = 0
+        self._logged: Counter[str] = Counter()
+        self._areas: dict[Key, np.ndarray | None] = {}
+
+    # ------------------------------------------------------------ handling
+    def handle(self, topic: str, payload: bytes, recv_ns: int | None = None) -> list[Record]:
+        """Process one MQTT message; never raises for bad input (it is counted)."""
+        try:
+            t = topics.parse(topic)
+        except TopicError as exc:
+            self._refuse(None, exc)
+            return []
+        if self.session is not None and t.session != self.session:
+            return []
+        try:
+            if t.channel == "data":
+                return self._data(t, payload, recv_ns or time.time_ns())
+            if t.channel == "meta":
+                self._meta(t, payload)
+            elif t.channel == "status":
+                self._status(t, payload)
+        except WireError as exc:
+            key = (t.session, t.athlete, t.source) if t.athlete and t.source else None
+            self._refuse(key, exc)
+        except Exception:  # a bug must cost one message, not the service
+            self.unrouted["internal_error"] += 1
+            log.exception("internal error handling %s", topic[:120])
+        return []
+
+    def _refuse(self, key: Key | None, exc: WireError) -> None:
+        reason = exc.reason.value
+        if key is not None:
+            self._counter(key).rejected[reason] += 1
+        else:
+            self.unrouted[reason] += 1
+        n = self._logged[reason] = self._logged[reason] + 1
+        if n <= 5 or n % 1000 == 0:
+            where = "/".join(key) if key else "-"
+            log.warning("rejected (%s, %d so far) %s: %s", reason, n, where, exc.detail)
+
+    def _counter(self, key: Key) -> SourceCounters:
+        c = self.counters.get(key)
+        if c is None:
+            c = self.counters[key] = SourceCounters()
+        return c
+
+    def _meta(self, t: topics.Topic, payload: bytes) -> None:
+        assert t.athlete is not None and t.source is not None
+        key = (t.session, t.athlete, t.source)
+        meta = parse_meta(payload)
+        if meta.source != t.source or meta.kind != source_kind(t.source).label:
+            raise WireError(Reason.BAD_META, f"meta for {meta.source}/{meta.kind} on topic of {t.source}")
+        self.meta[key] = meta
+        if isinstance(meta, InsoleMeta):
+            self._areas[key] = (np.asarray(meta.cell_area_m2) if meta.unit == "kPa" else None)
+
+    def _status(self, t: topics.Topic, payload: bytes) -> None:
+        try:
+            status = GatewayStatus.model_validate_json(payload)
+        except ValueError as exc:
+            raise WireError(Reason.BAD_META, f"gateway status: {str(exc)[:160]}") from None
+        if status.state == "online":
+            # a gateway that (re)started begins its sequence numbers again
+            for key in list(self.cursors):
+                if key[0] == t.session and key[1] in status.athletes:
+                    del self.cursors[key]
+        log.info("gateway %s/%s is %s", t.session, status.gateway, status.state)
+
+    def _athlete(self, session: str, athlete: str) -> AthleteState:
+        state = self.athletes.get((session, athlete))
+        if state is not None:
+            return state
+        conf = self.settings.athlete(athlete)
+        proc = self.settings.processor
+        if conf is None and not proc.accept_unknown_athletes:
+            raise WireError(Reason.UNKNOWN_ATHLETE, f"{athlete} is not in the config's athletes")
+        if len(self.athletes) >= proc.max_athletes:
+            raise WireError(Reason.TOO_MANY_ATHLETES, f"limit {proc.max_athletes} reached")
+        c = proc.contact
+        params = AthleteParams(
+            body_mass_kg=conf.body_mass_kg if conf else 68.0,
+            leg_length_m=conf.leg_length_m if conf else 0.9,
+            on_bw=c.on_bw, off_bw=c.off_bw, min_stance_s=c.min_stance_s,
+            min_swing_s=c.min_swing_s, cadence_window_steps=proc.cadence_window_steps,
+        )
+        state = self.athletes[(session, athlete)] = AthleteState(athlete, params)
+        return state
+
+    def _data(self, t: topics.Topic, payload: bytes, recv_ns: int) -> list[Record]:
+        assert t.athlete is not None and t.source is not None
+        key = (t.session, t.athlete, t.source)
+        c = self._counter(key)
+        c.bytes += len(payload)
+        c.last_recv_ns = recv_ns
+        frame = decode(payload, max_bytes=self.settings.processor.max_frame_bytes)
+        if frame.kind is not source_kind(t.source):
+            raise FrameError(Reason.STREAM_MISMATCH,
+                             f"{frame.kind.label} frame on the {t.source} topic")
+        meta = self.meta.get(key)
+        if meta is None:
+            raise FrameError(Reason.NO_META, f"no retained meta for {t.source} yet")
+        if frame.channels != len(meta.channels):
+            raise FrameError(Reason.META_MISMATCH,
+                             f"{frame.channels} channels, meta says {len(meta.channels)}")
+        cursor = self.cursors.get(key)
+        if cursor is None:
+            cursor = self.cursors[key] = SourceCursor()
+        gaps = cursor.gaps
+        if cursor.check(frame) is Verdict.LATE:
+            c.late += 1
+            return []
+        c.gaps += cursor.gaps - gaps
+        state = self._athlete(t.session, t.athlete)
+        c.frames += 1
+        c.samples += frame.samples
+        if frame.kind is StreamKind.INSOLE:
+            recs = state.push_insole(source_side(t.source) or "left", frame.times_ns(), frame.data,
+                                     self._areas.get(key))
+        else:
+            recs = state.push_other(t.source, frame.samples)
+        if recs:
+            now = time.time_ns()
+            for r in recs:
+                r["session"] = t.session
+                r["emitted_ns"] = now
+            self.records_out += len(recs)
+            for runner in self.sinks:
+                for r in recs:
+                    runner.offer(r)
+        return recs
+
+    # ------------------------------------------------------------- reporting
+    def snapshot(self) -> dict[str, Any]:
+        totals: Counter[str] = Counter()
+        rejected: Counter[str] = Counter(self.unrouted)
+        for c in self.counters.values():
+            totals.update({"frames": c.frames, "samples": c.samples, "bytes": c.bytes,
+                           "late": c.late, "gaps": c.gaps})
+            rejected.update(c.rejected)
+        return {
+            "totals": dict(totals), "rejected": dict(rejected), "records": self.records_out,
+            "athletes": len(self.athletes),
+            "sources": {"/".join(k): v.as_dict() for k, v in sorted(self.counters.items())},
+            "sinks": {r.sink.name: {"written": r.stats.written, "dropped": r.stats.dropped,
+                                    "errors": r.stats.errors, "depth": r.depth} for r in self.sinks},
+        }
+
+    # ------------------------------------------------------------- running
+    def filters(self) -> list[str]:
+        return [topics.subscription(self.session, ch) for ch in ("meta", "status", "data")]
+
+    async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
+        """Serve until ``stop`` is set; sinks are started and flushed here."""
+        warm_up()
+        for runner in self.sinks:
+            await runner.start()
+        try:
+            if self.settings.processor.ingest == "aiomqtt":
+                await self._run_aiomqtt(stop, ready)
+            else:
+                await self._run_paho(stop, ready)
+        finally:
+            for runner in self.sinks:
+                await runner.close()
+
+    async def _run_paho(self, stop: asyncio.Event, ready: asyncio.Event | None) -> None:
+        sub = ThreadedSubscriber(self.settings.broker, self.filters(), qos=1, role="fusion")
+        sub.start()
+        self.ingest_stats = sub.stats
+        if ready is not None:
+            ready.set()
+        try:
+            while not stop.is_set():
+                for m in await sub.batch(0.1):
+                    self.handle(m.topic, m.payload, m.recv_ns)
+                await asyncio.sleep(0)
+        finally:
+            sub.stop()
+            for m in sub.drain():
+                self.handle(m.topic, m.payload, m.recv_ns)
+
+    async def _run_aiomqtt(self, stop: asyncio.Event, ready: asyncio.Event | None) -> None:
+        import aiomqtt
+
+        delay = 0.5
+        while not stop.is_set():
+            try:
+                async with aiomqtt_client(self.settings.broker, "fusion") as client:
+                    for f in self.filters():
+                        await client.subscribe(f, qos=1)
+                    if ready is not None:
+                        ready.set()
+                    delay = 0.5
+                    reader = asyncio.create_task(self._read(client))
+                    stopper = asyncio.create_task(stop.wait())
+                    done, _ = await asyncio.wait({reader, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                    for task in (reader, stopper):
+                        task.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await task
+                    if reader in done and reader.exception():
+                        raise reader.exception()  # type: ignore[misc]
+            except aiomqtt.MqttError as exc:
+                log.warning("broker connection lost (%s); reconnecting in %.1f s", exc, delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+                delay = min(delay * 2, 10.0) * (0.8 + 0.4 * random.random())
+
+    async def _read(self, client: Any) -> None:
+        async for msg in client.messages:
+            payload = msg.payload if isinstance(msg.payload, bytes | bytearray) else str(msg.payload).encode()
+            self.handle(str(msg.topic), bytes(payload), time.time_ns())
+
+
+def warm_up() -> None:
+    """Compile (or load from cache) the kernels before the first frame arrives."""
+    state = AthleteState("warmup")
+    t = np.arange(50, dtype=np.int64) * 10_000_000
+    f = np.zeros((50, 2), dtype=np.float32)
+    f[10:40] = 400.0
+    state.push_insole("left", t, f)

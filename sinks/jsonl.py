@@ -1,0 +1,68 @@
+"""JSON lines to stdout or a file; ``format: text`` prints one readable line per record."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+from poserun.sinks.base import Record
+
+
+def describe(rec: Record, names: dict[str, str] | None = None) -> str:
+    """One human line for a record (used by the demo)."""
+    who = rec.get("athlete", "?")
+    if names and who in names:
+        who = f"{who} {names[who]}"
+    foot = "L" if rec.get("foot") == "left" else "R"
+    if rec.get("type") == "landing":
+        return f"{who:<24} {foot} landing  step {rec.get('step')}"
+    cad = rec.get("cadence_spm")
+    flight = rec.get("flight_time_s")
+    return (
+        f"{who:<24} {foot} stance   support {rec.get('support_time_s', 0):.3f} s"
+        f"  flight {'  -  ' if flight is None else f'{flight:.3f}'} s"
+        f"  cadence {'  - ' if cad is None else f'{cad:.0f}'} spm"
+        f"  peak {rec.get('peak_force_bw', 0):.2f} BW"
+    )
+
+
+class JsonLinesSink:
+    name = "jsonl"
+
+    def __init__(self, path: str = "-", format: str = "json", types: list[str] | None = None,
+                 context: dict[str, Any] | None = None) -> None:
+        if format not in ("json", "text"):
+            raise ValueError("format must be 'json' or 'text'")
+        self.path = path
+        self.format = format
+        self.types = set(types) if types else None
+        self.names: dict[str, str] = (context or {}).get("athlete_names", {})
+        self._fh: TextIO | None = None
+
+    async def start(self) -> None:
+        if self.path == "-":
+            self._fh = sys.stdout
+        else:
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+
+    async def write_batch(self, records: list[Record]) -> None:
+        assert self._fh is not None
+        lines = []
+        for rec in records:
+            if self.types is not None and rec.get("type") not in self.types:
+                continue
+            if self.format == "json":
+                lines.append(json.dumps(rec, separators=(",", ":")))
+            else:
+                lines.append(describe(rec, self.names))
+        if lines:
+            self._fh.write("\n".join(lines) + "\n")
+            self._fh.flush()
+
+    async def close(self) -> None:
+        if self._fh is not None and self._fh is not sys.stdout:
+            self._fh.close()
+        self._fh = None
