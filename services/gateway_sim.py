@@ -72,7 +72,7 @@ def run_sim_gateway(settings: Settings, *, duration: float | None = None,
                 ahead = due - time.monotonic()
                 if ahead > 0.002:
                     pub.flush()
-                    pub.sleep(ahead)
+                    pub.sleep(ahead, stop)
                 elif -ahead > stats.max_lag_s:
                     stats.max_lag_s = -ahead
                 pub.publish(m.topic, m.payload, qos=m.qos, retain=m.retain)

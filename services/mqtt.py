@@ -143,6 +143,7 @@ class Incoming:
     payload: bytes
     recv_ns: int
     retain: bool = False
+    qos: int = 0
 
 
 @dataclass
@@ -199,7 +200,7 @@ class ThreadedSubscriber:
         self.stats.connected = False
 
     def _on_message(self, _c: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
-        item = Incoming(msg.topic, msg.payload, time.time_ns(), bool(msg.retain))
+        item = Incoming(msg.topic, msg.payload, time.time_ns(), bool(msg.retain), msg.qos)
         self.stats.received += 1
         if self._direct is not None:
             self._direct(item)
@@ -317,12 +318,12 @@ class Publisher:
     def _inflight(self) -> bool:
         return bool(getattr(self.client, "_out_messages", None))
 
-    def sleep(self, seconds: float) -> None:
-        """Wait while keeping the connection served."""
+    def sleep(self, seconds: float, stop: threading.Event | None = None) -> None:
+        """Wait while keeping the connection served (returns early when ``stop`` is set)."""
         end = time.monotonic() + seconds
         while True:
             left = end - time.monotonic()
-            if left <= 0:
+            if left <= 0 or (stop is not None and stop.is_set()):
                 return
             self.pump(min(left, 0.05))
 

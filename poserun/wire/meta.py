@@ -107,6 +107,10 @@ class CameraMeta(BaseModel):
     y_axis: Literal["down", "up"] = "down"
     view: Literal["sagittal_right", "sagittal_left", "frontal", "3d"] = "sagittal_right"
     moving: bool = Field(False, description="true when the camera frame follows the athlete (tracking or treadmill)")
+    up_axis: Literal["+x", "-x", "+y", "-y", "+z", "-z"] | None = Field(
+        None, description="axis pointing up (3-D markers); for images y_axis decides")
+    forward_axis: Literal["+x", "-x", "+y", "-y", "+z", "-z"] | None = Field(
+        None, description="axis of the running direction (3-D markers)")
 
 
 class KeypointMeta(_Meta):

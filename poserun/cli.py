@@ -1,0 +1,361 @@
+"""The ``poserun`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from poserun import __version__
+from poserun.settings import ConfigError, Settings, json_schema, load_settings
+
+log = logging.getLogger("poserun")
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    over: dict[str, Any] = {}
+    if getattr(args, "broker", None):
+        over["broker"] = {"url": args.broker}
+    if getattr(args, "session", None):
+        over["session"] = {"id": args.session}
+    sim: dict[str, Any] = {}
+    for name in ("athletes", "speed", "seed", "imu_hz", "insole_hz", "camera_fps", "frame_ms",
+                 "forced_share"):
+        value = getattr(args, name, None)
+        if value is not None:
+            sim[name] = value
+    if getattr(args, "truth", False):
+        sim["truth"] = True
+    if getattr(args, "json_frames", False):
+        sim["json_frames"] = True
+    if getattr(args, "sensors", None):
+        sim["sensors"] = args.sensors.split(",")
+    if getattr(args, "profiles", None):
+        sim["profiles"] = args.profiles.split(",")
+    if sim:
+        over["sim"] = sim
+    if getattr(args, "ingest", None):
+        over["processor"] = {"ingest": args.ingest}
+    return over
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(getattr(args, "config", None), overrides=_overrides(args))
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
+# ------------------------------------------------------------------ commands
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from poserun.services.demo import demo_settings, run_demo
+
+    settings = demo_settings(args.config, args.athletes)
+    asyncio.run(run_demo(settings, broker=args.broker, duration=args.duration))
+    return 0
+
+
+def cmd_gateway_sim(args: argparse.Namespace) -> int:
+    from poserun.services.gateway_sim import run_sim_gateway
+
+    settings = _settings(args)
+    stop = _stop_on_signals()
+    stats = run_sim_gateway(settings, duration=args.duration, stop=stop)
+    print(json.dumps({"messages": stats.messages, "bytes": stats.bytes, "truth": stats.truth,
+                      "sim_seconds": round(stats.sim_seconds, 3),
+                      "wall_seconds": round(stats.wall_seconds, 3),
+                      "max_lag_s": round(stats.max_lag_s, 3)}))
+    return 0
+
+
+def cmd_gateway_replay(args: argparse.Namespace) -> int:
+    from poserun.services.replay import replay
+
+    settings = _settings(args)
+    stop = _stop_on_signals()
+    stats = replay(settings.broker, args.file, speed=args.speed, session=args.as_session, stop=stop)
+    print(json.dumps({"messages": stats.messages, "bytes": stats.bytes,
+                      "seconds": round(stats.seconds, 3)}))
+    return 0
+
+
+def cmd_record(args: argparse.Namespace) -> int:
+    from poserun.services.recorder import record
+
+    settings = _settings(args)
+    stop = _stop_on_signals()
+    ready = threading.Event()
+    if args.ready_file:
+        def announce() -> None:
+            ready.wait()
+            Path(args.ready_file).write_text("ready\n")
+        threading.Thread(target=announce, daemon=True).start()
+    stats = record(settings.broker, args.file, session=args.session, duration=args.duration,
+                   idle_stop=args.idle_stop, stop=stop, ready=ready, count=args.count)
+    print(json.dumps({"messages": stats.messages, "bytes": stats.bytes,
+                      "seconds": round(stats.seconds, 3), "file": str(args.file)}))
+    return 0
+
+
+def cmd_process(args: argparse.Namespace) -> int:
+    from poserun.services.fusion import FusionService
+    from poserun.sinks.base import SinkRunner, build_sink
+
+    settings = _settings(args)
+    context = {"broker": settings.broker,
+               "athlete_names": {a.id: a.name for a in settings.athletes if a.name}}
+    runners = [SinkRunner(build_sink(s.type, s.options, context), s.queue_size)
+               for s in settings.sinks]
+    service = FusionService(settings, runners, session=args.session)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        if args.duration:
+            loop.call_later(args.duration, stop.set)
+        task = asyncio.create_task(service.run(stop))
+        while not task.done():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(task), args.stats_interval)
+            if not task.done() and args.stats_interval:
+                _print_stats(service.snapshot(), args.stats_file, brief=True)
+        task.result()
+
+    asyncio.run(main())
+    _print_stats(service.snapshot(), args.stats_file, brief=False)
+    return 0
+
+
+def _print_stats(snap: dict[str, Any], path: str | None, *, brief: bool) -> None:
+    shown = {k: v for k, v in snap.items() if not (brief and k == "sources")}
+    line = json.dumps({"stats": shown}, separators=(",", ":"))
+    if path:
+        Path(path).write_text(json.dumps(snap, indent=1) + "\n")
+    print(line, file=sys.stderr, flush=True)
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from poserun.services import importer
+    from poserun.wire import meta as wm
+
+    if args.format == "bach2022":
+        messages, athletes = importer.import_bach2022(
+            args.input, session=args.session or "bach2022", running_only=args.running_only,
+            frame_ms=args.frame_ms)
+        n = importer.write_recording(args.output, messages, athletes=athletes,
+                                     metadata={"session": args.session or "bach2022",
+                                               "source": "Bach et al. 2022 (GPL-3.0)"})
+    elif args.format == "trc":
+        messages = importer.import_trc(args.input, session=args.session or "lab",
+                                       athlete=args.athlete, up=args.up, forward=args.forward,
+                                       frame_ms=args.frame_ms)
+        n = importer.write_recording(args.output, messages,
+                                     metadata={"session": args.session or "lab", "source": "trc"})
+    else:
+        if not args.source:
+            raise ConfigError("import csv needs --source (e.g. imu_shank_left, force_left)")
+        times, _, _ = importer.read_csv_table(args.input)
+        rate = args.rate or _rate(times)
+        meta: Any
+        if args.meta:
+            meta = wm.parse_meta(Path(args.meta).read_bytes())
+        elif args.source.startswith("imu_"):
+            axes = dict(kv.split("=") for kv in args.axes.split(",")) if args.axes else None
+            meta = wm.ImuMeta(source=args.source, rate_hz=rate,
+                              placement=args.source.split("_")[1],  # type: ignore[arg-type]
+                              side=_side(args.source), channels=args.channels.split(","),
+                              accel_unit=args.accel_unit, gyro_unit=args.gyro_unit,
+                              **({"axes": axes} if axes else {}))
+        elif args.source.startswith("force_"):
+            meta = wm.ForceMeta(source=args.source, rate_hz=rate, side=_side(args.source))
+        else:
+            raise ConfigError(f"import csv of {args.source} needs --meta FILE (a meta JSON)")
+        messages = importer.import_csv(args.input, session=args.session or "lab",
+                                       athlete=args.athlete, meta=meta, frame_ms=args.frame_ms)
+        n = importer.write_recording(args.output, messages,
+                                     metadata={"session": args.session or "lab", "source": "csv"})
+    print(json.dumps({"messages": n, "file": str(args.output)}))
+    return 0
+
+
+def _rate(times_ns: Any) -> float:
+    import numpy as np
+
+    if len(times_ns) < 2:
+        raise ConfigError("cannot infer the sample rate from one sample: pass --rate")
+    return float(1e9 / np.median(np.diff(times_ns)))
+
+
+def _side(source: str) -> Any:
+    return "left" if source.endswith("_left") else "right" if source.endswith("_right") else None
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    settings = load_settings(args.file)
+    print(f"{args.file}: OK (session {settings.session.id}, {len(settings.athletes)} athletes, "
+          f"{len(settings.sinks)} sinks, broker {settings.broker.url})")
+    return 0
+
+
+def cmd_config_schema(args: argparse.Namespace) -> int:
+    text = json_schema()
+    if args.output:
+        Path(args.output).write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_broker(args: argparse.Namespace) -> int:
+    from poserun.services.broker import embedded_broker
+
+    stop = _stop_on_signals()
+    with embedded_broker(args.port) as url:
+        print(f"embedded broker at {url} (Ctrl-C stops it)", flush=True)
+        stop.wait()
+    return 0
+
+
+# ------------------------------------------------------------------- parser
+
+def _common(p: argparse.ArgumentParser, *, config: bool = True) -> None:
+    if config:
+        p.add_argument("--config", "-c", help="YAML config (see config/demo.yaml)")
+    p.add_argument("--broker", help="mqtt://HOST:PORT (default from config: mqtt://127.0.0.1:1883)")
+
+
+def _sim_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--session", help="session id (default from config)")
+    p.add_argument("--athletes", type=int, help="number of simulated athletes (default 12)")
+    p.add_argument("--duration", type=float, help="simulated seconds (default: until Ctrl-C)")
+    p.add_argument("--speed", type=float, help="time scale: 1 real time, 10 ten times faster")
+    p.add_argument("--seed", type=int, help="random seed (same seed, same bytes)")
+    p.add_argument("--truth", action="store_true", help="publish ground truth on .../truth")
+    p.add_argument("--json", dest="json_frames", action="store_true", help="JSON frames, not binary")
+    p.add_argument("--sensors", help="comma list, e.g. imu_foot_left,imu_foot_right")
+    p.add_argument("--profiles", help="comma list of technique profiles assigned in turn")
+    p.add_argument("--imu-hz", type=float)
+    p.add_argument("--insole-hz", type=float)
+    p.add_argument("--camera-fps", type=float)
+    p.add_argument("--frame-ms", type=float)
+    p.add_argument("--forced-share", type=float, help="share of forced landings (forced_lander)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="poserun", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"poserun {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help="simulated team + fusion service + live table, one command")
+    _common(p)
+    p.add_argument("--athletes", type=int, help="team size (default 12; 4 on the embedded broker)")
+    p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.set_defaults(func=cmd_demo)
+
+    gw = sub.add_parser("gateway", help="sensor gateways").add_subparsers(dest="gateway", required=True)
+    p = gw.add_parser("sim", help="publish a simulated team")
+    _common(p)
+    _sim_flags(p)
+    p.set_defaults(func=cmd_gateway_sim)
+    p = gw.add_parser("replay", help="republish a recording")
+    _common(p)
+    p.add_argument("file")
+    p.add_argument("--speed", type=float, default=1.0, help="1 original timing, 0 as fast as possible")
+    p.add_argument("--as-session", help="publish under another session id")
+    p.set_defaults(func=cmd_gateway_replay)
+
+    p = sub.add_parser("record", help="record a session's topics to an MCAP file")
+    _common(p)
+    p.add_argument("file")
+    p.add_argument("--session", help="session id (default: every session)")
+    p.add_argument("--duration", type=float)
+    p.add_argument("--idle-stop", type=float, help="stop after this many seconds without messages")
+    p.add_argument("--count", type=int, help="stop after this many messages")
+    p.add_argument("--ready-file", help="write this file once subscribed (for scripts)")
+    p.set_defaults(func=cmd_record)
+
+    p = sub.add_parser("process", help="run the fusion service")
+    _common(p)
+    p.add_argument("--session", help="only this session (default: all)")
+    p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.add_argument("--ingest", choices=["paho", "aiomqtt"])
+    p.add_argument("--stats-interval", type=float, default=10.0, help="seconds between stats lines")
+    p.add_argument("--stats-file", help="write the full counters here (JSON) at every stats line")
+    p.set_defaults(func=cmd_process)
+
+    p = sub.add_parser("import", help="convert lab data into a recording")
+    p.add_argument("format", choices=["csv", "trc", "bach2022"])
+    p.add_argument("input", help="file (csv, trc) or folder (bach2022)")
+    p.add_argument("-o", "--output", required=True, help="MCAP file to write")
+    p.add_argument("--session")
+    p.add_argument("--athlete", default="athlete1")
+    p.add_argument("--source", help="csv: the source, e.g. imu_shank_left, force_left")
+    p.add_argument("--rate", type=float, help="csv: sample rate (default: from the time column)")
+    p.add_argument("--channels", default="ax,ay,az,gx,gy,gz", help="csv IMU channel names")
+    p.add_argument("--accel-unit", default="m/s^2", choices=["m/s^2", "g"])
+    p.add_argument("--gyro-unit", default="rad/s", choices=["rad/s", "deg/s"])
+    p.add_argument("--axes", help="csv IMU axes, e.g. x=forward,y=left,z=up")
+    p.add_argument("--meta", help="csv: a device meta JSON file (insoles need one)")
+    p.add_argument("--up", default="+y", help="trc: axis pointing up")
+    p.add_argument("--forward", default="+x", help="trc: running direction axis")
+    p.add_argument("--running-only", action="store_true", help="bach2022: skip walking trials")
+    p.add_argument("--frame-ms", type=float, default=10.0)
+    p.set_defaults(func=cmd_import)
+
+    cfg = sub.add_parser("config", help="configuration").add_subparsers(dest="config_cmd", required=True)
+    p = cfg.add_parser("check", help="validate a config file")
+    p.add_argument("file")
+    p.set_defaults(func=cmd_config_check)
+    p = cfg.add_parser("schema", help="print the config's JSON schema")
+    p.add_argument("-o", "--output")
+    p.set_defaults(func=cmd_config_schema)
+
+    p = sub.add_parser("broker", help="run the embedded MQTT broker (for machines without one)")
+    p.add_argument("--port", type=int, default=1883)
+    p.set_defaults(func=cmd_broker)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING - 10 * min(args.verbose, 2),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as exc:
+        print(f"poserun: invalid configuration\n{exc}", file=sys.stderr)
+        return 2
+    except (ValueError, OSError) as exc:
+        from poserun.services.mqtt import BrokerUnavailable
+
+        if isinstance(exc, BrokerUnavailable):
+            print(f"poserun: {exc}. Start one (e.g. 'poserun broker') or pass --broker URL.",
+                  file=sys.stderr)
+            return 3
+        print(f"poserun: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

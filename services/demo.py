@@ -1,0 +1,119 @@
+"""``poserun demo``: a simulated team, the fusion service and a live team table, one command.
+
+Broker choice: ``--broker URL`` if given; else a broker answering on
+127.0.0.1:1883; else an embedded broker (amqtt) started here, with the team
+kept small enough for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+import threading
+import time
+from typing import Any, TextIO
+
+from poserun.services.broker import embedded_broker
+from poserun.services.fusion import FusionService
+from poserun.services.gateway_sim import run_sim_gateway
+from poserun.services.mqtt import broker_answers
+from poserun.services.sim.team import SimTeam
+from poserun.settings import AthleteSettings, Settings, load_settings
+from poserun.sinks.base import SinkRunner, build_sink
+from poserun.wire import topics
+
+log = logging.getLogger(__name__)
+EMBEDDED_MAX_ATHLETES = 4
+
+
+def choose_broker(url: str | None) -> tuple[str | None, str]:
+    """(url or None for embedded, a sentence saying why)."""
+    if url:
+        return url, f"using the broker you named: {url}"
+    if broker_answers("127.0.0.1", 1883, timeout=0.5):
+        return "mqtt://127.0.0.1:1883", "using the MQTT broker answering on 127.0.0.1:1883"
+    return None, "no broker on 127.0.0.1:1883: starting an embedded one (amqtt)"
+
+
+async def run_demo(settings: Settings, *, broker: str | None = None, duration: float | None = None,
+                   out: TextIO | None = None, stop: asyncio.Event | None = None) -> dict[str, Any]:
+    out = out or sys.stdout
+    url, why = choose_broker(broker)
+    with contextlib.ExitStack() as stack:
+        athletes = settings.sim.athletes
+        if url is None:
+            url = stack.enter_context(embedded_broker())
+            if athletes > EMBEDDED_MAX_ATHLETES:
+                why += f"; team cut from {athletes} to {EMBEDDED_MAX_ATHLETES} athletes for it"
+                athletes = EMBEDDED_MAX_ATHLETES
+        settings = settings.model_copy(update={
+            "broker": settings.broker.model_copy(update={"url": url}),
+            "sim": settings.sim.model_copy(update={"athletes": athletes}),
+        })
+        session = settings.session.id
+        team = SimTeam(session, settings.sim, settings.athletes)
+        listed = {a.id for a in settings.athletes}
+        settings = settings.model_copy(update={"athletes": [
+            *settings.athletes,
+            *(AthleteSettings(id=s.athlete_id, name=s.name, body_mass_kg=s.body_mass_kg,
+                              leg_length_m=s.leg_length_m, profile=s.profile.name)
+              for s in team.specs if s.athlete_id not in listed),
+        ]})
+        context = {
+            "broker": settings.broker,
+            "athlete_names": {s.athlete_id: s.name for s in team.specs},
+            "athlete_profiles": {s.athlete_id: s.profile.name for s in team.specs},
+        }
+        runners = [SinkRunner(build_sink(s.type, s.options, context), s.queue_size)
+                   for s in settings.sinks]
+        service = FusionService(settings, runners, session=session)
+        out.write(
+            f"poserun demo\n  broker   {why}\n  session  {session}: {athletes} simulated athletes "
+            f"({', '.join(sorted({s.profile.name for s in team.specs}))})\n"
+            f"  sensors  {', '.join(settings.sim.sensors)} "
+            f"(IMU {settings.sim.imu_hz:g} Hz, insole {settings.sim.insole_hz:g} Hz, "
+            f"camera {settings.sim.camera_fps:g} fps)\n"
+            f"  look     mosquitto_sub -L {url}/{topics.subscription(session, 'records')} -v\n"
+            f"  stop     Ctrl-C\n\n"
+        )
+        out.flush()
+        stop = stop or asyncio.Event()
+        ready = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGINT, stop.set)
+            loop.add_signal_handler(signal.SIGTERM, stop.set)
+        fusion = asyncio.create_task(service.run(stop, ready))
+        await asyncio.wait({fusion, asyncio.create_task(ready.wait())},
+                           return_when=asyncio.FIRST_COMPLETED)
+        if fusion.done():
+            fusion.result()  # raise the start-up error
+        gw_stop = threading.Event()
+        gateway = asyncio.create_task(asyncio.to_thread(
+            run_sim_gateway, settings, duration=duration, stop=gw_stop, team=team))
+        stopper = asyncio.create_task(stop.wait())
+        await asyncio.wait({gateway, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        t0 = time.monotonic()
+        gw_stop.set()
+        with contextlib.suppress(Exception):
+            await gateway
+        if not stop.is_set():
+            await asyncio.sleep(0.3)  # let the last frames arrive
+        stop.set()
+        await fusion
+        stopper.cancel()
+        snap = service.snapshot()
+        out.write(f"stopped in {time.monotonic() - t0:.2f} s: {snap['totals'].get('frames', 0)} "
+                  f"frames, {snap['records']} records, rejected {snap['rejected'] or 'none'}\n")
+        return snap
+
+
+def demo_settings(path: str | None, athletes: int | None) -> Settings:
+    """The demo's settings: a config file if given, else a team table on the terminal."""
+    over: dict[str, Any] = {} if path else {"sinks": [{"type": "console"}]}
+    if athletes is not None:
+        over["sim"] = {"athletes": athletes}
+    return load_settings(path, overrides=over)
