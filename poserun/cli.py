@@ -206,7 +206,14 @@ def _side(source: str) -> Any:
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
+    from poserun.sinks.base import sink_classes
+
     settings = load_settings(args.file)
+    known = sink_classes()
+    unknown = [s.type for s in settings.sinks if s.type not in known]
+    if unknown:
+        raise ConfigError(f"{args.file}: sinks: unknown type(s) {unknown}; installed: "
+                          f"{', '.join(sorted(known))}")
     print(f"{args.file}: OK (session {settings.session.id}, {len(settings.athletes)} athletes, "
           f"{len(settings.sinks)} sinks, broker {settings.broker.url})")
     return 0

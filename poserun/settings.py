@@ -236,6 +236,23 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def _field_help(loc: tuple[Any, ...]) -> str | None:
+    """The description of the field at ``loc`` in the Settings tree, if it has one."""
+    model: Any = Settings
+    info = None
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        fields = getattr(model, "model_fields", None)
+        if not fields or part not in fields:
+            return None
+        info = fields[part]
+        ann = info.annotation
+        args = getattr(ann, "__args__", ())
+        model = next((a for a in (ann, *args) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+    return info.description if info is not None else None
+
+
 def _explain(exc: ValidationError, origin: str) -> str:
     lines = []
     for err in exc.errors()[:5]:
@@ -247,6 +264,9 @@ def _explain(exc: ValidationError, origin: str) -> str:
             hint = " (unknown key: check its spelling against config/poserun.schema.json)"
         elif err.get("type") == "missing":
             hint = " (add this key)"
+        described = _field_help(tuple(err.get("loc", ())))
+        if described and not hint:
+            hint = f"; expected: {described}"
         shown = "" if isinstance(got, dict | list) or got is None else f" (got {got!r:.60})"
         lines.append(f"{origin}: {loc}: {msg}{shown}{hint}")
     more = len(exc.errors()) - 5

@@ -1,0 +1,97 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from poserun.processors.contact import EV_IC, EV_SHORT, EV_TO, ContactDetector
+from tests.processors.reference import contact_events
+
+BW = 700.0
+
+
+def gait(seed: int, n: int = 3000, rate: float = 100.0) -> tuple[np.ndarray, np.ndarray]:
+    """Half-sine stances with noise, bounces and a dropout: a realistic insole trace."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n) / rate
+    f = np.zeros(n)
+    start = 0.2
+    while start < t[-1]:
+        tc = rng.uniform(0.18, 0.3)
+        m = (t >= start) & (t < start + tc)
+        f[m] = 2.5 * BW * np.sin(np.pi * (t[m] - start) / tc)
+        start += tc + rng.uniform(0.05, 0.2)
+    f += rng.normal(0, 8, n)
+    f[rng.random(n) < 0.01] += 200  # bounces
+    return (t * 1e9).astype(np.int64), f
+
+
+def run(det: ContactDetector, times: np.ndarray, force: np.ndarray, cuts: list[int]) -> np.ndarray:
+    parts = []
+    for a, b in zip([0, *cuts], [*cuts, len(times)], strict=True):
+        parts.append(det.update(times[a:b], force[a:b]))
+    return np.concatenate(parts) if parts else np.empty((0, 4))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_kernel_equals_reference(seed: int) -> None:
+    times, force = gait(seed)
+    det = ContactDetector(BW)
+    got = det.update(times, force)
+    want = contact_events(times.tolist(), force.tolist(), 0.1 * BW, 0.05 * BW, 0.08e9, 0.1e9)
+    assert len(got) == len(want) > 20
+    np.testing.assert_allclose(got, np.array(want), rtol=0, atol=1e-3)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 10_000), st.lists(st.integers(1, 2999), max_size=30))
+def test_streaming_equals_batch(seed: int, cuts: list[int]) -> None:
+    times, force = gait(seed % 50)
+    batch = ContactDetector(BW).update(times, force)
+    streamed = run(ContactDetector(BW), times, force, sorted(set(cuts)))
+    np.testing.assert_array_equal(batch, streamed)
+
+
+def test_events_alternate_and_interpolate() -> None:
+    t = (np.arange(100) * 10_000_000).astype(np.int64)
+    f = np.zeros(100)
+    f[10:40] = 1000.0
+    ev = ContactDetector(BW).update(t, f)
+    assert [e[0] for e in ev] == [EV_IC, EV_TO]
+    # force jumps 0 -> 1000 between samples 9 and 10: crossing of 70 N at 7 % of the interval
+    assert ev[0][1] == pytest.approx(90e6 + 0.07 * 10e6)
+    assert ev[1][1] - ev[1][2] == pytest.approx(0.3e9, abs=10e6)
+
+
+def test_short_contacts_are_counted_not_reported() -> None:
+    t = (np.arange(100) * 10_000_000).astype(np.int64)
+    f = np.zeros(100)
+    f[10:13] = 1000.0  # 30 ms blip
+    det = ContactDetector(BW)
+    ev = det.update(t, f)
+    assert EV_SHORT in ev[:, 0] and EV_TO not in ev[:, 0]
+    assert det.short_contacts == 1
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.floats(allow_nan=True, allow_infinity=True, width=64), min_size=0, max_size=300))
+def test_any_values_never_crash(values: list[float]) -> None:
+    t = (np.arange(len(values)) * 10_000_000).astype(np.int64)
+    ev = ContactDetector(BW).update(t, np.array(values, dtype=float))
+    assert ev.shape[1] == 4
+
+
+def test_constant_and_clipped_inputs() -> None:
+    t = (np.arange(500) * 2_500_000).astype(np.int64)
+    assert len(ContactDetector(BW).update(t, np.full(500, 5000.0))) == 1  # one endless contact
+    assert len(ContactDetector(BW).update(t, np.zeros(500))) == 0
+
+
+def test_invalid_parameters() -> None:
+    with pytest.raises(ValueError):
+        ContactDetector(0.0)
+    with pytest.raises(ValueError):
+        ContactDetector(BW, on_bw=0.05, off_bw=0.1)
+    with pytest.raises(ValueError):
+        ContactDetector(BW).update(np.arange(3), np.zeros(4))
