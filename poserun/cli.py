@@ -64,7 +64,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from poserun.services.demo import demo_settings, run_demo
 
     settings = demo_settings(args.config, args.athletes)
-    asyncio.run(run_demo(settings, broker=args.broker, duration=args.duration))
+    asyncio.run(run_demo(settings, broker=args.broker, duration=args.duration,
+                         embedded=args.embedded_broker))
     return 0
 
 
@@ -86,7 +87,7 @@ def cmd_gateway_replay(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     stop = _stop_on_signals()
-    stats = replay(settings.broker, args.file, speed=args.speed, session=args.as_session, stop=stop)
+    stats = replay(settings.broker, args.file, speed=args.replay_speed, session=args.as_session, stop=stop)
     print(json.dumps({"messages": stats.messages, "bytes": stats.bytes,
                       "seconds": round(stats.seconds, 3)}))
     return 0
@@ -273,6 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--athletes", type=int, help="team size (default 12; 4 on the embedded broker)")
     p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.add_argument("--embedded-broker", action="store_true",
+                   help="start the embedded broker even if one answers on 127.0.0.1:1883")
     p.set_defaults(func=cmd_demo)
 
     gw = sub.add_parser("gateway", help="sensor gateways").add_subparsers(dest="gateway", required=True)
@@ -283,7 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = gw.add_parser("replay", help="republish a recording")
     _common(p)
     p.add_argument("file")
-    p.add_argument("--speed", type=float, default=1.0, help="1 original timing, 0 as fast as possible")
+    p.add_argument("--speed", dest="replay_speed", type=float, default=1.0,
+                   help="1 original timing, 0 as fast as possible")
     p.add_argument("--as-session", help="publish under another session id")
     p.set_defaults(func=cmd_gateway_replay)
 

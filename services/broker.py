@@ -50,7 +50,7 @@ def mosquitto_broker(port: int | None = None) -> Iterator[str]:
         conf = Path(tmp) / "mosquitto.conf"
         conf.write_text(
             f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-            "max_queued_messages 100000\nset_tcp_nodelay true\n"
+            "max_queued_messages 1000000\nset_tcp_nodelay true\n"
         )
         proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE)

@@ -1,0 +1,146 @@
+"""The fusion service driven with raw topics and payloads, no network."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from poserun.records import LandingRecord, StanceRecord
+from poserun.services.fusion import FusionService
+from poserun.services.sim.team import SimTeam
+from poserun.settings import AthleteSettings, Settings, SimSettings, load_settings
+from poserun.wire import frame as wf
+from poserun.wire import meta as wm
+from poserun.wire import topics
+from poserun.wire.streams import StreamKind
+
+
+def team_and_service(athletes: int = 4, **proc: object) -> tuple[SimTeam, FusionService]:
+    team = SimTeam("s", SimSettings(athletes=athletes, seed=2))
+    listed = [AthleteSettings(id=s.athlete_id, body_mass_kg=s.body_mass_kg) for s in team.specs]
+    settings = load_settings(overrides={"athletes": [a.model_dump() for a in listed],
+                                        "processor": proc})
+    svc = FusionService(settings, session="s")
+    for m in team.meta_messages():
+        svc.handle(m.topic, m.payload)
+    return team, svc
+
+
+def test_records_for_every_athlete_match_truth() -> None:
+    team, svc = team_and_service()
+    records, truth = [], []
+    for _ in range(16):
+        msgs, done = team.step(50)
+        for m in msgs:
+            records += svc.handle(m.topic, m.payload)
+        truth += [(a, s) for a, stances in done.items() for s in stances]
+    stances = [r for r in records if r["type"] == "stance"]
+    assert {r["athlete"] for r in stances} == {s.athlete_id for s in team.specs}
+    for r in records:
+        (LandingRecord if r["type"] == "landing" else StanceRecord).model_validate(r)
+        json.dumps(r)
+    by_ic = {(a, s.foot, round(s.ic * 1e9)): s for a, s in truth}
+    errors_ic, errors_to = [], []
+    for r in stances:
+        match = [s for (a, f, ic), s in by_ic.items()
+                 if a == r["athlete"] and f == r["foot"] and abs(ic - r["ic_ns"]) < 30e6]
+        assert len(match) == 1, r
+        errors_ic.append((r["ic_ns"] - match[0].ic * 1e9) / 1e6)
+        errors_to.append((r["to_ns"] - match[0].to * 1e9) / 1e6)
+    # insole at 100 Hz with interpolated threshold crossings
+    assert np.mean(np.abs(errors_ic)) < 6 and np.mean(np.abs(errors_to)) < 10
+    cad = [r["cadence_spm"] for r in stances if r["cadence_spm"]]
+    assert 140 < np.median(cad) < 190
+    snap = svc.snapshot()
+    assert snap["rejected"] == {} and snap["totals"]["late"] == 0
+
+
+def test_random_payloads_are_each_rejected_with_a_reason() -> None:
+    team, svc = team_and_service(athletes=2)
+    rng = np.random.default_rng(0)
+    msgs, _ = team.step(20)
+    topics_ = sorted({m.topic for m in msgs})
+    n = 10_000
+    for i in range(n):
+        size = int(rng.integers(0, 300))
+        payload = rng.bytes(size)
+        if i % 3 == 0:
+            payload = b"PR" + payload
+        elif i % 3 == 1:
+            payload = b"{" + payload
+        svc.handle(topics_[i % len(topics_)], payload)
+    snap = svc.snapshot()
+    assert sum(snap["rejected"].values()) == n
+    assert set(snap["rejected"]) <= {"not_a_frame", "truncated", "count_mismatch", "bad_json",
+                                     "unknown_version", "unknown_stream", "bad_field",
+                                     "non_finite", "stream_mismatch", "meta_mismatch"}
+    # the service still processes good frames afterwards
+    good = 0
+    for m in team.step(100)[0]:
+        svc.handle(m.topic, m.payload)
+        good += 1
+    assert svc.snapshot()["totals"]["frames"] == good
+
+
+def frame_bytes(kind: StreamKind, seq: int, t0: int, n: int, c: int) -> bytes:
+    return wf.encode(wf.make_frame(kind, seq, t0, np.ones((n, c)), period_ns=10_000_000))
+
+
+def test_each_rejection_reason_is_counted() -> None:
+    settings = load_settings(overrides={"athletes": [{"id": "a"}],
+                                        "processor": {"accept_unknown_athletes": False}})
+    svc = FusionService(settings)
+    imu_meta = wm.ImuMeta(source="imu_foot_left", rate_hz=100, placement="foot", side="left")
+    topic = topics.data_topic("s", "a", "imu_foot_left")
+    svc.handle(topic, frame_bytes(StreamKind.IMU, 0, 0, 1, 6))  # before meta
+    svc.handle(topics.meta_topic("s", "a", "imu_foot_left"), wm.dump(imu_meta))
+    svc.handle(topics.meta_topic("s", "a", "insole_left"), wm.dump(imu_meta))  # wrong source
+    svc.handle(topics.meta_topic("s", "a", "imu_pelvis"), b"{not json")
+    svc.handle(topic, frame_bytes(StreamKind.INSOLE, 0, 0, 1, 6))
+    svc.handle(topic, frame_bytes(StreamKind.IMU, 0, 0, 1, 3))
+    svc.handle(topic, frame_bytes(StreamKind.IMU, 5, 1_000_000_000, 2, 6))
+    svc.handle(topic, frame_bytes(StreamKind.IMU, 4, 900_000_000, 2, 6))  # older sequence
+    svc.handle(topic, frame_bytes(StreamKind.IMU, 6, 1_000_000_000, 2, 6))  # clock went back
+    svc.handle("poserun/v1/s/a/data/sonar", b"")
+    svc.handle("elsewhere/entirely", b"")
+    svc.handle(topics.status_topic("s", "gw"), b"{}")
+    svc.handle(topics.meta_topic("s", "zed", "imu_pelvis"), wm.dump(
+        wm.ImuMeta(source="imu_pelvis", rate_hz=100, placement="pelvis")))
+    svc.handle(topics.data_topic("s", "zed", "imu_pelvis"), frame_bytes(StreamKind.IMU, 0, 0, 1, 6))
+    snap = svc.snapshot()
+    assert snap["rejected"] == {
+        "no_meta": 1, "bad_meta": 3, "stream_mismatch": 1, "meta_mismatch": 1,
+        "time_backwards": 1, "unknown_topic": 2, "unknown_athlete": 1,
+    }
+    assert snap["totals"]["late"] == 1 and snap["totals"]["frames"] == 1
+    src = snap["sources"]["s/a/imu_foot_left"]
+    assert src["rejected"] == {"no_meta": 1, "stream_mismatch": 1, "meta_mismatch": 1,
+                               "time_backwards": 1}
+
+
+def test_athlete_cap_bounds_memory() -> None:
+    svc = FusionService(load_settings(overrides={"processor": {"max_athletes": 3}}))
+    meta = wm.dump(wm.ForceMeta(source="force_left", rate_hz=100, side="left"))
+    for i in range(6):
+        svc.handle(topics.meta_topic("s", f"x{i}", "force_left"), meta)
+        svc.handle(topics.data_topic("s", f"x{i}", "force_left"),
+                   frame_bytes(StreamKind.FORCE, 0, 0, 1, 1))
+    assert len(svc.athletes) == 3
+    assert svc.snapshot()["rejected"] == {"too_many_athletes": 3}
+
+
+def test_kpa_insole_uses_cell_areas() -> None:
+    svc = FusionService(Settings(athletes=[AthleteSettings(id="a", body_mass_kg=70)]))
+    meta = wm.InsoleMeta(source="insole_left", rate_hz=100, side="left", unit="kPa",
+                         cell_regions=["heel", "ball"], cell_positions=[(0.1, 0), (0.7, 0)],
+                         cell_area_m2=[0.002, 0.002])
+    svc.handle(topics.meta_topic("s", "a", "insole_left"), wm.dump(meta))
+    cells = np.zeros((60, 2))
+    cells[10:40] = 200.0  # 200 kPa on 2 x 20 cm^2 = 800 N
+    payload = wf.encode(wf.make_frame(StreamKind.INSOLE, 0, 0, cells, period_ns=10_000_000))
+    recs = svc.handle(topics.data_topic("s", "a", "insole_left"), payload)
+    stance = [r for r in recs if r["type"] == "stance"]
+    assert len(stance) == 1
+    assert stance[0]["peak_force_bw"] == pytest.approx(800 / (70 * 9.81), rel=1e-3)
