@@ -62,7 +62,7 @@ class RecordingWriter:
                  compression: str = "zstd") -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh: IO[bytes] = open(self.path, "wb")  # noqa: SIM115 - closed in close()
+        self._fh: IO[bytes] = open(self.path, "wb")
         comp = {"zstd": CompressionType.ZSTD, "lz4": CompressionType.LZ4,
                 "none": CompressionType.NONE}[compression]
         self._w = Writer(self._fh, compression=comp)

@@ -9,13 +9,13 @@ Records are plain dicts (see ``poserun.records`` for their schema).
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-
-from poserun.processors.contact import EV_IC, EV_SHORT, EV_TO, G, ContactDetector
+from poserun.processors.contact import EV_IC, EV_SHORT, EV_TO, ContactDetector, G
 
 
 @dataclass
@@ -98,7 +98,7 @@ class AthleteState:
         """Rolling median cadence over the last N steps (alternating feet only)."""
         ics = list(self._ics)
         steps = [
-            (b[0] - a[0]) / 1e9 for a, b in zip(ics[:-1], ics[1:], strict=True)
+            (b[0] - a[0]) / 1e9 for a, b in itertools.pairwise(ics)
             if a[1] != b[1] and 0.15 < (b[0] - a[0]) / 1e9 < 1.5
         ]
         if not steps:

@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-
 from poserun.processors.athlete import AthleteParams, AthleteState
 from poserun.services.mqtt import ThreadedSubscriber, aiomqtt_client
-from poserun.settings import Settings
 from poserun.sinks.base import Record, SinkRunner
+
+from poserun.settings import Settings
 from poserun.wire import topics
 from poserun.wire.cursor import SourceCursor, Verdict
 from poserun.wire.errors import FrameError, Reason, TopicError, WireError

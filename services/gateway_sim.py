@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from poserun.services.mqtt import Publisher, Will
 from poserun.services.sim.team import Message, SimTeam
+
 from poserun.settings import Settings
 from poserun.wire import meta as wm
 from poserun.wire import topics
@@ -59,7 +60,7 @@ def run_sim_gateway(settings: Settings, *, duration: float | None = None,
                 break
             slices = CHUNK_SLICES
             if duration is not None:
-                left = int(round((duration - team.t) / team.frame_s))
+                left = round((duration - team.t) / team.frame_s)
                 slices = max(1, min(slices, left))
             messages, truth = team.step(slices)
             if sim.truth:

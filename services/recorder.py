@@ -8,8 +8,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from poserun.recording import RecordingWriter
 from poserun.services.mqtt import Incoming, ThreadedSubscriber
+
+from poserun.recording import RecordingWriter
 from poserun.settings import BrokerSettings
 from poserun.wire import topics
 

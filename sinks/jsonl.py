@@ -46,7 +46,7 @@ class JsonLinesSink:
             self._fh = sys.stdout
         else:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+            self._fh = open(self.path, "a", encoding="utf-8")
 
     async def write_batch(self, records: list[Record]) -> None:
         assert self._fh is not None

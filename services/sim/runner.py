@@ -20,9 +20,9 @@ from collections import deque
 from dataclasses import dataclass, replace
 
 import numpy as np
-
 from poserun.services.sim.profiles import Profile
 from poserun.services.sim.spline import KnotCurve
+
 from poserun.wire.meta import COCO17
 
 G = 9.81
@@ -158,7 +158,7 @@ class SimRunner:
         impulse = self.m * (b - self._vz + G * tc)
         f_peak = impulse / (tc * _shape_integral(stance.p_skew))
         stance = replace(stance, f_peak=f_peak)
-        z_to, vz_to = self._com_stance_end(stance, b)
+        z_to, _vz_to = self._com_stance_end(stance, b)
         self._z = z_to + b * tf - 0.5 * G * tf * tf
         self._vz = b - G * tf
         self._add_foot_stance(stance)

@@ -8,12 +8,13 @@ in-process.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
-
 from poserun.services.sim.profiles import get_profile
 from poserun.services.sim.runner import INSOLE_CELLS, AthleteSpec, SimRunner, Stance
+
 from poserun.settings import AthleteSettings, SimSettings
 from poserun.wire import frame as wf
 from poserun.wire import meta as wm
@@ -164,12 +165,12 @@ class SimTeam:
         slice_of = np.searchsorted(edges_ns, times_ns, side="right")
         out = []
         bounds = np.concatenate(([0], cuts, [len(times_ns)]))
-        for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+        for a, b in itertools.pairwise(bounds):
             if a == b:
                 continue
             ts = times_ns[a:b]
             stamps = None if uniform or b - a == 1 else ts
-            period_ns = 0 if stamps is not None else int(round(period))
+            period_ns = 0 if stamps is not None else round(period)
             if self.sim.json_frames:
                 fr = wf.make_frame(src.kind, src.seq, int(ts[0]), data32[a:b],
                                    period_ns=period_ns, timestamps_ns=stamps)
@@ -187,13 +188,13 @@ class SimTeam:
             for st in stances:
                 out.append(Message(topics.athlete_topic(self.session, athlete, "truth"),
                                    wm.dump(truth_event(st, self.runners[athlete])), qos=1,
-                                   at_ns=int(round(st.to * 1e9))))
+                                   at_ns=round(st.to * 1e9)))
         return out
 
 
 def truth_event(st: Stance, runner: SimRunner) -> wm.TruthEvent:
     return wm.TruthEvent(
-        foot=st.foot, step=st.step, ic_ns=int(round(st.ic * 1e9)), to_ns=int(round(st.to * 1e9)),
+        foot=st.foot, step=st.step, ic_ns=round(st.ic * 1e9), to_ns=round(st.to * 1e9),
         foot_landing_velocity_mps=round(st.v_land, 4), body_fall_velocity_mps=round(st.v_body, 4),
         forced_landing=st.forced, overstride_m=round(st.overstride, 4),
         strike_zone=runner.p.strike, source="sim",  # type: ignore[arg-type]

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
-
 from poserun.services.sim.profiles import PROFILES, get_profile
 from poserun.services.sim.runner import INSOLE_CELLS, AthleteSpec, SimRunner
 from poserun.services.sim.spline import KnotCurve
 from poserun.services.sim.team import SimTeam
+
 from poserun.settings import SimSettings
 from poserun.wire import decode, topics
 from poserun.wire.meta import parse_meta
@@ -44,7 +46,7 @@ def test_imu_integrates_to_the_true_landing_velocity(name: str) -> None:
     az_world = imu[:, 0] * -np.sin(pitch) + imu[:, 2] * np.cos(pitch) - 9.81
     stances = [s for s in r.stances if s.foot == "left" and 3 < s.ic < 27]
     errors = []
-    for prev, st in zip(stances[:-1], stances[1:], strict=True):
+    for prev, st in itertools.pairwise(stances):
         mid = (prev.ic + prev.to) / 2
         m = (t >= mid) & (t < st.ic)
         errors.append(np.sum(az_world[m]) * dt + st.v_land)
