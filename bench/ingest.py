@@ -3,9 +3,10 @@
 One run, one machine, one broker (a private mosquitto with a deep queue):
 
 1. ``raw``      mosquitto_sub (C) receiving the same burst: the broker's fan-in.
-2. ``paho``     the fusion service with paho's network thread (the default ingest).
-3. ``aiomqtt``  the fusion service with aiomqtt's async iterator.
-4. ``handle``   decode + route + process alone, no network (the ceiling of the Python side).
+2. ``stream``   the fusion service with poserun's receive-only reader (the default ingest).
+3. ``paho``     the fusion service with paho's network thread.
+4. ``aiomqtt``  the fusion service with aiomqtt's async iterator.
+5. ``handle``   decode + route + process alone, no network (the ceiling of the Python side).
 
 The burst is a recording of the simulated team replayed with ``--speed 0``
 from a separate process. Ratios are taken within this run.
@@ -123,7 +124,7 @@ def main() -> None:
         frames, samples = make_burst(path, args.athletes, args.seconds, session)
         spf = samples / frames
         results = {"raw (mosquitto_sub)": bench_raw(url, path, frames, session)}
-        for ingest in ("paho", "aiomqtt"):
+        for ingest in ("stream", "paho", "aiomqtt"):
             results[f"poserun process, {ingest} ingest"] = bench_service(url, path, frames, session, ingest)
         results["handle() alone, no network"] = bench_handle(path, frames, session)
     raw = results["raw (mosquitto_sub)"]

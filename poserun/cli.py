@@ -305,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--session", help="only this session (default: all)")
     p.add_argument("--duration", type=float, help="stop after this many seconds")
-    p.add_argument("--ingest", choices=["paho", "aiomqtt"])
+    p.add_argument("--ingest", choices=["stream", "paho", "aiomqtt"])
     p.add_argument("--stats-interval", type=float, default=10.0, help="seconds between stats lines")
     p.add_argument("--stats-file", help="write the full counters here (JSON) at every stats line")
     p.set_defaults(func=cmd_process)

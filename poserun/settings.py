@@ -120,8 +120,8 @@ class ProcessorSettings(_Model):
         2000, description="cap on athlete states (bounds memory against stray topics)"
     )
     max_frame_bytes: Annotated[int, Field(ge=1024, le=16 * 1024 * 1024)] = 256 * 1024
-    ingest: Literal["paho", "aiomqtt"] = Field(
-        "paho", description="MQTT ingest path (see docs/benchmarks.md for why paho is the default)"
+    ingest: Literal["stream", "paho", "aiomqtt"] = Field(
+        "stream", description="MQTT ingest path (docs/benchmarks.md says why stream is the default)"
     )
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from poserun.processors.athlete import AthleteParams, AthleteState
 from poserun.services.mqtt import ThreadedSubscriber, aiomqtt_client
+from poserun.services.mqtt_stream import StreamSubscriber
 from poserun.sinks.base import Record, SinkRunner
 
 from poserun.settings import Settings
@@ -64,15 +65,22 @@ class FusionService:
         self.records_out = 0
         self._logged: Counter[str] = Counter()
         self._areas: dict[Key, np.ndarray | None] = {}
+        self._channels: dict[Key, int] = {}
+        self._topics: dict[str, topics.Topic] = {}  # parse cache: topics repeat every frame
 
     # ------------------------------------------------------------ handling
     def handle(self, topic: str, payload: bytes, recv_ns: int | None = None) -> list[Record]:
         """Process one MQTT message; never raises for bad input (it is counted)."""
-        try:
-            t = topics.parse(topic)
-        except TopicError as exc:
-            self._refuse(None, exc)
-            return []
+        t = self._topics.get(topic)
+        if t is None:
+            try:
+                t = topics.parse(topic)
+            except TopicError as exc:
+                self._refuse(None, exc)
+                return []
+            if len(self._topics) >= 100_000:  # stray topics must not grow memory without bound
+                self._topics.clear()
+            self._topics[topic] = t
         if self.session is not None and t.session != self.session:
             return []
         try:
@@ -114,6 +122,7 @@ class FusionService:
         if meta.source != t.source or meta.kind != source_kind(t.source).label:
             raise WireError(Reason.BAD_META, f"meta for {meta.source}/{meta.kind} on topic of {t.source}")
         self.meta[key] = meta
+        self._channels[key] = len(meta.channels)
         if isinstance(meta, InsoleMeta):
             self._areas[key] = (np.asarray(meta.cell_area_m2) if meta.unit == "kPa" else None)
 
@@ -159,12 +168,11 @@ class FusionService:
         if frame.kind is not source_kind(t.source):
             raise FrameError(Reason.STREAM_MISMATCH,
                              f"{frame.kind.label} frame on the {t.source} topic")
-        meta = self.meta.get(key)
-        if meta is None:
+        expected = self._channels.get(key)
+        if expected is None:
             raise FrameError(Reason.NO_META, f"no retained meta for {t.source} yet")
-        if frame.channels != len(meta.channels):
-            raise FrameError(Reason.META_MISMATCH,
-                             f"{frame.channels} channels, meta says {len(meta.channels)}")
+        if frame.channels != expected:
+            raise FrameError(Reason.META_MISMATCH, f"{frame.channels} channels, meta says {expected}")
         cursor = self.cursors.get(key)
         if cursor is None:
             cursor = self.cursors[key] = SourceCursor()
@@ -221,13 +229,15 @@ class FusionService:
             if self.settings.processor.ingest == "aiomqtt":
                 await self._run_aiomqtt(stop, ready)
             else:
-                await self._run_paho(stop, ready)
+                await self._run_threaded(stop, ready)
         finally:
             for runner in self.sinks:
                 await runner.close()
 
-    async def _run_paho(self, stop: asyncio.Event, ready: asyncio.Event | None) -> None:
-        sub = ThreadedSubscriber(self.settings.broker, self.filters(), qos=1, role="fusion")
+    async def _run_threaded(self, stop: asyncio.Event, ready: asyncio.Event | None) -> None:
+        """Ingest on a network thread (``stream`` or ``paho``), processing in batches here."""
+        cls = StreamSubscriber if self.settings.processor.ingest == "stream" else ThreadedSubscriber
+        sub = cls(self.settings.broker, self.filters(), qos=1, role="fusion")
         sub.start()
         self.ingest_stats = sub.stats
         if ready is not None:

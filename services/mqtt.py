@@ -155,28 +155,95 @@ class IngestStats:
     extra: dict[str, int] = field(default_factory=dict)
 
 
-class ThreadedSubscriber:
-    """paho's network thread feeding a bounded deque that asyncio code drains in batches.
+class Inbox:
+    """A bounded deque that a network thread fills and asyncio code drains in batches.
 
     The thread only appends; a wake-up crosses to the event loop once per
     batch, not per message. When the deque is full the oldest message is
     dropped and counted as ``overflow`` (never silently).
     """
 
-    def __init__(self, broker: BrokerSettings, filters: Iterable[str], *, qos: int = 0,
-                 role: str = "ingest", max_pending: int = 500_000,
+    def __init__(self, max_pending: int = 500_000,
                  on_message: Callable[[Incoming], None] | None = None) -> None:
-        self.broker = broker
-        self.filters = list(filters)
-        self.qos = qos
         self.stats = IngestStats()
         self._pending: deque[Incoming] = deque()
         self._max = max_pending
         self._loop: asyncio.AbstractEventLoop | None = None
         self._event: asyncio.Event | None = None
         self._signalled = False
-        self._lock = threading.Lock()
         self._direct = on_message
+
+    def _bind_loop(self) -> None:
+        try:
+            self._loop = asyncio.get_running_loop()
+            self._event = asyncio.Event()
+        except RuntimeError:
+            self._loop = None
+
+    def _put(self, item: Incoming) -> None:
+        self.stats.received += 1
+        if self._direct is not None:
+            self._direct(item)
+            return
+        pending = self._pending
+        if len(pending) >= self._max:
+            pending.popleft()
+            self.stats.overflow += 1
+        pending.append(item)
+        self._wake()
+
+    def _put_many(self, items: list[Incoming]) -> None:
+        if self._direct is not None:
+            for item in items:
+                self._put(item)
+            return
+        self.stats.received += len(items)
+        pending = self._pending
+        pending.extend(items)
+        while len(pending) > self._max:
+            pending.popleft()
+            self.stats.overflow += 1
+        self._wake()
+
+    def _wake(self) -> None:
+        if not self._signalled and self._loop is not None and self._event is not None:
+            self._signalled = True
+            try:
+                self._loop.call_soon_threadsafe(self._event.set)
+            except RuntimeError:  # loop closed during shutdown
+                pass
+
+    async def batch(self, timeout: float | None = None) -> list[Incoming]:
+        """Wait for messages (up to ``timeout`` s) and return everything pending."""
+        assert self._event is not None, "start() must run inside the event loop"
+        if not self._pending:
+            try:
+                await asyncio.wait_for(self._event.wait(), timeout)
+            except TimeoutError:
+                pass
+        self._event.clear()
+        self._signalled = False
+        return self.drain()
+
+    def drain(self) -> list[Incoming]:
+        """Everything pending, without waiting (for synchronous users)."""
+        out = []
+        pending = self._pending
+        while pending:
+            out.append(pending.popleft())
+        return out
+
+
+class ThreadedSubscriber(Inbox):
+    """paho's network thread feeding an :class:`Inbox`."""
+
+    def __init__(self, broker: BrokerSettings, filters: Iterable[str], *, qos: int = 0,
+                 role: str = "ingest", max_pending: int = 500_000,
+                 on_message: Callable[[Incoming], None] | None = None) -> None:
+        super().__init__(max_pending, on_message)
+        self.broker = broker
+        self.filters = list(filters)
+        self.qos = qos
         self._subscribed = threading.Event()
         self.client = paho_client(broker, role)
         self.client.on_connect = self._on_connect
@@ -200,59 +267,17 @@ class ThreadedSubscriber:
         self.stats.connected = False
 
     def _on_message(self, _c: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
-        item = Incoming(msg.topic, msg.payload, time.time_ns(), bool(msg.retain), msg.qos)
-        self.stats.received += 1
-        if self._direct is not None:
-            self._direct(item)
-            return
-        pending = self._pending
-        if len(pending) >= self._max:
-            pending.popleft()
-            self.stats.overflow += 1
-        pending.append(item)
-        if not self._signalled and self._loop is not None and self._event is not None:
-            self._signalled = True
-            try:
-                self._loop.call_soon_threadsafe(self._event.set)
-            except RuntimeError:  # loop closed during shutdown
-                pass
+        self._put(Incoming(msg.topic, msg.payload, time.time_ns(), bool(msg.retain), msg.qos))
 
     def start(self, *, timeout: float = 10.0) -> None:
         """Connect, subscribe, and wait until the broker acknowledged the subscription."""
-        try:
-            self._loop = asyncio.get_running_loop()
-            self._event = asyncio.Event()
-        except RuntimeError:
-            self._loop = None
+        self._bind_loop()
         connect_paho(self.client, self.broker, timeout=timeout)
         self.client.on_connect = self._on_connect
         self.client.subscribe([(f, self.qos) for f in self.filters])
         self.stats.connected = True
         if not self._subscribed.wait(timeout):
             raise BrokerUnavailable("the broker did not acknowledge the subscription")
-
-    async def batch(self, timeout: float | None = None) -> list[Incoming]:
-        """Wait for messages (up to ``timeout`` s) and return everything pending."""
-        assert self._event is not None, "start() must run inside the event loop"
-        if not self._pending:
-            try:
-                await asyncio.wait_for(self._event.wait(), timeout)
-            except TimeoutError:
-                pass
-        self._event.clear()
-        self._signalled = False
-        out = []
-        pending = self._pending
-        while pending:
-            out.append(pending.popleft())
-        return out
-
-    def drain(self) -> list[Incoming]:
-        """Everything pending, without waiting (for synchronous users)."""
-        out = []
-        while self._pending:
-            out.append(self._pending.popleft())
-        return out
 
     def stop(self) -> None:
         try:

@@ -8,7 +8,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from poserun.services.mqtt import Incoming, ThreadedSubscriber
+from poserun.services.mqtt import Incoming
+from poserun.services.mqtt_stream import StreamSubscriber
 
 from poserun.recording import RecordingWriter
 from poserun.settings import BrokerSettings
@@ -29,7 +30,7 @@ def record(broker: BrokerSettings, path: str | Path, *, session: str | None = No
            stop: threading.Event | None = None, ready: threading.Event | None = None,
            count: int | None = None) -> RecordStats:
     """Record until ``duration`` s, ``idle_stop`` s without messages (after the first),
-    ``count`` messages, or ``stop``. Messages are written from paho's network thread
+    ``count`` messages, or ``stop``. Messages are written from the ingest thread
     straight into the file, so nothing queues in Python."""
     writer = RecordingWriter(path, metadata={"session": session or "*", "source": "mqtt"})
     stats = RecordStats()
@@ -48,7 +49,7 @@ def record(broker: BrokerSettings, path: str | Path, *, session: str | None = No
             if count is not None and stats.messages >= count:
                 done.set()
 
-    sub = ThreadedSubscriber(broker, [topics.session_filter(session)], qos=1, role="recorder",
+    sub = StreamSubscriber(broker, [topics.session_filter(session)], qos=1, role="recorder",
                              on_message=on_message)
     sub.start()
     if ready is not None:

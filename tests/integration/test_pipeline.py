@@ -36,7 +36,7 @@ async def wait_for(cond, timeout: float = 20.0) -> None:  # type: ignore[no-unty
         await asyncio.sleep(0.05)
 
 
-@pytest.mark.parametrize("ingest", ["paho", "aiomqtt"])
+@pytest.mark.parametrize("ingest", ["stream", "paho", "aiomqtt"])
 def test_simulated_team_through_the_broker(broker: BrokerSettings, session_id: str,
                                            ingest: str) -> None:
     settings = settings_for(broker, session_id)
