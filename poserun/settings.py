@@ -110,7 +110,13 @@ class ContactSettings(_Model):
 
 class ProcessorSettings(_Model):
     contact: ContactSettings = Field(default_factory=ContactSettings)
-    forced_landing_ratio: Annotated[float, Field(gt=1.0, lt=5.0)] = 1.3
+    forced_landing_ratio: Annotated[float, Field(gt=1.0, lt=5.0)] = Field(
+        1.3, description="forced landing: foot landing velocity > ratio x body fall velocity")
+    heel_contact_bw: Annotated[float, Field(gt=0, lt=1)] = 0.05
+    default_oscillation_m: Annotated[float, Field(gt=0, lt=0.3)] = Field(
+        0.05, description="vertical oscillation for the body fall velocity model when nothing measures it")
+    score_weights: dict[str, Annotated[float, Field(ge=0)]] | None = Field(
+        None, description="pose score weight per rule R1_..R10_ (see docs/processor.md); default all 1")
     cadence_window_steps: Annotated[int, Field(ge=1, le=64)] = 8
     reorder_window_ms: Annotated[float, Field(ge=0, le=5000)] = 150.0
     accept_unknown_athletes: bool = Field(

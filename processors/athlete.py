@@ -1,21 +1,35 @@
-"""Per-athlete fusion state: routes samples to the detectors and emits records.
+"""Per-athlete fusion state: routes samples to the kernels, fuses events, emits records.
 
-This is the minimal processor of the foundation: insole contact events
-become ``landing`` records (at IC) and ``stance`` records (at TO) with
-support time, flight time and rolling cadence. Other streams are accepted
-and counted; the full Pose Method processor extends this class.
-Records are plain dicts (see ``poserun.records`` for their schema).
+One time base per athlete (the gateways' clocks are taken as shared; online
+offset estimation between sources is future work, see docs/processor.md).
+Events per foot come from the best source the foot has: the insole, else
+the foot IMU. A ``landing`` record is emitted as soon as an IC is certain
+and the other sources have caught up to it (or the reorder window has
+passed): it carries the forced-landing decision. A ``stance`` record follows
+at toe-off with every metric the sources support; the rest are null.
+Records are plain dicts (schema: ``poserun.records``).
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from poserun.processors.contact import EV_IC, EV_SHORT, EV_TO, ContactDetector, G
+from poserun.processors.imu import FootEvents, FootImu, impact_peak_g, landing_velocity, to_body
+from poserun.processors.insole import InsoleLayout, stance_metrics
+from poserun.processors.keypoints import KeypointLayout, landing_velocities, stance_geometry
+from poserun.processors.ring import SampleRing
+from poserun.processors.score import pose_score
+
+SIDES = ("left", "right")
+IMU_IC_LAG_NS = 15e6  # the IMU sees an impact a few ms after IC: wait this long for it
+CAMERA_BODY_SD = 0.075  # m/s, hip velocity fitted over 60 fps frames (measured on the simulator)
+FLIGHT_BODY_SD = 0.05  # m/s, ballistic model g * flight / 2 (asymmetric flights)
 
 
 @dataclass
@@ -26,73 +40,311 @@ class AthleteParams:
     off_bw: float = 0.05
     min_stance_s: float = 0.08
     min_swing_s: float = 0.10
+    heel_contact_bw: float = 0.05
     cadence_window_steps: int = 8
+    forced_landing_ratio: float = 1.3
+    reorder_window_s: float = 0.15
+    default_oscillation_m: float = 0.05
+    score_weights: dict[str, float] | None = None
 
 
 @dataclass
-class AthleteState:
-    athlete: str
-    params: AthleteParams = field(default_factory=AthleteParams)
-    samples: dict[str, int] = field(default_factory=dict)
-    warnings: dict[str, int] = field(default_factory=dict)
+class _Imu:
+    axes: dict[str, str]
+    accel_unit: str
+    gyro_unit: str
+    strapdown: FootImu
+    events: FootEvents
+    ring: SampleRing = field(default_factory=SampleRing)  # columns: vz, still, |a|-g, a_wz
 
-    def __post_init__(self) -> None:
-        p = self.params
-        bw = p.body_mass_kg * G
-        self._contact = {
-            side: ContactDetector(bw, p.on_bw, p.off_bw, p.min_stance_s, p.min_swing_s)
-            for side in ("left", "right")
-        }
+
+@dataclass
+class _Pending:
+    kind: str  # "landing" or "stance"
+    foot: str
+    ic_ns: float
+    to_ns: float = math.nan
+    source: str = "insole"
+    peak_n: float = math.nan
+
+
+class AthleteState:
+    """Everything poserun knows about one athlete, fed with samples, emitting records."""
+
+    def __init__(self, athlete: str, params: AthleteParams | None = None) -> None:
+        self.athlete = athlete
+        self.params = p = params or AthleteParams()
+        self.bw = p.body_mass_kg * G
+        self.samples: dict[str, int] = {}
+        self.warnings: dict[str, int] = {}
+        self._insole: dict[str, InsoleLayout] = {}
+        self._contact: dict[str, ContactDetector] = {}
+        self._insole_ring: dict[str, SampleRing] = {s: SampleRing() for s in SIDES}
+        self._imu: dict[str, _Imu] = {}
+        self._kp: KeypointLayout | None = None
+        self._kp_ring = SampleRing()
+        self._clock: dict[str, float] = {}
+        self._pending: list[_Pending] = []
         self._ics: deque[tuple[float, str]] = deque(maxlen=max(p.cadence_window_steps + 1, 3))
+        self._last_ic: dict[str, float] = {}
         self._last_to: dict[str, float] = {}
-        self._step_count = 0
+        self._landing: dict[str, dict[str, Any]] = {}
+        self._support: dict[str, deque[float]] = {s: deque(maxlen=8) for s in SIDES}
+        self._imu_ics: dict[str, deque[float]] = {s: deque(maxlen=8) for s in SIDES}
+        self._refined: dict[tuple[str, int], float] = {}
+        self._step = 0
+
+    # ------------------------------------------------------- configuration
+    def configure_insole(self, side: str, regions: list[str], positions: list[tuple[float, float]],
+                         areas: list[float] | None = None, unit: str = "N") -> None:
+        p = self.params
+        self._insole[side] = InsoleLayout.from_meta(regions, positions, areas, unit)
+        if side not in self._contact:
+            self._contact[side] = ContactDetector(self.bw, p.on_bw, p.off_bw, p.min_stance_s, p.min_swing_s)
+
+    def configure_imu(self, side: str, axes: dict[str, str], accel_unit: str, gyro_unit: str,
+                      rate_hz: float) -> None:
+        if side not in self._imu:
+            self._imu[side] = _Imu(dict(axes), accel_unit, gyro_unit, FootImu(rate_hz),
+                                   FootEvents(min_swing_s=self.params.min_swing_s))
+
+    def configure_keypoints(self, layout: KeypointLayout | None) -> None:
+        self._kp = layout
+
+    # --------------------------------------------------------------- input
+    def push(self, source: str, times_ns: np.ndarray, data: np.ndarray) -> list[dict[str, Any]]:
+        """Feed one block of samples of ``source``; return the records it completed."""
+        n = len(times_ns)
+        self.samples[source] = self.samples.get(source, 0) + n
+        if n == 0:
+            return []
+        events: list[tuple[str, np.ndarray, str]] = []
+        side = "left" if source.endswith("_left") else "right" if source.endswith("_right") else ""
+        if source.startswith("insole_") and side in self._insole:
+            cells = self._insole[side].newtons(data)
+            self._insole_ring[side].push(times_ns, cells)
+            events.append((side, self._contact[side].update(times_ns, cells.sum(axis=1)), "insole"))
+        elif source.startswith("imu_foot_") and side in self._imu:
+            imu = self._imu[side]
+            body = to_body(data, imu.axes, imu.accel_unit, imu.gyro_unit)
+            vz, still, dev, awz = imu.strapdown.update(times_ns, body)
+            imu.ring.push(times_ns, np.stack([vz, still.astype(np.float64), dev, awz], axis=1))
+            ev = imu.events.update(times_ns, awz, vz, body[:, 4], still)
+            self._imu_ics[side].extend(float(t) for k, t, _i, _p in ev if k == EV_IC)
+            if side not in self._insole:
+                events.append((side, ev, "imu"))
+        elif source == "keypoints" and self._kp is not None:
+            pts = self._kp.to_metric(data)
+            self._kp_ring.push(times_ns, pts.reshape(n, -1))
+        self._clock[source] = float(times_ns[-1])
+        for foot, rows, ev_source in events:
+            for kind, t_ns, ic_ns, peak in rows:
+                if kind == EV_IC:
+                    self._pending.append(_Pending("landing", foot, ic_ns, source=ev_source))
+                elif kind == EV_TO:
+                    self._pending.append(_Pending("stance", foot, ic_ns, t_ns, ev_source, peak))
+                elif kind == EV_SHORT:
+                    self._warn("short_contact")
+        return self._finalize()
 
     def push_insole(self, side: str, times_ns: np.ndarray, cells: np.ndarray,
                     cell_area_m2: np.ndarray | None = None) -> list[dict[str, Any]]:
-        """Cells in N (or kPa with their areas); returns landing/stance records."""
-        if cell_area_m2 is None:
-            force = cells.sum(axis=1, dtype=np.float64)
-        else:
-            force = (cells.astype(np.float64) * 1000.0) @ np.asarray(cell_area_m2, dtype=np.float64)
-        self._count(f"insole_{side}", len(times_ns))
-        events = self._contact[side].update(times_ns, force)
-        return self._records(side, events, "insole")
+        """Convenience for insole-only callers: a 16-region-free layout (all cells midfoot)."""
+        if side not in self._insole:
+            k = cells.shape[1]
+            areas = None if cell_area_m2 is None else [float(a) for a in cell_area_m2]
+            self.configure_insole(side, ["midfoot"] * k, [(0.5, 0.0)] * k, areas,
+                                  "kPa" if cell_area_m2 is not None else "N")
+        return self.push(f"insole_{side}", times_ns, cells)
 
-    def push_other(self, source: str, n: int) -> list[dict[str, Any]]:
-        """Streams the foundation processor does not analyse yet: counted only."""
-        self._count(source, n)
-        return []
+    def _warn(self, what: str) -> None:
+        self.warnings[what] = self.warnings.get(what, 0) + 1
 
-    def _count(self, source: str, n: int) -> None:
-        self.samples[source] = self.samples.get(source, 0) + n
+    # ------------------------------------------------------------- fusion
+    def _caught_up(self, source: str, t_ns: float, event_source_clock: float) -> bool:
+        """A supporting source is ready when it has data past ``t_ns``, or has fallen more
+        than the reorder window behind the event source (then it is left out)."""
+        clock = self._clock.get(source)
+        if clock is not None and clock >= t_ns:
+            return True
+        return event_source_clock >= t_ns + self.params.reorder_window_s * 1e9
 
-    def _records(self, side: str, events: np.ndarray, source: str) -> list[dict[str, Any]]:
+    def _event_clock(self, pend: _Pending) -> float:
+        src = f"insole_{pend.foot}" if pend.source == "insole" else f"imu_foot_{pend.foot}"
+        return self._clock.get(src, -math.inf)
+
+    def _finalize(self) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
-        bw = self.params.body_mass_kg * G
-        for kind, t_ns, ic_ns, peak in events:
-            if kind == EV_IC:
-                self._ics.append((ic_ns, side))
-                self._step_count += 1
-                out.append({"type": "landing", "athlete": self.athlete, "foot": side,
-                            "ic_ns": int(ic_ns), "source": source, "step": self._step_count})
-            elif kind == EV_TO:
-                other = "right" if side == "left" else "left"
-                rec: dict[str, Any] = {
-                    "type": "stance", "athlete": self.athlete, "foot": side,
-                    "ic_ns": int(ic_ns), "to_ns": int(t_ns),
-                    "support_time_s": round(float(t_ns - ic_ns) / 1e9, 4),
-                    "peak_force_bw": round(float(peak) / bw, 3),
-                    "flight_time_s": None, "cadence_spm": self.cadence_spm(),
-                    "sources": [source],
-                }
-                prev_to = self._last_to.get(other)
-                if prev_to is not None and 0 < ic_ns - prev_to < 2e9:
-                    rec["flight_time_s"] = round(float(ic_ns - prev_to) / 1e9, 4)
-                self._last_to[side] = t_ns
-                out.append(rec)
-            elif kind == EV_SHORT:
-                self.warnings["short_contact"] = self.warnings.get("short_contact", 0) + 1
+        while self._pending:
+            pend = self._pending[0]
+            ev_clock = self._event_clock(pend)
+            need = pend.ic_ns if pend.kind == "landing" else pend.to_ns
+            ready = True
+            if self._kp is not None:
+                ready &= self._caught_up("keypoints", need, ev_clock)
+            imu_src = f"imu_foot_{pend.foot}"
+            if pend.foot in self._imu and pend.source != "imu":
+                extra = IMU_IC_LAG_NS if pend.kind == "landing" else 40e6
+                ready &= self._caught_up(imu_src, need + extra, ev_clock)
+            if not ready:
+                break
+            self._pending.pop(0)
+            out.append(self._landing_record(pend) if pend.kind == "landing" else self._stance_record(pend))
         return out
+
+    def _kp_window(self, start: float, end: float) -> tuple[np.ndarray, np.ndarray] | None:
+        if self._kp is None:
+            return None
+        t, d = self._kp_ring.window(start, end)
+        if len(t) < 2:
+            return None
+        return t, d.reshape(len(t), 8, 2)
+
+    def _refine_ic(self, pend: _Pending) -> tuple[float, str]:
+        """An insole IC is quantised to its sample period; a foot IMU impact within one period
+        of it times the same contact more finely, so it takes over (source ``insole+imu``)."""
+        if pend.source != "insole" or pend.foot not in self._imu:
+            return pend.ic_ns, pend.source
+        period = self._insole_period(pend.foot)
+        near = [t for t in self._imu_ics[pend.foot] if -period - 2e6 <= t - pend.ic_ns <= period + 2e6]
+        if not near:
+            return pend.ic_ns, pend.source
+        return min(near, key=lambda t: abs(t - pend.ic_ns)), "insole+imu"
+
+    def _insole_period(self, side: str) -> float:
+        t, _ = self._insole_ring[side].window(self._clock.get(f"insole_{side}", 0.0) - 100e6, math.inf)
+        return float(np.median(np.diff(t))) if len(t) > 2 else 10e6
+
+    def _landing_record(self, pend: _Pending) -> dict[str, Any]:
+        p = self.params
+        foot = pend.foot
+        ic, ic_source = self._refine_ic(pend)
+        self._refined[(foot, int(pend.ic_ns))] = ic
+        other = "right" if foot == "left" else "left"
+        self._step += 1
+        self._ics.append((ic, foot))
+        foot_v = body_v = None
+        foot_src = body_src = None
+        imu = self._imu.get(foot)
+        if imu is not None:
+            t, d = imu.ring.window(ic - 60e6, ic)
+            if len(t):
+                foot_v = landing_velocity(t, d[:, 0], ic)
+                foot_src = "imu" if foot_v is not None else None
+        estimates: list[tuple[float, float, str]] = []  # (value, sd, source)
+        kp = self._kp_window(ic - 120e6, ic + 1)
+        if kp is not None:
+            bv, fv = landing_velocities(kp[0], kp[1], foot, ic)
+            if math.isfinite(bv):
+                estimates.append((bv, CAMERA_BODY_SD, "camera"))
+            if foot_v is None and math.isfinite(fv):
+                foot_v, foot_src = fv, "camera"
+        to_other = self._last_to.get(other)
+        if to_other is not None and 0 < ic - to_other < 0.5e9:
+            estimates.append((G * (ic - to_other) / 2e9, FLIGHT_BODY_SD, "model_flight"))
+        if estimates:  # inverse-variance fusion of the independent estimates
+            weights = [1.0 / (sd * sd) for _, sd, _ in estimates]
+            body_v = sum(w * v for w, (v, _, _) in zip(weights, estimates, strict=True)) / sum(weights)
+            body_src = "+".join(src for _, _, src in estimates)
+        else:
+            body_v, body_src = math.sqrt(2 * G * p.default_oscillation_m), "model_oscillation"
+        forced = severity = None
+        if foot_v is not None and body_v is not None and body_v > 0.05:
+            severity = float(foot_v / body_v)
+            forced = bool(severity > p.forced_landing_ratio)
+        rec = {
+            "type": "landing", "athlete": self.athlete, "foot": foot, "ic_ns": int(ic), "step": self._step,
+            "source": ic_source,
+            "foot_landing_velocity_mps": _r(foot_v, 3), "foot_velocity_source": foot_src,
+            "body_fall_velocity_mps": _r(body_v, 3), "body_fall_source": body_src,
+            "forced_landing": forced, "forced_landing_severity": _r(severity, 3),
+        }
+        self._landing[foot] = rec
+        return rec
+
+    def _stance_record(self, pend: _Pending) -> dict[str, Any]:
+        p = self.params
+        foot, to = pend.foot, pend.to_ns
+        ic = self._refined.pop((foot, int(pend.ic_ns)), pend.ic_ns)
+        if len(self._refined) > 16:  # stances that never ended (dropouts) must not pile up
+            self._refined.clear()
+        other = "right" if foot == "left" else "left"
+        landing = self._landing.get(foot)
+        event_source = landing["source"] if landing is not None and landing["ic_ns"] == int(ic) else pend.source
+        sources = event_source.split("+")
+        rec: dict[str, Any] = {"type": "stance", "athlete": self.athlete, "foot": foot,
+                               "ic_ns": int(ic), "to_ns": int(to),
+                               "support_time_s": round((to - ic) / 1e9, 4)}
+        # timing from events
+        prev_same = self._last_ic.get(foot)
+        stride = (ic - prev_same) / 1e9 if prev_same is not None and 0 < ic - prev_same < 3e9 else None
+        to_other = self._last_to.get(other)
+        rec["flight_time_s"] = (round((ic - to_other) / 1e9, 4)
+                                if to_other is not None and -1e9 < ic - to_other < 2e9 else None)
+        ic_other = self._last_ic.get(other)
+        step_ok = ic_other is not None and 0 < ic - ic_other < 2e9
+        rec["step_time_s"] = round((ic - ic_other) / 1e9, 4) if step_ok else None
+        rec["stride_time_s"] = _r(stride, 4)
+        rec["duty_factor"] = round((to - ic) / 1e9 / stride, 3) if stride else None
+        rec["cadence_spm"] = self.cadence_spm()
+        # insole
+        metrics: dict[str, Any] = dict.fromkeys(
+            ("strike_zone", "cop_ic_fraction", "heel_contact", "heel_peak_fraction", "ball_load_fraction",
+             "release_time_s", "release_ratio", "toe_pushoff_fraction", "loading_rate_bw_per_s",
+             "peak_force_bw"))
+        if foot in self._insole:
+            t, cells = self._insole_ring[foot].window(ic - 20e6, to + 20e6)
+            if len(t) >= 3:
+                metrics.update(stance_metrics(t, cells, self._insole[foot], ic, to, self.bw, p.on_bw,
+                                              p.heel_contact_bw))
+                if "insole" not in sources:
+                    sources.append("insole")
+            else:
+                self._warn("insole_samples_missing")
+        rec.update(metrics)
+        # IMU impact
+        rec["impact_peak_g"] = None
+        imu = self._imu.get(foot)
+        if imu is not None:
+            t, d = imu.ring.window(ic, ic + 40e6)
+            if len(t):
+                rec["impact_peak_g"] = impact_peak_g(t, d[:, 2], ic)
+                if "imu" not in sources:
+                    sources.append("imu")
+        # camera geometry
+        geo = dict.fromkeys(("overstride_m", "overstride_ratio", "knee_flexion_ic_deg", "knee_flexion_min_deg",
+                             "fall_angle_deg", "waist_bend_deg", "pull_height_m", "pull_under_hip_m",
+                             "vertical_oscillation_m"))
+        start = prev_same if prev_same is not None and stride and stride < 2 else None
+        kp = self._kp_window((start if start is not None else ic) - 20e6, to + 20e6)
+        if kp is not None:
+            geo.update(stance_geometry(kp[0], kp[1], foot, ic, to, start, p.leg_length_m))
+            sources.append("camera")
+        rec.update(geo)
+        # landing decision, made at IC
+        if landing is not None and landing["ic_ns"] == int(ic):
+            for k in ("foot_landing_velocity_mps", "body_fall_velocity_mps", "body_fall_source",
+                      "forced_landing", "forced_landing_severity"):
+                rec[k] = landing[k]
+        else:
+            rec.update({"foot_landing_velocity_mps": None, "body_fall_velocity_mps": None,
+                        "body_fall_source": None, "forced_landing": None, "forced_landing_severity": None})
+        # symmetry and score
+        self._support[foot].append((to - ic) / 1e9)
+        left, right = self._support["left"], self._support["right"]
+        if left and right:
+            ml, mr = float(np.mean(left)), float(np.mean(right))
+            rec["support_symmetry_pct"] = round(100.0 * (ml - mr) / (0.5 * (ml + mr)), 2)
+        else:
+            rec["support_symmetry_pct"] = None
+        score, breakdown = pose_score(rec, p.score_weights)
+        rec["pose_score"] = score
+        rec["pose_score_breakdown"] = breakdown
+        rec["event_source"] = event_source
+        rec["sources"] = list(dict.fromkeys(sources))
+        self._last_ic[foot] = ic
+        self._last_to[foot] = to
+        return rec
 
     def cadence_spm(self) -> float | None:
         """Rolling median cadence over the last N steps (alternating feet only)."""
@@ -104,3 +356,7 @@ class AthleteState:
         if not steps:
             return None
         return round(60.0 / float(np.median(steps)), 1)
+
+
+def _r(v: float | None, digits: int) -> float | None:
+    return None if v is None or not math.isfinite(v) else round(float(v), digits)

@@ -16,19 +16,19 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 from poserun.processors.athlete import AthleteParams, AthleteState
+from poserun.processors.keypoints import KeypointLayout
 from poserun.services.mqtt import ThreadedSubscriber, aiomqtt_client
 from poserun.services.mqtt_stream import StreamSubscriber
 from poserun.sinks.base import Record, SinkRunner
 
-from poserun.settings import Settings
+from poserun.settings import Settings, SimSettings
 from poserun.wire import topics
 from poserun.wire.cursor import SourceCursor, Verdict
 from poserun.wire.errors import FrameError, Reason, TopicError, WireError
 from poserun.wire.frame import decode
-from poserun.wire.meta import GatewayStatus, InsoleMeta, parse_meta
-from poserun.wire.streams import StreamKind, source_kind, source_side
+from poserun.wire.meta import GatewayStatus, ImuMeta, InsoleMeta, KeypointMeta, parse_meta
+from poserun.wire.streams import source_kind
 
 log = logging.getLogger(__name__)
 Key = tuple[str, str, str]  # session, athlete, source
@@ -64,7 +64,6 @@ class FusionService:
         self.athletes: dict[tuple[str, str], AthleteState] = {}
         self.records_out = 0
         self._logged: Counter[str] = Counter()
-        self._areas: dict[Key, np.ndarray | None] = {}
         self._channels: dict[Key, int] = {}
         self._topics: dict[str, topics.Topic] = {}  # parse cache: topics repeat every frame
 
@@ -123,8 +122,9 @@ class FusionService:
             raise WireError(Reason.BAD_META, f"meta for {meta.source}/{meta.kind} on topic of {t.source}")
         self.meta[key] = meta
         self._channels[key] = len(meta.channels)
-        if isinstance(meta, InsoleMeta):
-            self._areas[key] = (np.asarray(meta.cell_area_m2) if meta.unit == "kPa" else None)
+        state = self.athletes.get((t.session, t.athlete))
+        if state is not None:
+            configure(state, meta)
 
     def _status(self, t: topics.Topic, payload: bytes) -> None:
         try:
@@ -153,9 +153,15 @@ class FusionService:
             body_mass_kg=conf.body_mass_kg if conf else 68.0,
             leg_length_m=conf.leg_length_m if conf else 0.9,
             on_bw=c.on_bw, off_bw=c.off_bw, min_stance_s=c.min_stance_s,
-            min_swing_s=c.min_swing_s, cadence_window_steps=proc.cadence_window_steps,
+            min_swing_s=c.min_swing_s, heel_contact_bw=proc.heel_contact_bw,
+            cadence_window_steps=proc.cadence_window_steps,
+            forced_landing_ratio=proc.forced_landing_ratio, reorder_window_s=proc.reorder_window_ms / 1000.0,
+            default_oscillation_m=proc.default_oscillation_m, score_weights=proc.score_weights,
         )
         state = self.athletes[(session, athlete)] = AthleteState(athlete, params)
+        for (sess, ath, _src), meta in self.meta.items():
+            if sess == session and ath == athlete:
+                configure(state, meta)
         return state
 
     def _data(self, t: topics.Topic, payload: bytes, recv_ns: int) -> list[Record]:
@@ -184,11 +190,7 @@ class FusionService:
         state = self._athlete(t.session, t.athlete)
         c.frames += 1
         c.samples += frame.samples
-        if frame.kind is StreamKind.INSOLE:
-            recs = state.push_insole(source_side(t.source) or "left", frame.times_ns(), frame.data,
-                                     self._areas.get(key))
-        else:
-            recs = state.push_other(t.source, frame.samples)
+        recs = state.push(t.source, frame.times_ns(), frame.data)
         if recs:
             now = time.time_ns()
             for r in recs:
@@ -285,10 +287,27 @@ class FusionService:
             self.handle(str(msg.topic), bytes(payload), time.time_ns())
 
 
+def configure(state: AthleteState, meta: Any) -> None:
+    """Hand a source's meta to the processor as plain values (processors/ knows no pydantic)."""
+    if isinstance(meta, InsoleMeta):
+        state.configure_insole(meta.side, list(meta.cell_regions), list(meta.cell_positions),
+                               meta.cell_area_m2, meta.unit)
+    elif isinstance(meta, ImuMeta) and meta.placement == "foot" and meta.side and len(meta.channels) >= 6:
+        state.configure_imu(meta.side, dict(meta.axes), meta.accel_unit, meta.gyro_unit, meta.rate_hz)
+    elif isinstance(meta, KeypointMeta):
+        cam = meta.camera
+        state.configure_keypoints(KeypointLayout.from_meta(
+            list(meta.names), meta.dims, meta.unit, cam.scale_m_per_px, cam.origin_px, cam.y_axis, cam.view))
+
+
 def warm_up() -> None:
     """Compile (or load from cache) the kernels before the first frame arrives."""
-    state = AthleteState("warmup")
-    t = np.arange(50, dtype=np.int64) * 10_000_000
-    f = np.zeros((50, 2), dtype=np.float32)
-    f[10:40] = 400.0
-    state.push_insole("left", t, f)
+    from poserun.services.sim.team import SimTeam, device_meta
+
+    team = SimTeam("warmup", SimSettings(athletes=1, seed=0))
+    state = AthleteState("a01")
+    for src in team.sources["a01"]:
+        configure(state, device_meta(src.name, src.rate))
+    for m in team.step(100)[0]:
+        fr = decode(m.payload)
+        state.push(m.topic.rsplit("/", 1)[1], fr.times_ns(), fr.data)

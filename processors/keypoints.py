@@ -1,0 +1,165 @@
+"""Body geometry from camera keypoints (rules R5-R7, R9, R10, and velocities for R4).
+
+Keypoints are turned into metres in a sagittal frame (x = running
+direction, z = up) using the camera meta; keypoints below the confidence
+gate become NaN and every metric that needs them is absent (None). The
+hip's vertical velocity at IC is fitted over the preceding flight with
+gravity known (z + g t^2 / 2 is linear in t), which removes the bias a
+plain finite difference has over a 60 fps window.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+G = 9.80665
+JOINTS = ("hip", "knee", "ankle", "shoulder")
+# joint index in the metric array: side * 4 + joint
+_NAMES = {(side, j): f"{side}_{j}" for side in ("left", "right") for j in JOINTS}
+
+
+@dataclass(frozen=True)
+class KeypointLayout:
+    """Where the needed joints sit in a keypoint frame and how to turn values into metres."""
+
+    index: np.ndarray  # (8,) keypoint index per (side, joint)
+    dims: str
+    scale: float  # metres per unit
+    origin: tuple[float, float]
+    flip_y: bool  # image y grows downwards
+    forward: float  # +1 when the athlete runs towards +x
+    min_conf: float = 0.3
+
+    @classmethod
+    def from_meta(cls, names: list[str], dims: str, unit: str, scale_m_per_px: float,
+                  origin_px: tuple[float, float], y_axis: str, view: str) -> KeypointLayout | None:
+        """``None`` when the keypoint set lacks hips, knees, ankles or shoulders, or is not 2-D sagittal."""
+        if view not in ("sagittal_right", "sagittal_left") or dims not in ("xyc", "xy"):
+            return None
+        pos = {n: i for i, n in enumerate(names)}
+        try:
+            idx = np.array([pos[_NAMES[(side, j)]] for side in ("left", "right") for j in JOINTS])
+        except KeyError:
+            return None
+        scale = {"px": scale_m_per_px, "m": 1.0, "mm": 0.001}[unit]
+        return cls(idx, dims, scale, origin_px, y_axis == "down",
+                   1.0 if view == "sagittal_right" else -1.0)
+
+    def to_metric(self, data: np.ndarray) -> np.ndarray:
+        """(n, 8, 2) joint positions in metres (x forward, z up), NaN where not confident."""
+        stride = len(self.dims)
+        raw = np.asarray(data, dtype=np.float64)
+        cols = self.index * stride
+        x = raw[:, cols]
+        y = raw[:, cols + 1]
+        if self.dims == "xyc":
+            bad = raw[:, cols + 2] < self.min_conf
+            x = np.where(bad, np.nan, x)
+            y = np.where(bad, np.nan, y)
+        out = np.empty((raw.shape[0], 8, 2))
+        out[:, :, 0] = (x - self.origin[0]) * self.scale * self.forward
+        out[:, :, 1] = (self.origin[1] - y) * self.scale if self.flip_y else (y - self.origin[1]) * self.scale
+        return out
+
+
+def joint(points: np.ndarray, side: str, name: str) -> np.ndarray:
+    return points[:, (0 if side == "left" else 4) + JOINTS.index(name), :]
+
+
+def _interp(times_ns: np.ndarray, values: np.ndarray, t: float) -> float:
+    """Linear interpolation over finite samples; NaN when ``t`` is not bracketed within 50 ms."""
+    ok = np.isfinite(values)
+    if ok.sum() < 2:
+        return math.nan
+    tt, vv = times_ns[ok].astype(np.float64), values[ok]
+    if t < tt[0] or t > tt[-1]:
+        return math.nan
+    k = int(np.searchsorted(tt, t))
+    if k > 0 and (tt[min(k, len(tt) - 1)] - tt[k - 1]) > 50e6:
+        return math.nan
+    return float(np.interp(t, tt, vv))
+
+
+def _angle_deg(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> float:
+    """Angle at b (degrees) between b->a and b->c."""
+    u, v = a - b, c - b
+    nu, nv = np.linalg.norm(u), np.linalg.norm(v)
+    if not (nu > 0 and nv > 0):
+        return math.nan
+    return math.degrees(math.acos(max(-1.0, min(1.0, float(u @ v) / (nu * nv)))))
+
+
+def _at(times_ns: np.ndarray, pts: np.ndarray, t: float) -> np.ndarray:
+    return np.array([_interp(times_ns, pts[:, 0], t), _interp(times_ns, pts[:, 1], t)])
+
+
+def fall_velocity_at(times_ns: np.ndarray, z: np.ndarray, t_ns: float, window_ns: float = 70e6) -> float:
+    """Downward velocity (m/s, + down) at ``t_ns`` of a point in free fall before it."""
+    m = (times_ns <= t_ns) & (times_ns >= t_ns - window_ns) & np.isfinite(z)
+    if m.sum() < 2:
+        return math.nan
+    t = (times_ns[m] - t_ns) / 1e9
+    y = z[m] + 0.5 * G * t * t
+    slope = np.polyfit(t, y, 1)[0]
+    return float(-slope)
+
+
+def point_velocity_at(times_ns: np.ndarray, z: np.ndarray, t_ns: float, window_ns: float = 40e6) -> float:
+    """Downward velocity (m/s, + down) from the last samples before ``t_ns`` (straight line)."""
+    m = (times_ns <= t_ns) & (times_ns >= t_ns - window_ns) & np.isfinite(z)
+    if m.sum() < 2:
+        return math.nan
+    t = (times_ns[m] - t_ns) / 1e9
+    return float(-np.polyfit(t, z[m], 1)[0])
+
+
+def stance_geometry(times_ns: np.ndarray, pts: np.ndarray, foot: str, ic_ns: float, to_ns: float,
+                    stride_start_ns: float | None, leg_length_m: float) -> dict[str, float | None]:
+    """Camera metrics for one stance of ``foot``; None where the keypoints cannot support one."""
+    other = "right" if foot == "left" else "left"
+    hips = 0.5 * (joint(pts, "left", "hip") + joint(pts, "right", "hip"))
+    shoulders = 0.5 * (joint(pts, "left", "shoulder") + joint(pts, "right", "shoulder"))
+    ankle = joint(pts, foot, "ankle")
+    knee = joint(pts, foot, "knee")
+    hip_s = joint(pts, foot, "hip")
+    swing = joint(pts, other, "ankle")
+    mid = 0.5 * (ic_ns + to_ns)
+    out: dict[str, float | None] = {}
+
+    hip_ic, ankle_ic = _at(times_ns, hips, ic_ns), _at(times_ns, ankle, ic_ns)
+    over = ankle_ic[0] - hip_ic[0]
+    out["overstride_m"] = over
+    out["overstride_ratio"] = over / leg_length_m
+    out["knee_flexion_ic_deg"] = 180.0 - _angle_deg(_at(times_ns, hip_s, ic_ns), _at(times_ns, knee, ic_ns), ankle_ic)
+    m = (times_ns >= ic_ns) & (times_ns <= to_ns)
+    flex = [180.0 - _angle_deg(hip_s[i], knee[i], ankle[i]) for i in np.flatnonzero(m)]
+    flex = [f for f in flex if math.isfinite(f)]
+    out["knee_flexion_min_deg"] = min(flex) if flex else math.nan
+    hip_m, ankle_m, sh_m = _at(times_ns, hips, mid), _at(times_ns, ankle, mid), _at(times_ns, shoulders, mid)
+    lean = hip_m - ankle_m
+    trunk = sh_m - hip_m
+    fall = math.degrees(math.atan2(lean[0], lean[1])) if np.all(np.isfinite(lean)) else math.nan
+    trunk_angle = math.degrees(math.atan2(trunk[0], trunk[1])) if np.all(np.isfinite(trunk)) else math.nan
+    out["fall_angle_deg"] = fall
+    out["waist_bend_deg"] = trunk_angle - fall
+    swing_m = _at(times_ns, swing, mid)
+    out["pull_height_m"] = swing_m[1] - ankle_m[1]
+    out["pull_under_hip_m"] = swing_m[0] - hip_m[0]
+    if stride_start_ns is not None:
+        w = (times_ns >= stride_start_ns) & (times_ns <= ic_ns) & np.isfinite(hips[:, 1])
+        span = (times_ns[w][-1] - times_ns[w][0]) if w.sum() >= 2 else 0
+        covered = span > 0.6 * (ic_ns - stride_start_ns)
+        out["vertical_oscillation_m"] = float(np.ptp(hips[w, 1])) if covered else math.nan
+    else:
+        out["vertical_oscillation_m"] = math.nan
+    return {k: (None if v is None or not math.isfinite(v) else round(float(v), 4)) for k, v in out.items()}
+
+
+def landing_velocities(times_ns: np.ndarray, pts: np.ndarray, foot: str, ic_ns: float) -> tuple[float, float]:
+    """(body fall velocity from the hips, foot landing velocity from the ankle), m/s, + down."""
+    hips_z = 0.5 * (joint(pts, "left", "hip")[:, 1] + joint(pts, "right", "hip")[:, 1])
+    ankle_z = joint(pts, foot, "ankle")[:, 1]
+    return fall_velocity_at(times_ns, hips_z, ic_ns), point_velocity_at(times_ns, ankle_z, ic_ns)
