@@ -16,10 +16,10 @@ from collections import defaultdict
 from typing import Any
 
 import numpy as np
+
 from poserun.services.fusion import FusionService
 from poserun.services.sim.profiles import PROFILES
 from poserun.services.sim.team import SimTeam
-
 from poserun.settings import AthleteSettings, load_settings
 
 SUBSETS = {

@@ -26,12 +26,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from poserun.recording import RecordedMessage, read_messages
 from poserun.services.broker import mosquitto_broker
 from poserun.services.fusion import FusionService
 from poserun.services.importer import write_recording
 from poserun.services.sim.team import SimTeam
-
-from poserun.recording import RecordedMessage, read_messages
 from poserun.settings import load_settings
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
 from poserun.processors.contact import EV_IC, EV_SHORT, EV_TO, ContactDetector, G
 from poserun.processors.imu import FootEvents, FootImu, impact_peak_g, landing_velocity, to_body
 from poserun.processors.insole import InsoleLayout, stance_metrics

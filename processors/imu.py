@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from numba import njit
+
 from poserun.processors.jit import JIT
 
 G = 9.80665

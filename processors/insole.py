@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from numba import njit
+
 from poserun.processors.jit import JIT
 
 REGIONS = ("heel", "midfoot", "ball", "toes")

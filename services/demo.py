@@ -21,9 +21,8 @@ from poserun.services.fusion import FusionService
 from poserun.services.gateway_sim import run_sim_gateway
 from poserun.services.mqtt import broker_answers
 from poserun.services.sim.team import SimTeam
-from poserun.sinks.base import SinkRunner, build_sink
-
 from poserun.settings import AthleteSettings, Settings, load_settings
+from poserun.sinks.base import SinkRunner, build_sink
 from poserun.wire import topics
 
 log = logging.getLogger(__name__)

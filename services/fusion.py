@@ -20,9 +20,8 @@ from poserun.processors.athlete import AthleteParams, AthleteState
 from poserun.processors.keypoints import KeypointLayout
 from poserun.services.mqtt import ThreadedSubscriber, aiomqtt_client
 from poserun.services.mqtt_stream import StreamSubscriber
-from poserun.sinks.base import Record, SinkRunner
-
 from poserun.settings import Settings, SimSettings
+from poserun.sinks.base import Record, SinkRunner
 from poserun.wire import topics
 from poserun.wire.cursor import SourceCursor, Verdict
 from poserun.wire.errors import FrameError, Reason, TopicError, WireError

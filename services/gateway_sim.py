@@ -9,7 +9,6 @@ from dataclasses import dataclass
 
 from poserun.services.mqtt import Publisher, Will
 from poserun.services.sim.team import Message, SimTeam
-
 from poserun.settings import Settings
 from poserun.wire import meta as wm
 from poserun.wire import topics

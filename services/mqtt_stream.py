@@ -21,7 +21,6 @@ import time
 from collections.abc import Callable, Iterable
 
 from poserun.services.mqtt import NODELAY, BrokerUnavailable, Inbox, Incoming, client_id
-
 from poserun.settings import BrokerSettings
 
 log = logging.getLogger(__name__)

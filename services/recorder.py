@@ -8,10 +8,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from poserun.recording import RecordingWriter
 from poserun.services.mqtt import Incoming
 from poserun.services.mqtt_stream import StreamSubscriber
-
-from poserun.recording import RecordingWriter
 from poserun.settings import BrokerSettings
 from poserun.wire import topics
 

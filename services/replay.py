@@ -8,9 +8,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from poserun.services.mqtt import Publisher
-
 from poserun.recording import read_messages
+from poserun.services.mqtt import Publisher
 from poserun.settings import BrokerSettings
 from poserun.wire import topics
 

@@ -7,10 +7,10 @@ import json
 from typing import Any
 
 import aiomqtt
-from poserun.services.mqtt import aiomqtt_client
-from poserun.sinks.base import Record
 
+from poserun.services.mqtt import aiomqtt_client
 from poserun.settings import BrokerSettings
+from poserun.sinks.base import Record
 from poserun.wire import topics
 
 

@@ -9,9 +9,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from poserun.services.broker import embedded_broker, mosquitto_broker
 from poserun.services.mqtt import broker_answers
-
 from poserun.settings import BrokerSettings
 
 ROOT = Path(__file__).resolve().parents[1]

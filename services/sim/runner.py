@@ -20,9 +20,9 @@ from collections import deque
 from dataclasses import dataclass, replace
 
 import numpy as np
+
 from poserun.services.sim.profiles import Profile
 from poserun.services.sim.spline import KnotCurve
-
 from poserun.wire.meta import COCO17
 
 G = 9.81

@@ -12,9 +12,9 @@ import itertools
 from dataclasses import dataclass
 
 import numpy as np
+
 from poserun.services.sim.profiles import get_profile
 from poserun.services.sim.runner import INSOLE_CELLS, AthleteSpec, SimRunner, Stance
-
 from poserun.settings import AthleteSettings, SimSettings
 from poserun.wire import frame as wf
 from poserun.wire import meta as wm

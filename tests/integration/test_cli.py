@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from poserun.services.broker import free_port
 
 pytestmark = pytest.mark.broker

@@ -9,15 +9,15 @@ import time
 
 import numpy as np
 import pytest
+
 from poserun.services.fusion import FusionService
 from poserun.services.gateway_sim import run_sim_gateway
 from poserun.services.mqtt import Publisher, ThreadedSubscriber
 from poserun.services.sim.team import SimTeam
+from poserun.settings import BrokerSettings, Settings, load_settings
 from poserun.sinks.base import SinkRunner
 from poserun.sinks.memory import ListSink
 from poserun.sinks.mqtt_republish import MqttRepublishSink
-
-from poserun.settings import BrokerSettings, Settings, load_settings
 from poserun.wire import topics
 
 pytestmark = pytest.mark.broker

@@ -10,12 +10,12 @@ import time
 from pathlib import Path
 
 import pytest
+
+from poserun.recording import read_messages
 from poserun.services.gateway_sim import run_sim_gateway
 from poserun.services.recorder import record
 from poserun.services.replay import replay, rewrite_session
 from poserun.services.sim.team import SimTeam
-
-from poserun.recording import read_messages
 from poserun.settings import BrokerSettings, load_settings
 from poserun.wire import topics
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from poserun.processors.contact import EV_IC, EV_SHORT, EV_TO, ContactDetector
 
+from poserun.processors.contact import EV_IC, EV_SHORT, EV_TO, ContactDetector
 from tests.processors.reference import contact_events
 
 BW = 700.0

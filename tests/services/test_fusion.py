@@ -6,10 +6,10 @@ import json
 
 import numpy as np
 import pytest
-from poserun.services.fusion import FusionService
-from poserun.services.sim.team import SimTeam
 
 from poserun.records import LandingRecord, StanceRecord
+from poserun.services.fusion import FusionService
+from poserun.services.sim.team import SimTeam
 from poserun.settings import AthleteSettings, Settings, SimSettings, load_settings
 from poserun.wire import frame as wf
 from poserun.wire import meta as wm

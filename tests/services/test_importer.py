@@ -5,11 +5,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from poserun.services import importer
-from poserun.services.fusion import FusionService
 
 from poserun.cli import main
 from poserun.recording import athletes_metadata, read_messages
+from poserun.services import importer
+from poserun.services.fusion import FusionService
 from poserun.settings import Settings
 from poserun.wire import decode, topics
 from poserun.wire import meta as wm

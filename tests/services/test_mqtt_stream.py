@@ -6,6 +6,7 @@ import time
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from poserun.services.broker import free_port, mosquitto_broker
 from poserun.services.mqtt import Publisher
 from poserun.services.mqtt_stream import (
@@ -16,7 +17,6 @@ from poserun.services.mqtt_stream import (
     parse_packets,
     subscribe_packet,
 )
-
 from poserun.settings import BrokerSettings
 
 

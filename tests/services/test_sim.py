@@ -4,11 +4,11 @@ import itertools
 
 import numpy as np
 import pytest
+
 from poserun.services.sim.profiles import PROFILES, get_profile
 from poserun.services.sim.runner import INSOLE_CELLS, AthleteSpec, SimRunner
 from poserun.services.sim.spline import KnotCurve
 from poserun.services.sim.team import SimTeam
-
 from poserun.settings import SimSettings
 from poserun.wire import decode, topics
 from poserun.wire.meta import parse_meta

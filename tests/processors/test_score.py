@@ -1,0 +1,25 @@
+from __future__ import annotations
+
+from poserun.processors.score import RULES, pose_score, rule_score
+
+
+def test_rule_scores_are_clamped_and_oriented() -> None:
+    assert rule_score(0.15, 0.20, 0.30) == 1.0
+    assert rule_score(0.35, 0.20, 0.30) == 0.0
+    assert rule_score(0.25, 0.20, 0.30) == 0.5
+    assert rule_score(25.0, 20.0, 5.0) == 1.0  # higher is better for knee flexion
+
+
+def test_missing_metrics_are_left_out() -> None:
+    score, breakdown = pose_score({"support_time_s": 0.25})
+    assert score == 50.0 and breakdown == {"R1_short_support": 0.5}
+    assert pose_score({}) == (None, {})
+    assert pose_score({"forced_landing_severity": None, "support_time_s": True})[0] is None
+
+
+def test_weights_apply() -> None:
+    m = {"support_time_s": 0.20, "cadence_spm": 155.0}
+    assert pose_score(m)[0] == 50.0
+    w = {rule: 0.0 for rule in RULES} | {"R1_short_support": 3.0, "R8_cadence": 1.0}
+    assert pose_score(m, w)[0] == 75.0
+    assert pose_score({"waist_bend_deg": -2.0, "pull_under_hip_m": -0.05})[0] == 100.0
