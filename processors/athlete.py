@@ -15,19 +15,23 @@ from __future__ import annotations
 import itertools
 import math
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
 
 from poserun.processors.contact import EV_IC, EV_SHORT, EV_TO, ContactDetector, G
-from poserun.processors.imu import FootEvents, FootImu, impact_peak_g, landing_velocity, to_body
+from poserun.processors.imu import FootEvents, FootImu, axes_matrix, impact_peak_g, landing_velocity
+from poserun.processors.imu import G as G_IMU
 from poserun.processors.insole import InsoleLayout, stance_metrics
 from poserun.processors.keypoints import KeypointLayout, landing_velocities, stance_geometry
 from poserun.processors.ring import SampleRing
 from poserun.processors.score import pose_score
 
 SIDES = ("left", "right")
+LAZY_SPAN_NS = 300e6  # a supporting source is processed at least this often (data time)
 IMU_IC_LAG_NS = 15e6  # the IMU sees an impact a few ms after IC: wait this long for it
 CAMERA_BODY_SD = 0.075  # m/s, hip velocity fitted over 60 fps frames (measured on the simulator)
 FLIGHT_BODY_SD = 0.05  # m/s, ballistic model g * flight / 2 (asymmetric flights)
@@ -57,6 +61,20 @@ class _Imu:
     strapdown: FootImu
     events: FootEvents
     ring: SampleRing = field(default_factory=SampleRing)  # columns: vz, still, |a|-g, a_wz
+    matrix: np.ndarray = field(default_factory=lambda: np.eye(6))
+
+    def __post_init__(self) -> None:
+        # one 6x6 matrix: axes to body frame and units to SI, for accelerometer and gyroscope
+        m = axes_matrix(self.axes)
+        self.matrix = np.zeros((6, 6))
+        self.matrix[:3, :3] = m.T * (G_IMU if self.accel_unit == "g" else 1.0)
+        self.matrix[3:, 3:] = m.T * (math.pi / 180.0 if self.gyro_unit == "deg/s" else 1.0)
+
+    def to_body(self, raw: np.ndarray) -> np.ndarray:
+        raw = np.asarray(raw, dtype=np.float64)
+        if raw.shape[1] >= 6:
+            return raw[:, :6] @ self.matrix
+        return raw[:, :3] @ self.matrix[:3, :]
 
 
 @dataclass
@@ -85,6 +103,11 @@ class AthleteState:
         self._kp: KeypointLayout | None = None
         self._kp_ring = SampleRing()
         self._clock: dict[str, float] = {}
+        self._raw: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+        self._scales: dict[str, np.ndarray] = {}
+        self._event_sources: set[str] = set()
+        self._handlers: dict[str, Callable[[np.ndarray, np.ndarray], None]] = {}
+        self._lazy: set[str] = set()
         self._pending: list[_Pending] = []
         self._ics: deque[tuple[float, str]] = deque(maxlen=max(p.cadence_window_steps + 1, 3))
         self._last_ic: dict[str, float] = {}
@@ -93,6 +116,7 @@ class AthleteState:
         self._support: dict[str, deque[float]] = {s: deque(maxlen=8) for s in SIDES}
         self._imu_ics: dict[str, deque[float]] = {s: deque(maxlen=8) for s in SIDES}
         self._refined: dict[tuple[str, int], float] = {}
+        self._periods: dict[str, float] = {}
         self._step = 0
 
     # ------------------------------------------------------- configuration
@@ -100,6 +124,8 @@ class AthleteState:
                          areas: list[float] | None = None, unit: str = "N") -> None:
         p = self.params
         self._insole[side] = InsoleLayout.from_meta(regions, positions, areas, unit)
+        self._scales[side] = self._insole[side].scale
+        self._sources_changed()
         if side not in self._contact:
             self._contact[side] = ContactDetector(self.bw, p.on_bw, p.off_bw, p.min_stance_s, p.min_swing_s)
 
@@ -108,45 +134,95 @@ class AthleteState:
         if side not in self._imu:
             self._imu[side] = _Imu(dict(axes), accel_unit, gyro_unit, FootImu(rate_hz),
                                    FootEvents(min_swing_s=self.params.min_swing_s))
+            self._sources_changed()
 
     def configure_keypoints(self, layout: KeypointLayout | None) -> None:
         self._kp = layout
+        self._sources_changed()
+
+    def _sources_changed(self) -> None:
+        """Which sources time events (processed per frame) and which are batched."""
+        self._event_sources = ({f"insole_{s}" for s in self._insole}
+                               | {f"imu_foot_{s}" for s in self._imu if s not in self._insole})
+        self._lazy = {f"imu_foot_{s}" for s in self._imu if s in self._insole}
+        if self._kp is not None:
+            self._lazy.add("keypoints")
+        self._handlers = {}
+        for src in self._event_sources:
+            side = src.rsplit("_", 1)[1]
+            if src.startswith("insole_"):
+                self._handlers[src] = partial(self._insole_frame, side)
+            else:
+                self._handlers[src] = partial(self._process, src)
 
     # --------------------------------------------------------------- input
     def push(self, source: str, times_ns: np.ndarray, data: np.ndarray) -> list[dict[str, Any]]:
-        """Feed one block of samples of ``source``; return the records it completed."""
+        """Feed one block of samples of ``source``; return the records it completed.
+
+        The source that times a foot's events (its insole, else its IMU) is processed at
+        once, so an IC is seen in the frame that holds it. Supporting sources (a foot IMU
+        beside an insole, the camera) are queued raw and processed in one batch when an
+        event needs them or their queue spans ``LAZY_SPAN_NS``: the kernels then run a few
+        times a second instead of per frame, with identical results.
+        """
         n = len(times_ns)
         self.samples[source] = self.samples.get(source, 0) + n
         if n == 0:
             return []
-        events: list[tuple[str, np.ndarray, str]] = []
+        self._clock[source] = float(times_ns[-1])
+        handler = self._handlers.get(source)
+        if handler is not None:
+            handler(times_ns, data)
+        elif source in self._lazy:
+            queue = self._raw.setdefault(source, [])
+            queue.append((times_ns, data))
+            if times_ns[-1] - queue[0][0][0] > LAZY_SPAN_NS:
+                self._drain(source)
+        return self._finalize() if self._pending else []
+
+    def _drain(self, source: str) -> None:
+        queue = self._raw.pop(source, None)
+        if not queue:
+            return
+        if len(queue) == 1:
+            t, d = queue[0]
+        else:
+            t = np.concatenate([q[0] for q in queue])
+            d = np.concatenate([q[1] for q in queue])
+        self._process(source, t, d)
+
+    def _insole_frame(self, side: str, times_ns: np.ndarray, data: np.ndarray) -> None:
+        self._insole_ring[side].push(times_ns, data)  # raw units; converted when a stance is measured
+        ev = self._contact[side].update_cells(times_ns, data, self._scales[side])
+        if len(ev):
+            self._events(side, ev, "insole")
+
+    def _process(self, source: str, times_ns: np.ndarray, data: np.ndarray) -> None:
         side = "left" if source.endswith("_left") else "right" if source.endswith("_right") else ""
-        if source.startswith("insole_") and side in self._insole:
-            cells = self._insole[side].newtons(data)
-            self._insole_ring[side].push(times_ns, cells)
-            events.append((side, self._contact[side].update(times_ns, cells.sum(axis=1)), "insole"))
-        elif source.startswith("imu_foot_") and side in self._imu:
+        if source.startswith("insole_"):
+            self._insole_frame(side, times_ns, data)
+        elif source.startswith("imu_foot_"):
             imu = self._imu[side]
-            body = to_body(data, imu.axes, imu.accel_unit, imu.gyro_unit)
+            body = imu.to_body(data)
             vz, still, dev, awz = imu.strapdown.update(times_ns, body)
-            imu.ring.push(times_ns, np.stack([vz, still.astype(np.float64), dev, awz], axis=1))
+            imu.ring.push(times_ns, np.column_stack((vz, still, dev, awz)))
             ev = imu.events.update(times_ns, awz, vz, body[:, 4], still)
-            self._imu_ics[side].extend(float(t) for k, t, _i, _p in ev if k == EV_IC)
-            if side not in self._insole:
-                events.append((side, ev, "imu"))
+            if len(ev):
+                self._imu_ics[side].extend(float(row[1]) for row in ev if row[0] == EV_IC)
+                if side not in self._insole:
+                    self._events(side, ev, "imu")
         elif source == "keypoints" and self._kp is not None:
             pts = self._kp.to_metric(data)
-            self._kp_ring.push(times_ns, pts.reshape(n, -1))
-        self._clock[source] = float(times_ns[-1])
-        for foot, rows, ev_source in events:
-            for kind, t_ns, ic_ns, peak in rows:
-                if kind == EV_IC:
-                    self._pending.append(_Pending("landing", foot, ic_ns, source=ev_source))
-                elif kind == EV_TO:
-                    self._pending.append(_Pending("stance", foot, ic_ns, t_ns, ev_source, peak))
-                elif kind == EV_SHORT:
-                    self._warn("short_contact")
-        return self._finalize()
+            self._kp_ring.push(times_ns, pts.reshape(len(times_ns), -1))
+
+    def _events(self, foot: str, rows: np.ndarray, ev_source: str) -> None:
+        for kind, t_ns, ic_ns, peak in rows:
+            if kind == EV_IC:
+                self._pending.append(_Pending("landing", foot, ic_ns, source=ev_source))
+            elif kind == EV_TO:
+                self._pending.append(_Pending("stance", foot, ic_ns, t_ns, ev_source, peak))
+            elif kind == EV_SHORT:
+                self._warn("short_contact")
 
     def push_insole(self, side: str, times_ns: np.ndarray, cells: np.ndarray,
                     cell_area_m2: np.ndarray | None = None) -> list[dict[str, Any]]:
@@ -176,6 +252,7 @@ class AthleteState:
 
     def _finalize(self) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
+        drained = False
         while self._pending:
             pend = self._pending[0]
             ev_clock = self._event_clock(pend)
@@ -189,6 +266,10 @@ class AthleteState:
                 ready &= self._caught_up(imu_src, need + extra, ev_clock)
             if not ready:
                 break
+            if not drained:  # readiness is judged on clocks; process the queued samples only now
+                for source in list(self._raw):
+                    self._drain(source)
+                drained = True
             self._pending.pop(0)
             out.append(self._landing_record(pend) if pend.kind == "landing" else self._stance_record(pend))
         return out
@@ -213,8 +294,13 @@ class AthleteState:
         return min(near, key=lambda t: abs(t - pend.ic_ns)), "insole+imu"
 
     def _insole_period(self, side: str) -> float:
-        t, _ = self._insole_ring[side].window(self._clock.get(f"insole_{side}", 0.0) - 100e6, math.inf)
-        return float(np.median(np.diff(t))) if len(t) > 2 else 10e6
+        period = self._periods.get(side)
+        if period is None:
+            t, _ = self._insole_ring[side].window(self._clock.get(f"insole_{side}", 0.0) - 100e6, math.inf)
+            if len(t) <= 2:
+                return 10e6
+            period = self._periods[side] = float(np.median(np.diff(t)))
+        return period
 
     def _landing_record(self, pend: _Pending) -> dict[str, Any]:
         p = self.params
@@ -294,8 +380,9 @@ class AthleteState:
              "release_time_s", "release_ratio", "toe_pushoff_fraction", "loading_rate_bw_per_s",
              "peak_force_bw"))
         if foot in self._insole:
-            t, cells = self._insole_ring[foot].window(ic - 20e6, to + 20e6)
+            t, raw = self._insole_ring[foot].window(ic - 20e6, to + 20e6)
             if len(t) >= 3:
+                cells = self._insole[foot].newtons(raw)
                 metrics.update(stance_metrics(t, cells, self._insole[foot], ic, to, self.bw, p.on_bw,
                                               p.heel_contact_bw))
                 if "insole" not in sources:

@@ -27,6 +27,9 @@ STATE_SIZE = 7
 EV_IC, EV_TO, EV_SHORT = 1.0, 2.0, 3.0
 
 
+_NO_EVENTS = np.empty((0, 4))
+
+
 def new_state() -> np.ndarray:
     s = np.zeros(STATE_SIZE)
     s[_LAST_TO] = -1e30
@@ -91,6 +94,22 @@ def contact_kernel(times_ns: np.ndarray, force: np.ndarray, on_n: float, off_n: 
     return n_ev
 
 
+@njit(**JIT)
+def contact_cells_kernel(times_ns: np.ndarray, cells: np.ndarray, scale: np.ndarray, on_n: float, off_n: float,
+                         min_stance_ns: float, min_swing_ns: float, state: np.ndarray,
+                         events: np.ndarray) -> int:
+    """Sum the (scaled) cells of each sample and run :func:`contact_kernel` on the total: one
+    call per insole frame, no temporary arrays in Python."""
+    n = times_ns.shape[0]
+    force = np.empty(n)
+    for i in range(n):
+        acc = 0.0
+        for j in range(cells.shape[1]):
+            acc += cells[i, j] * scale[j]
+        force[i] = acc
+    return contact_kernel(times_ns, force, on_n, off_n, min_stance_ns, min_swing_ns, state, events)
+
+
 @dataclass
 class ContactDetector:
     """Streaming contact detection for one foot. Thresholds in body weights."""
@@ -102,6 +121,7 @@ class ContactDetector:
     min_swing_s: float = 0.10
     state: np.ndarray = field(default_factory=new_state)
     short_contacts: int = 0
+    _events: np.ndarray = field(default_factory=lambda: np.empty((64, 4)), repr=False)
 
     def __post_init__(self) -> None:
         if not self.body_weight_n > 0:
@@ -120,5 +140,19 @@ class ContactDetector:
                            self.off_bw * self.body_weight_n, self.min_stance_s * 1e9,
                            self.min_swing_s * 1e9, self.state, events)
         out = events[:n]
+        self.short_contacts += int(np.sum(out[:, 0] == EV_SHORT))
+        return out
+
+    def update_cells(self, times_ns: np.ndarray, cells: np.ndarray, scale: np.ndarray) -> np.ndarray:
+        """Like :meth:`update` with the force summed from cell values times ``scale`` (N per unit)."""
+        buf = self._events
+        if buf.shape[0] < len(times_ns) + 1:
+            buf = self._events = np.empty((len(times_ns) + 1, 4))
+        n = contact_cells_kernel(times_ns, cells, scale, self.on_bw * self.body_weight_n,
+                                 self.off_bw * self.body_weight_n, self.min_stance_s * 1e9,
+                                 self.min_swing_s * 1e9, self.state, buf)
+        if n == 0:
+            return _NO_EVENTS
+        out = buf[:n].copy()
         self.short_contacts += int(np.sum(out[:, 0] == EV_SHORT))
         return out

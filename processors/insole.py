@@ -123,8 +123,14 @@ class InsoleLayout:
 
     def newtons(self, cells: np.ndarray) -> np.ndarray:
         """Cell values in N (kPa x area when the insole reports pressure)."""
-        c = np.asarray(cells, dtype=np.float64)
-        return c if self.area_m2 is None else c * 1000.0 * self.area_m2[None, :]
+        return np.asarray(cells, dtype=np.float64) * self.scale[None, :]
+
+    @property
+    def scale(self) -> np.ndarray:
+        """N per reported unit, per cell."""
+        if self.area_m2 is None:
+            return np.ones(self.region.shape[0])
+        return 1000.0 * self.area_m2
 
 
 def stance_metrics(times_ns: np.ndarray, cells_n: np.ndarray, layout: InsoleLayout, ic_ns: float,

@@ -135,9 +135,11 @@ def stance_geometry(times_ns: np.ndarray, pts: np.ndarray, foot: str, ic_ns: flo
     out["overstride_ratio"] = over / leg_length_m
     out["knee_flexion_ic_deg"] = 180.0 - _angle_deg(_at(times_ns, hip_s, ic_ns), _at(times_ns, knee, ic_ns), ankle_ic)
     m = (times_ns >= ic_ns) & (times_ns <= to_ns)
-    flex = [180.0 - _angle_deg(hip_s[i], knee[i], ankle[i]) for i in np.flatnonzero(m)]
-    flex = [f for f in flex if math.isfinite(f)]
-    out["knee_flexion_min_deg"] = min(flex) if flex else math.nan
+    u, v = hip_s[m] - knee[m], ankle[m] - knee[m]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cos = np.einsum("ij,ij->i", u, v) / (np.linalg.norm(u, axis=1) * np.linalg.norm(v, axis=1))
+    flex = 180.0 - np.degrees(np.arccos(np.clip(cos[np.isfinite(cos)], -1.0, 1.0)))
+    out["knee_flexion_min_deg"] = float(flex.min()) if len(flex) else math.nan
     hip_m, ankle_m, sh_m = _at(times_ns, hips, mid), _at(times_ns, ankle, mid), _at(times_ns, shoulders, mid)
     lean = hip_m - ankle_m
     trunk = sh_m - hip_m

@@ -1,0 +1,106 @@
+"""Processor speed: samples/s per modality, one athlete's full sensor set as a share of
+one core, and numba start-up (cold compile vs cached).
+
+    python bench/kernels.py [--seconds 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from poserun.processors.athlete import AthleteParams, AthleteState
+from poserun.services.fusion import FusionService, configure
+from poserun.services.sim.team import SimTeam, device_meta
+from poserun.settings import SimSettings, load_settings
+from poserun.wire import decode
+
+SENSORS = ["imu_foot_left", "imu_foot_right", "insole_left", "insole_right", "keypoints"]
+
+
+def blocks(seconds: float) -> tuple[SimTeam, list[tuple[str, np.ndarray, np.ndarray]], list]:
+    team = SimTeam("b", SimSettings(athletes=1, seed=1))
+    out, msgs = [], []
+    for _ in range(int(seconds * 2)):
+        m, _ = team.step(50)
+        m.sort(key=lambda x: x.at_ns)
+        msgs += m
+        for x in m:
+            fr = decode(x.payload)
+            out.append((x.topic.rsplit("/", 1)[1], fr.times_ns(), np.array(fr.data)))
+    return team, out, msgs
+
+
+def state_for(team: SimTeam) -> AthleteState:
+    state = AthleteState("a01", AthleteParams())
+    for src in team.sources["a01"]:
+        configure(state, device_meta(src.name, src.rate))
+    return state
+
+
+def startup(cache: str) -> float:
+    env = {**os.environ, "NUMBA_CACHE_DIR": cache}
+    code = "import time; t=time.perf_counter(); from poserun.services.fusion import warm_up; warm_up(); " \
+           "print(time.perf_counter()-t)"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    return float(out.stdout.strip())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--seconds", type=float, default=60.0)
+    args = ap.parse_args()
+    team, data, msgs = blocks(args.seconds)
+    state_for(team)  # compile
+    feed = state_for(team)
+    for b in data[:200]:
+        feed.push(*b)
+    # per modality: feed only that source kind into a fresh state
+    print(f"one simulated athlete, {args.seconds:g} s at default rates (IMU 400 Hz x2, insole 100 Hz x2, "
+          f"camera 60 fps)\n")
+    print("| what | samples | time (s) | samples/s per core | share of one core per athlete |")
+    print("|---|---:|---:|---:|---:|")
+    for label, prefix in (("foot IMU (strapdown, ZUPT, events)", "imu_foot"),
+                          ("insole (contact, stance metrics)", "insole"), ("keypoints (geometry)", "keypoints")):
+        state = state_for(team)
+        chosen = [b for b in data if b[0].startswith(prefix)]
+        n = sum(len(b[1]) for b in chosen)
+        t = time.perf_counter()
+        for b in chosen:
+            state.push(*b)
+        dt = time.perf_counter() - t
+        print(f"| {label} | {n:,} | {dt:.3f} | {n / dt:,.0f} | {100 * dt / args.seconds:.3f} % |")
+    state = state_for(team)
+    n = sum(len(b[1]) for b in data)
+    t = time.perf_counter()
+    recs = 0
+    for b in data:
+        recs += len(state.push(*b))
+    dt = time.perf_counter() - t
+    print(f"| **full sensor set, fused (processor alone)** | {n:,} | {dt:.3f} | {n / dt:,.0f} | "
+          f"**{100 * dt / args.seconds:.3f} %** |")
+    svc = FusionService(load_settings(), session="b")
+    for m in team.meta_messages():
+        svc.handle(m.topic, m.payload)
+    t = time.perf_counter()
+    for m in msgs:
+        svc.handle(m.topic, m.payload)
+    dt = time.perf_counter() - t
+    print(f"| full sensor set incl. decode and routing (FusionService.handle) | {n:,} | {dt:.3f} | "
+          f"{n / dt:,.0f} | {100 * dt / args.seconds:.3f} % |")
+    print(f"\n{recs} records. Athletes per core at this cost: processor alone "
+          f"{args.seconds / max(dt, 1e-9):.0f} (incl. decode).")
+    with tempfile.TemporaryDirectory() as cache:
+        cold = startup(cache)
+        warm = startup(cache)
+    print(f"\nnumba start-up (import + warm-up of every kernel): cold cache {cold:.2f} s, warm cache {warm:.2f} s")
+
+
+if __name__ == "__main__":
+    main()
