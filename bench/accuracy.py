@@ -113,6 +113,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--bach2022", default="../shared/data/real/bach2022", help="folder of the real recording")
     args = ap.parse_args()
     rows = []
     t0 = time.time()
@@ -135,6 +136,61 @@ def main() -> None:
               f"{fmt(r['ic'][0])} / {fmt(r['ic'][1])} / {fmt(r['ic'][2])} | "
               f"{fmt(r['to'][0])} / {fmt(r['to'][1])} / {fmt(r['to'][2])} | {fmt(r['contact_mae'])} | "
               f"{fmt(r['cadence_mae'])} | {fmt(p, 2)} / {fmt(rc, 2)} / {fmt(f1, 2)} ({nf}) |")
+    import os
+
+    if os.path.exists(os.path.join(args.bach2022, "walk+run.mat")):
+        print_bach(bach2022(args.bach2022))
+    else:
+        print(f"\n(no real recording at {args.bach2022})")
+
+
+
+def bach2022(folder: str) -> dict[str, Any]:
+    """The real recording: shank accelerometer against force-plate truth at 50 N."""
+    from poserun.services.importer import import_bach2022
+    from poserun.wire import topics
+    from poserun.wire.meta import TruthEvent
+
+    msgs, _ = import_bach2022(folder, running_only=True)
+    msgs.sort(key=lambda m: (m.log_time_ns, not m.retain))
+    svc = FusionService(load_settings(), session="bach2022")
+    records: list[dict[str, Any]] = []
+    truth: dict[str, list[TruthEvent]] = defaultdict(list)
+    for m in msgs:
+        t = topics.parse(m.topic)
+        if t.channel == "truth":
+            truth[t.athlete or ""].append(TruthEvent.model_validate_json(m.payload))
+        else:
+            records += svc.handle(m.topic, m.payload)
+    ic_err, to_err, ct_err, cad_err = [], [], [], []
+    total = 0
+    for athlete, events in truth.items():
+        stances = [r for r in records if r["type"] == "stance" and r["athlete"] == athlete]
+        true_stride = float(np.median(np.diff([e.ic_ns for e in events]))) / 1e9
+        for e in events:
+            total += 1
+            match = [r for r in stances if -20e6 < r["ic_ns"] - e.ic_ns < 100e6]
+            if not match:
+                continue
+            r = match[0]
+            ic_err.append((r["ic_ns"] - e.ic_ns) / 1e6)
+            to_err.append((r["to_ns"] - e.to_ns) / 1e6)
+            ct_err.append((r["to_ns"] - r["ic_ns"] - (e.to_ns - e.ic_ns)) / 1e6)
+            if r.get("cadence_spm"):
+                cad_err.append(r["cadence_spm"] - 120.0 / true_stride)
+    a = {k: np.array(v) for k, v in (("ic", ic_err), ("to", to_err), ("ct", ct_err), ("cad", cad_err))}
+    return {"contacts": total, "found": len(ct_err), "arrays": a}
+
+
+def print_bach(res: dict[str, Any]) -> None:
+    a = res["arrays"]
+    print("\n| recording | contacts found | IC mean / SD (ms) | TO mean / SD (ms) | contact time mean / MAE / SD (ms) "
+          "| cadence MAE (spm) |")
+    print("|---|---:|---|---|---|---:|")
+    print(f"| bach2022, 7 running trials, shank accelerometer | {res['found']}/{res['contacts']} | "
+          f"{a['ic'].mean():.1f} / {a['ic'].std():.1f} | {a['to'].mean():.1f} / {a['to'].std():.1f} | "
+          f"{a['ct'].mean():.1f} / {np.abs(a['ct']).mean():.1f} / {a['ct'].std():.1f} | "
+          f"{np.abs(a['cad']).mean():.1f} |")
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from poserun.processors.insole import InsoleLayout, stance_metrics
 from poserun.processors.keypoints import KeypointLayout, landing_velocities, stance_geometry
 from poserun.processors.ring import SampleRing
 from poserun.processors.score import pose_score
+from poserun.processors.shank import ShankEvents
 
 SIDES = ("left", "right")
 LAZY_SPAN_NS = 300e6  # a supporting source is processed at least this often (data time)
@@ -105,6 +106,9 @@ class AthleteState:
         self._clock: dict[str, float] = {}
         self._raw: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
         self._scales: dict[str, np.ndarray] = {}
+        self._shank: dict[str, ShankEvents] = {}
+        self._shank_scale: dict[str, float] = {}
+        self._shank_peak: dict[tuple[str, int], float] = {}
         self._event_sources: set[str] = set()
         self._handlers: dict[str, Callable[[np.ndarray, np.ndarray], None]] = {}
         self._lazy: set[str] = set()
@@ -136,6 +140,13 @@ class AthleteState:
                                    FootEvents(min_swing_s=self.params.min_swing_s))
             self._sources_changed()
 
+    def configure_shank(self, side: str, accel_unit: str, rate_hz: float) -> None:
+        """A shank accelerometer times this foot's contacts when it has no insole or foot IMU."""
+        if side not in self._shank:
+            self._shank[side] = ShankEvents()
+            self._shank_scale[side] = G_IMU if accel_unit == "g" else 1.0
+            self._sources_changed()
+
     def configure_keypoints(self, layout: KeypointLayout | None) -> None:
         self._kp = layout
         self._sources_changed()
@@ -143,7 +154,9 @@ class AthleteState:
     def _sources_changed(self) -> None:
         """Which sources time events (processed per frame) and which are batched."""
         self._event_sources = ({f"insole_{s}" for s in self._insole}
-                               | {f"imu_foot_{s}" for s in self._imu if s not in self._insole})
+                               | {f"imu_foot_{s}" for s in self._imu if s not in self._insole}
+                               | {f"imu_shank_{s}" for s in self._shank
+                                  if s not in self._insole and s not in self._imu})
         self._lazy = {f"imu_foot_{s}" for s in self._imu if s in self._insole}
         if self._kp is not None:
             self._lazy.add("keypoints")
@@ -211,6 +224,11 @@ class AthleteState:
                 self._imu_ics[side].extend(float(row[1]) for row in ev if row[0] == EV_IC)
                 if side not in self._insole:
                     self._events(side, ev, "imu")
+        elif source.startswith("imu_shank_"):
+            acc = np.asarray(data[:, :3], dtype=np.float64) * self._shank_scale[side]
+            ev = self._shank[side].update(times_ns, acc)
+            if len(ev):
+                self._events(side, ev, "imu_shank")
         elif source == "keypoints" and self._kp is not None:
             pts = self._kp.to_metric(data)
             self._kp_ring.push(times_ns, pts.reshape(len(times_ns), -1))
@@ -221,6 +239,9 @@ class AthleteState:
                 self._pending.append(_Pending("landing", foot, ic_ns, source=ev_source))
             elif kind == EV_TO:
                 self._pending.append(_Pending("stance", foot, ic_ns, t_ns, ev_source, peak))
+                continue
+            if kind == EV_IC and ev_source == "imu_shank":
+                self._shank_peak[(foot, int(ic_ns))] = float(peak)
             elif kind == EV_SHORT:
                 self._warn("short_contact")
 
@@ -247,7 +268,7 @@ class AthleteState:
         return event_source_clock >= t_ns + self.params.reorder_window_s * 1e9
 
     def _event_clock(self, pend: _Pending) -> float:
-        src = f"insole_{pend.foot}" if pend.source == "insole" else f"imu_foot_{pend.foot}"
+        src = {"insole": "insole_", "imu": "imu_foot_", "imu_shank": "imu_shank_"}[pend.source] + pend.foot
         return self._clock.get(src, -math.inf)
 
     def _finalize(self) -> list[dict[str, Any]]:
@@ -361,7 +382,7 @@ class AthleteState:
         sources = event_source.split("+")
         rec: dict[str, Any] = {"type": "stance", "athlete": self.athlete, "foot": foot,
                                "ic_ns": int(ic), "to_ns": int(to),
-                               "support_time_s": round((to - ic) / 1e9, 4)}
+                               "support_time_s": round(float(to - ic) / 1e9, 4)}
         # timing from events
         prev_same = self._last_ic.get(foot)
         stride = (ic - prev_same) / 1e9 if prev_same is not None and 0 < ic - prev_same < 3e9 else None
@@ -390,8 +411,13 @@ class AthleteState:
             else:
                 self._warn("insole_samples_missing")
         rec.update(metrics)
-        # IMU impact
+        # IMU impact (foot IMU; else the shank's dynamic acceleration peak)
         rec["impact_peak_g"] = None
+        shank_peak = self._shank_peak.pop((foot, int(pend.ic_ns)), None)
+        if len(self._shank_peak) > 16:
+            self._shank_peak.clear()
+        if shank_peak is not None:
+            rec["impact_peak_g"] = round(shank_peak / G, 2)
         imu = self._imu.get(foot)
         if imu is not None:
             t, d = imu.ring.window(ic, ic + 40e6)
@@ -441,9 +467,12 @@ class AthleteState:
             (b[0] - a[0]) / 1e9 for a, b in itertools.pairwise(ics)
             if a[1] != b[1] and 0.15 < (b[0] - a[0]) / 1e9 < 1.5
         ]
-        if not steps:
-            return None
-        return round(60.0 / float(np.median(steps)), 1)
+        if steps:
+            return round(60.0 / float(np.median(steps)), 1)
+        # one foot instrumented: two steps per stride of that foot
+        strides = [(b[0] - a[0]) / 1e9 for a, b in itertools.pairwise(ics)
+                   if a[1] == b[1] and 0.3 < (b[0] - a[0]) / 1e9 < 3.0]
+        return round(120.0 / float(np.median(strides)), 1) if strides else None
 
 
 def _r(v: float | None, digits: int) -> float | None:

@@ -293,6 +293,8 @@ def configure(state: AthleteState, meta: Any) -> None:
                                meta.cell_area_m2, meta.unit)
     elif isinstance(meta, ImuMeta) and meta.placement == "foot" and meta.side and len(meta.channels) >= 6:
         state.configure_imu(meta.side, dict(meta.axes), meta.accel_unit, meta.gyro_unit, meta.rate_hz)
+    elif isinstance(meta, ImuMeta) and meta.placement == "shank" and meta.side:
+        state.configure_shank(meta.side, meta.accel_unit, meta.rate_hz)
     elif isinstance(meta, KeypointMeta):
         cam = meta.camera
         state.configure_keypoints(KeypointLayout.from_meta(

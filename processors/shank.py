@@ -1,0 +1,164 @@
+"""Contact events from a shank-worn accelerometer (rules R1, R8 when nothing better is worn).
+
+A shank sensor does not see the foot touch down; it sees the leg's impact
+shortly after and the leg's swing after toe-off. The detector works on the
+acceleration along gravity (the gravity direction is tracked as a slow
+moving average, so a sensor mounted upside down or tilted needs no axis
+convention) and marks:
+
+* the impact: the peak of the dynamic acceleration (its size once gravity
+  is removed: the impact runs along the shank, whatever its tilt) after it
+  rises through ``impact_g`` following a swing (labelled IC; on force-plate
+  data it lags the force onset by about 25-35 ms, the time to the impact peak);
+* the push-off: the deepest along-gravity deceleration between
+  ``min_stance_s`` and ``max_stance_s`` after the impact (labelled TO, reported
+  once that window has passed; it lags toe-off by about 15-25 ms).
+
+The two lags are similar, so contact time (TO - IC) is nearly unbiased
+without constants fitted to any data set; docs/accuracy.md gives the
+measured figures. Pelvis/sacrum sensors are not timed by this detector.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from numba import njit
+
+from poserun.processors.jit import JIT
+
+G = 9.80665
+# state slots
+(_GX, _GY, _GZ, _GINIT, _MODE, _PREV_T, _PREV_UP, _PREV2_UP, _PEAK, _PEAK_T, _PEAK_PREV, _IC, _MIN, _MIN_T,
+ _MIN_PREV, _MIN_NEXT, _LAST_TO, _HAVE, _T0) = range(19)
+STATE_SIZE = 19
+_SWING, _IMPACT, _STANCE = 1.0, 2.0, 3.0
+
+
+def new_state() -> np.ndarray:
+    s = np.zeros(STATE_SIZE)
+    s[_MODE] = _SWING
+    s[_LAST_TO] = -1e30
+    return s
+
+
+@njit(**JIT)
+def _vertex(y0: float, y1: float, y2: float) -> float:
+    den = y0 - 2.0 * y1 + y2
+    if den == 0.0:
+        return 0.0
+    off = 0.5 * (y0 - y2) / den
+    return min(0.5, max(-0.5, off))
+
+
+@njit(**JIT)
+def shank_events_kernel(times_ns: np.ndarray, acc: np.ndarray, tau_s: float, impact: float,
+                        min_stance_ns: float, max_stance_ns: float, min_swing_ns: float,
+                        state: np.ndarray, events: np.ndarray) -> int:
+    """acc in m/s^2 (any axes). Rows: (1 IC | 2 TO, time, ic, peak)."""
+    n_ev = 0
+    for i in range(times_ns.shape[0]):
+        ax, ay, az = acc[i, 0], acc[i, 1], acc[i, 2]
+        if not (math.isfinite(ax) and math.isfinite(ay) and math.isfinite(az)):
+            continue
+        t = float(times_ns[i])
+        if state[_GINIT] < 0.5:
+            state[_GX], state[_GY], state[_GZ] = ax, ay, az
+            state[_GINIT] = 1.0
+            state[_T0] = t
+        else:
+            # a running mean until tau has passed, then an exponential average over tau
+            dt = (t - state[_PREV_T]) / 1e9
+            elapsed = (t - state[_T0]) / 1e9
+            k = dt / tau_s if elapsed >= tau_s else dt / (elapsed + dt)
+            if not k > 0.0:
+                k = 0.0
+            elif k > 1.0:
+                k = 1.0
+            state[_GX] += k * (ax - state[_GX])
+            state[_GY] += k * (ay - state[_GY])
+            state[_GZ] += k * (az - state[_GZ])
+        gn = math.sqrt(state[_GX] ** 2 + state[_GY] ** 2 + state[_GZ] ** 2)
+        if gn < 1e-6:
+            continue
+        up = (ax * state[_GX] + ay * state[_GY] + az * state[_GZ]) / gn - gn
+        # the impact runs along the shank, not along gravity: use the dynamic acceleration's size
+        dyn = math.sqrt((ax - state[_GX]) ** 2 + (ay - state[_GY]) ** 2 + (az - state[_GZ]) ** 2)
+        mode = state[_MODE]
+        if state[_HAVE] > 0.5 and t - state[_T0] >= tau_s * 0.5e9:  # gravity must be known first
+            if mode == _SWING:
+                if dyn >= impact and state[_PREV2_UP] < impact and t - state[_LAST_TO] >= min_swing_ns:
+                    state[_MODE] = _IMPACT
+                    state[_PEAK] = dyn
+                    state[_PEAK_T] = t
+                    state[_PEAK_PREV] = state[_PREV2_UP]
+            elif mode == _IMPACT:
+                if dyn > state[_PEAK]:
+                    state[_PEAK] = dyn
+                    state[_PEAK_T] = t
+                    state[_PEAK_PREV] = state[_PREV2_UP]
+                else:  # the peak was the previous sample
+                    step = t - state[_PEAK_T]
+                    ic = state[_PEAK_T] + _vertex(state[_PEAK_PREV], state[_PEAK], dyn) * step
+                    state[_MODE] = _STANCE
+                    state[_IC] = ic
+                    state[_MIN] = 1e30
+                    state[_MIN_NEXT] = 0.0
+                    if n_ev < events.shape[0]:
+                        events[n_ev, 0] = 1.0
+                        events[n_ev, 1] = ic
+                        events[n_ev, 2] = ic
+                        events[n_ev, 3] = state[_PEAK]
+                        n_ev += 1
+            else:  # stance: the deepest deceleration after the minimum stance
+                since = t - state[_IC]
+                if since >= min_stance_ns:
+                    if up < state[_MIN]:
+                        state[_MIN] = up
+                        state[_MIN_T] = t
+                        state[_MIN_PREV] = state[_PREV_UP]
+                        state[_MIN_NEXT] = math.nan
+                    elif math.isnan(state[_MIN_NEXT]):
+                        state[_MIN_NEXT] = up
+                if since >= max_stance_ns and state[_MIN] < 1e29:
+                    step = 0.0
+                    nxt = state[_MIN_NEXT]
+                    if math.isfinite(nxt):
+                        step = _vertex(state[_MIN_PREV], state[_MIN], nxt)
+                    period = t - state[_PREV_T]
+                    to = state[_MIN_T] + step * period
+                    state[_LAST_TO] = to
+                    state[_MODE] = _SWING
+                    if n_ev < events.shape[0]:
+                        events[n_ev, 0] = 2.0
+                        events[n_ev, 1] = to
+                        events[n_ev, 2] = state[_IC]
+                        events[n_ev, 3] = state[_MIN]
+                        n_ev += 1
+        state[_PREV2_UP] = dyn  # (slot reused: previous dynamic acceleration)
+        state[_PREV_UP] = up
+        state[_PREV_T] = t
+        state[_HAVE] = 1.0
+    return n_ev
+
+
+@dataclass
+class ShankEvents:
+    """Streaming shank contact events. ``acc`` in m/s^2, any sensor orientation."""
+
+    tau_s: float = 2.0  # gravity tracking time constant
+    impact_g: float = 4.0  # dynamic acceleration at the impact, in g
+    min_stance_s: float = 0.10
+    max_stance_s: float = 0.50
+    min_swing_s: float = 0.15
+    state: np.ndarray = field(default_factory=new_state)
+
+    def update(self, times_ns: np.ndarray, acc: np.ndarray) -> np.ndarray:
+        events = np.empty((len(times_ns) + 1, 4))
+        n = shank_events_kernel(np.ascontiguousarray(times_ns, dtype=np.int64),
+                                np.ascontiguousarray(acc, dtype=np.float64), self.tau_s, self.impact_g * G,
+                                self.min_stance_s * 1e9, self.max_stance_s * 1e9, self.min_swing_s * 1e9,
+                                self.state, events)
+        return events[:n].copy()
