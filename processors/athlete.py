@@ -26,7 +26,7 @@ from poserun.processors.contact import EV_IC, EV_SHORT, EV_TO, ContactDetector, 
 from poserun.processors.imu import FootEvents, FootImu, axes_matrix, impact_peak_g, landing_velocity
 from poserun.processors.imu import G as G_IMU
 from poserun.processors.insole import InsoleLayout, stance_metrics
-from poserun.processors.keypoints import KeypointLayout, landing_velocities, stance_geometry
+from poserun.processors.keypoints import CameraEvents, KeypointLayout, joint, landing_velocities, stance_geometry
 from poserun.processors.ring import SampleRing
 from poserun.processors.score import pose_score
 from poserun.processors.shank import ShankEvents
@@ -36,6 +36,8 @@ LAZY_SPAN_NS = 300e6  # a supporting source is processed at least this often (da
 IMU_IC_LAG_NS = 15e6  # the IMU sees an impact a few ms after IC: wait this long for it
 CAMERA_BODY_SD = 0.075  # m/s, hip velocity fitted over 60 fps frames (measured on the simulator)
 FLIGHT_BODY_SD = 0.05  # m/s, ballistic model g * flight / 2 (asymmetric flights)
+OSCILLATION_BODY_SD = 0.3  # m/s, free fall from a configured oscillation: a guess
+FOOT_SD = {"imu": 0.03, "camera": 0.27}  # m/s, foot velocity before IC (measured on the simulator)
 
 
 @dataclass
@@ -109,6 +111,8 @@ class AthleteState:
         self._shank: dict[str, ShankEvents] = {}
         self._shank_scale: dict[str, float] = {}
         self._shank_peak: dict[tuple[str, int], float] = {}
+        self._camera: dict[str, CameraEvents] = {}
+        self._camera_feet: list[str] = []
         self._event_sources: set[str] = set()
         self._handlers: dict[str, Callable[[np.ndarray, np.ndarray], None]] = {}
         self._lazy: set[str] = set()
@@ -158,13 +162,19 @@ class AthleteState:
                                | {f"imu_shank_{s}" for s in self._shank
                                   if s not in self._insole and s not in self._imu})
         self._lazy = {f"imu_foot_{s}" for s in self._imu if s in self._insole}
-        if self._kp is not None:
+        timed = set(self._insole) | set(self._imu) | set(self._shank)
+        self._camera_feet = [s for s in SIDES if s not in timed] if self._kp is not None else []
+        for side in self._camera_feet:
+            self._camera.setdefault(side, CameraEvents(min_stance_s=self.params.min_stance_s,
+                                                       min_swing_s=self.params.min_swing_s))
+        if self._camera_feet:
+            self._event_sources.add("keypoints")
+        elif self._kp is not None:
             self._lazy.add("keypoints")
         self._handlers = {}
         for src in self._event_sources:
-            side = src.rsplit("_", 1)[1]
             if src.startswith("insole_"):
-                self._handlers[src] = partial(self._insole_frame, side)
+                self._handlers[src] = partial(self._insole_frame, src.rsplit("_", 1)[1])
             else:
                 self._handlers[src] = partial(self._process, src)
 
@@ -232,6 +242,10 @@ class AthleteState:
         elif source == "keypoints" and self._kp is not None:
             pts = self._kp.to_metric(data)
             self._kp_ring.push(times_ns, pts.reshape(len(times_ns), -1))
+            for foot in self._camera_feet:
+                ev = self._camera[foot].update(times_ns, joint(pts, foot, "ankle")[:, 1])
+                if len(ev):
+                    self._events(foot, ev, "camera")
 
     def _events(self, foot: str, rows: np.ndarray, ev_source: str) -> None:
         for kind, t_ns, ic_ns, peak in rows:
@@ -268,6 +282,8 @@ class AthleteState:
         return event_source_clock >= t_ns + self.params.reorder_window_s * 1e9
 
     def _event_clock(self, pend: _Pending) -> float:
+        if pend.source == "camera":
+            return self._clock.get("keypoints", -math.inf)
         src = {"insole": "insole_", "imu": "imu_foot_", "imu_shank": "imu_shank_"}[pend.source] + pend.foot
         return self._clock.get(src, -math.inf)
 
@@ -279,7 +295,7 @@ class AthleteState:
             ev_clock = self._event_clock(pend)
             need = pend.ic_ns if pend.kind == "landing" else pend.to_ns
             ready = True
-            if self._kp is not None:
+            if self._kp is not None and pend.source != "camera":
                 ready &= self._caught_up("keypoints", need, ev_clock)
             imu_src = f"imu_foot_{pend.foot}"
             if pend.foot in self._imu and pend.source != "imu":
@@ -353,13 +369,18 @@ class AthleteState:
         if estimates:  # inverse-variance fusion of the independent estimates
             weights = [1.0 / (sd * sd) for _, sd, _ in estimates]
             body_v = sum(w * v for w, (v, _, _) in zip(weights, estimates, strict=True)) / sum(weights)
+            body_sd = 1.0 / math.sqrt(sum(weights))
             body_src = "+".join(src for _, _, src in estimates)
         else:
             body_v, body_src = math.sqrt(2 * G * p.default_oscillation_m), "model_oscillation"
+            body_sd = OSCILLATION_BODY_SD
         forced = severity = None
         if foot_v is not None and body_v is not None and body_v > 0.05:
             severity = float(foot_v / body_v)
-            forced = bool(severity > p.forced_landing_ratio)
+            # forced only when the excess is larger than what the measurements' noise explains
+            margin = foot_v - p.forced_landing_ratio * body_v
+            noise = math.hypot(FOOT_SD.get(foot_src or "", 0.3), p.forced_landing_ratio * body_sd)
+            forced = bool(margin > noise)
         rec = {
             "type": "landing", "athlete": self.athlete, "foot": foot, "ic_ns": int(ic), "step": self._step,
             "source": ic_source,

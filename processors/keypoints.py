@@ -165,3 +165,94 @@ def landing_velocities(times_ns: np.ndarray, pts: np.ndarray, foot: str, ic_ns: 
     hips_z = 0.5 * (joint(pts, "left", "hip")[:, 1] + joint(pts, "right", "hip")[:, 1])
     ankle_z = joint(pts, foot, "ankle")[:, 1]
     return fall_velocity_at(times_ns, hips_z, ic_ns), point_velocity_at(times_ns, ankle_z, ic_ns)
+
+
+# ------------------------------------------------------------------ events
+
+from numba import njit  # noqa: E402
+
+from poserun.processors.jit import JIT  # noqa: E402
+
+(_K_GROUND, _K_INIT, _K_IN, _K_PREV_T, _K_PREV_Z, _K_HAVE, _K_IC, _K_LAST_TO) = range(8)
+CAM_STATE_SIZE = 8
+
+
+def new_camera_state() -> np.ndarray:
+    s = np.zeros(CAM_STATE_SIZE)
+    s[_K_LAST_TO] = -1e30
+    return s
+
+
+@njit(**JIT)
+def camera_events_kernel(times_ns: np.ndarray, z: np.ndarray, touch_m: float, lift_m: float,
+                         ground_drift: float, min_stance_ns: float, min_swing_ns: float,
+                         state: np.ndarray, events: np.ndarray) -> int:
+    """Contact of one foot from its ankle height: IC when the ankle comes down to ``touch_m``
+    above the ground level, TO when it rises ``lift_m`` above it (crossings interpolated).
+    The ground level is the lowest ankle height seen, allowed to drift up slowly (a track is
+    not flat and cameras move). Rows: (1 IC | 2 TO, time, ic, 0)."""
+    n_ev = 0
+    for i in range(times_ns.shape[0]):
+        zi = z[i]
+        if not math.isfinite(zi):
+            continue
+        t = float(times_ns[i])
+        if state[_K_INIT] < 0.5:
+            state[_K_GROUND] = zi
+            state[_K_INIT] = 1.0
+        else:
+            dt = (t - state[_K_PREV_T]) / 1e9
+            if dt > 0:
+                state[_K_GROUND] += ground_drift * dt
+            if zi < state[_K_GROUND]:
+                state[_K_GROUND] = zi
+        g = state[_K_GROUND]
+        if state[_K_HAVE] > 0.5:
+            pt, pz = state[_K_PREV_T], state[_K_PREV_Z]
+            if state[_K_IN] < 0.5:
+                level = g + touch_m
+                if zi <= level < pz:
+                    ic = pt + (pz - level) / (pz - zi) * (t - pt)
+                    if ic - state[_K_LAST_TO] >= min_swing_ns:
+                        state[_K_IN] = 1.0
+                        state[_K_IC] = ic
+                        if n_ev < events.shape[0]:
+                            events[n_ev, 0] = 1.0
+                            events[n_ev, 1] = ic
+                            events[n_ev, 2] = ic
+                            events[n_ev, 3] = 0.0
+                            n_ev += 1
+            else:
+                level = g + lift_m
+                if pz < level <= zi:
+                    to = pt + (level - pz) / (zi - pz) * (t - pt)
+                    if to - state[_K_IC] >= min_stance_ns:
+                        state[_K_IN] = 0.0
+                        state[_K_LAST_TO] = to
+                        if n_ev < events.shape[0]:
+                            events[n_ev, 0] = 2.0
+                            events[n_ev, 1] = to
+                            events[n_ev, 2] = state[_K_IC]
+                            events[n_ev, 3] = 0.0
+                            n_ev += 1
+        state[_K_PREV_T] = t
+        state[_K_PREV_Z] = zi
+        state[_K_HAVE] = 1.0
+    return n_ev
+
+
+class CameraEvents:
+    """Streaming IC/TO of one foot from keypoints (when the foot has no insole or IMU)."""
+
+    def __init__(self, touch_m: float = 0.01, lift_m: float = 0.03, ground_drift_mps: float = 0.02,
+                 min_stance_s: float = 0.08, min_swing_s: float = 0.10) -> None:
+        self.touch_m, self.lift_m, self.drift = touch_m, lift_m, ground_drift_mps
+        self.min_stance_ns, self.min_swing_ns = min_stance_s * 1e9, min_swing_s * 1e9
+        self.state = new_camera_state()
+
+    def update(self, times_ns: np.ndarray, ankle_z: np.ndarray) -> np.ndarray:
+        events = np.empty((len(times_ns) + 1, 4))
+        n = camera_events_kernel(np.ascontiguousarray(times_ns, dtype=np.int64),
+                                 np.ascontiguousarray(ankle_z, dtype=np.float64), self.touch_m, self.lift_m,
+                                 self.drift, self.min_stance_ns, self.min_swing_ns, self.state, events)
+        return events[:n].copy()
