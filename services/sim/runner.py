@@ -192,12 +192,15 @@ class SimRunner:
         heel_off = st.ic + p.heel_off * st.tc
         x_ic = st.x_contact - vx_ic * tau / 2.0
         depth = st.v_land * tau / 2.0
+        # push-off: the foot plantarflexes fastest as the toes leave the ground (the rate peaks at TO),
+        # an S-shaped ramp from the heel lifting to toe-off
+        push_rate = 2.0 * (math.radians(p.toe_off_pitch_deg) - flat_pitch) / max(st.to - heel_off, 0.02)
         for curve, knots in (
             (x, [(st.ic, x_ic, vx_ic), (st.ic + tau, st.x_contact, 0.0), (st.to, st.x_contact, 0.0)]),
             (z, [(st.ic, 0.0, -st.v_land), (st.ic + tau, -depth, 0.0), (heel_off, -depth, 0.0),
                  (st.to, 0.035, 0.5)]),
             (th, [(st.ic, st.ic_pitch, 0.0), (t_flat, flat_pitch, 0.0), (heel_off, flat_pitch, 0.0),
-                  (st.to, math.radians(p.toe_off_pitch_deg), 6.0),
+                  (st.to, math.radians(p.toe_off_pitch_deg), push_rate),
                   (st.to + 0.06, math.radians(p.toe_off_pitch_deg + 12), 0.0)]),
         ):
             for t, pos, vel in knots:
