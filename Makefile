@@ -18,12 +18,16 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -p no:cacheprovider
+	NUMBA_DISABLE_JIT=1 $(PY) -m pytest -q -p no:cacheprovider tests/processors \
+	    --cov=poserun.processors --cov-report=term --cov-fail-under=90
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 
 bench: $(VENV)/.installed
 	$(PY) bench/ingest.py
+	$(PY) bench/kernels.py
+	$(PY) bench/accuracy.py
 
 schema: $(VENV)/.installed
 	$(VENV)/bin/poserun config schema -o config/poserun.schema.json
