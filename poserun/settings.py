@@ -156,6 +156,11 @@ class SimSettings(_Model):
     forced_share: Annotated[float, Field(ge=0, le=1)] = 0.4
     json_frames: bool = False
     truth: bool = False
+    clock_offsets_ms: dict[str, Annotated[float, Field(ge=0, le=10_000)]] = Field(
+        default_factory=dict,
+        description="per sensor, how far its gateway clock runs ahead of the insoles' (ms, >= 0)")
+    clock_drift_ppm: dict[str, Annotated[float, Field(ge=-1000, le=1000)]] = Field(
+        default_factory=dict, description="per sensor, clock drift in parts per million")
     gateway_id: str = "sim"
 
     @field_validator("profiles")

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from poserun.processors.clock import ClockOffset
 from poserun.processors.contact import EV_IC, EV_SHORT, EV_TO, ContactDetector, G
 from poserun.processors.imu import FootEvents, FootImu, axes_matrix, impact_peak_g, landing_velocity
 from poserun.processors.imu import G as G_IMU
@@ -122,7 +123,8 @@ class AthleteState:
         self._last_to: dict[str, float] = {}
         self._landing: dict[str, dict[str, Any]] = {}
         self._support: dict[str, deque[float]] = {s: deque(maxlen=8) for s in SIDES}
-        self._imu_ics: dict[str, deque[float]] = {s: deque(maxlen=8) for s in SIDES}
+        self._imu_ics: dict[str, deque[tuple[float, int]]] = {s: deque(maxlen=8) for s in SIDES}
+        self._clocks: dict[str, ClockOffset] = {}
         self._refined: dict[tuple[str, int], float] = {}
         self._periods: dict[str, float] = {}
         self._step = 0
@@ -192,7 +194,8 @@ class AthleteState:
         self.samples[source] = self.samples.get(source, 0) + n
         if n == 0:
             return []
-        self._clock[source] = float(times_ns[-1])
+        clock = self._clocks.get(source)
+        self._clock[source] = float(times_ns[-1]) + (clock.applied_ns() if clock is not None else 0.0)
         handler = self._handlers.get(source)
         if handler is not None:
             handler(times_ns, data)
@@ -226,12 +229,18 @@ class AthleteState:
             self._insole_frame(side, times_ns, data)
         elif source.startswith("imu_foot_"):
             imu = self._imu[side]
+            shift = 0
+            if side in self._insole:  # a supporting IMU: put its samples on the insole's clock
+                clock = self._clocks.setdefault(source, ClockOffset())
+                shift = clock.applied_ns()
+                if shift:
+                    times_ns = times_ns + shift
             body = imu.to_body(data)
             vz, still, dev, awz = imu.strapdown.update(times_ns, body)
             imu.ring.push(times_ns, np.column_stack((vz, still, dev, awz)))
             ev = imu.events.update(times_ns, awz, vz, body[:, 4], still)
             if len(ev):
-                self._imu_ics[side].extend(float(row[1]) for row in ev if row[0] == EV_IC)
+                self._imu_ics[side].extend((float(row[1]), shift) for row in ev if row[0] == EV_IC)
                 if side not in self._insole:
                     self._events(side, ev, "imu")
         elif source.startswith("imu_shank_"):
@@ -299,7 +308,11 @@ class AthleteState:
                 ready &= self._caught_up("keypoints", need, ev_clock)
             imu_src = f"imu_foot_{pend.foot}"
             if pend.foot in self._imu and pend.source != "imu":
-                extra = IMU_IC_LAG_NS if pend.kind == "landing" else 40e6
+                clock = self._clocks.get(imu_src)
+                if clock is None or not clock.ready:  # offset unknown: wait until the IMU surely saw it
+                    extra = ClockOffset.search_ns + IMU_IC_LAG_NS
+                else:
+                    extra = IMU_IC_LAG_NS if pend.kind == "landing" else 40e6
                 ready &= self._caught_up(imu_src, need + extra, ev_clock)
             if not ready:
                 break
@@ -321,14 +334,21 @@ class AthleteState:
 
     def _refine_ic(self, pend: _Pending) -> tuple[float, str]:
         """An insole IC is quantised to its sample period; a foot IMU impact within one period
-        of it times the same contact more finely, so it takes over (source ``insole+imu``)."""
+        of it times the same contact more finely, so it takes over (source ``insole+imu``).
+        Every such pair also updates the estimate of the IMU clock's offset."""
         if pend.source != "insole" or pend.foot not in self._imu:
             return pend.ic_ns, pend.source
-        period = self._insole_period(pend.foot)
-        near = [t for t in self._imu_ics[pend.foot] if -period - 2e6 <= t - pend.ic_ns <= period + 2e6]
-        if not near:
+        clock = self._clocks.setdefault(f"imu_foot_{pend.foot}", ClockOffset())
+        search = clock.tolerance_ns()
+        cands = [(t, shift) for t, shift in self._imu_ics[pend.foot] if abs(t - pend.ic_ns) <= search + 20e6]
+        if not cands:
             return pend.ic_ns, pend.source
-        return min(near, key=lambda t: abs(t - pend.ic_ns)), "insole+imu"
+        t, shift = min(cands, key=lambda c: abs(c[0] - pend.ic_ns))
+        clock.add(pend.ic_ns, t - shift)
+        period = self._insole_period(pend.foot)
+        if clock.ready and abs(t - pend.ic_ns) <= period + 2e6:
+            return t, "insole+imu"
+        return pend.ic_ns, pend.source
 
     def _insole_period(self, side: str) -> float:
         period = self._periods.get(side)
@@ -480,6 +500,10 @@ class AthleteState:
         self._last_ic[foot] = ic
         self._last_to[foot] = to
         return rec
+
+    def clocks(self) -> dict[str, dict[str, float | int | None]]:
+        """Estimated offset (added to the source's timestamps) and jitter per aligned source."""
+        return {src: c.report() for src, c in sorted(self._clocks.items())}
 
     def cadence_spm(self) -> float | None:
         """Rolling median cadence over the last N steps (alternating feet only)."""

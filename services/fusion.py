@@ -212,6 +212,8 @@ class FusionService:
         return {
             "totals": dict(totals), "rejected": dict(rejected), "records": self.records_out,
             "athletes": len(self.athletes),
+            "clocks": {f"{sess}/{ath}": st.clocks() for (sess, ath), st in sorted(self.athletes.items())
+                       if st.clocks()},
             "sources": {"/".join(k): v.as_dict() for k, v in sorted(self.counters.items())},
             "sinks": {r.sink.name: {"written": r.stats.written, "dropped": r.stats.dropped,
                                     "errors": r.stats.errors, "depth": r.depth} for r in self.sinks},

@@ -157,8 +157,13 @@ class SimTeam:
         else:
             data = runner.keypoints(t, scale=CAMERA_SCALE, origin=CAMERA_ORIGIN,
                                     frame_speed=runner.spec.speed_mps)
-        period = 1e9 / src.rate
-        uniform = float(period).is_integer()
+        offset = self.sim.clock_offsets_ms.get(src.name, 0.0) * 1e6
+        drift = self.sim.clock_drift_ppm.get(src.name, 0.0) * 1e-6
+        if offset or drift:  # this sensor's gateway clock: ahead by an offset, and drifting
+            times_ns = times_ns + np.round(offset + drift * times_ns).astype(np.int64)
+            edges_ns = edges_ns + np.round(offset + drift * edges_ns).astype(np.int64)
+        period = 1e9 / src.rate * (1.0 + drift)
+        uniform = not drift and float(period).is_integer()
         cuts = np.searchsorted(times_ns, edges_ns[1:-1])
         topic = topics.data_topic(self.session, athlete, src.name)
         data32 = data.astype(np.float32)

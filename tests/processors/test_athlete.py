@@ -19,9 +19,9 @@ from poserun.wire import decode
 ALL = ["imu_foot_left", "imu_foot_right", "insole_left", "insole_right", "keypoints"]
 
 
-def streams(sensors: list[str], seconds: float = 12.0, profile: str = "forced_lander"
-            ) -> tuple[SimTeam, list[tuple[str, np.ndarray, np.ndarray, int]]]:
-    team = SimTeam("s", SimSettings(athletes=1, sensors=sensors, profiles=[profile], seed=3))
+def streams(sensors: list[str], seconds: float = 12.0, profile: str = "forced_lander",
+            clocks: dict | None = None) -> tuple[SimTeam, list[tuple[str, np.ndarray, np.ndarray, int]]]:
+    team = SimTeam("s", SimSettings(athletes=1, sensors=sensors, profiles=[profile], seed=3, **(clocks or {})))
     blocks = []
     for _ in range(int(seconds * 2)):
         msgs, _ = team.step(50)
