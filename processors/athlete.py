@@ -34,6 +34,8 @@ from poserun.processors.shank import ShankEvents
 
 SIDES = ("left", "right")
 LAZY_SPAN_NS = 300e6  # a supporting source is processed at least this often (data time)
+STALE_NS = 300e6  # a timing source with no data for this long hands over to the next
+DUPLICATE_NS = 250e6  # two ICs of one foot closer than this are the same contact
 IMU_IC_LAG_NS = 15e6  # the IMU sees an impact a few ms after IC: wait this long for it
 CAMERA_BODY_SD = 0.075  # m/s, hip velocity fitted over 60 fps frames (measured on the simulator)
 FLIGHT_BODY_SD = 0.05  # m/s, ballistic model g * flight / 2 (asymmetric flights)
@@ -113,10 +115,12 @@ class AthleteState:
         self._shank_scale: dict[str, float] = {}
         self._shank_peak: dict[tuple[str, int], float] = {}
         self._camera: dict[str, CameraEvents] = {}
-        self._camera_feet: list[str] = []
-        self._event_sources: set[str] = set()
+        self._cands: dict[str, list[tuple[str, str]]] = {}
         self._handlers: dict[str, Callable[[np.ndarray, np.ndarray], None]] = {}
         self._lazy: set[str] = set()
+        self._newest = -math.inf
+        self._ic_emitted: dict[str, float] = {}
+        self._to_emitted: dict[str, float] = {}
         self._pending: list[_Pending] = []
         self._ics: deque[tuple[float, str]] = deque(maxlen=max(p.cadence_window_steps + 1, 3))
         self._last_ic: dict[str, float] = {}
@@ -158,53 +162,70 @@ class AthleteState:
         self._sources_changed()
 
     def _sources_changed(self) -> None:
-        """Which sources time events (processed per frame) and which are batched."""
-        self._event_sources = ({f"insole_{s}" for s in self._insole}
-                               | {f"imu_foot_{s}" for s in self._imu if s not in self._insole}
-                               | {f"imu_shank_{s}" for s in self._shank
-                                  if s not in self._insole and s not in self._imu})
-        self._lazy = {f"imu_foot_{s}" for s in self._imu if s in self._insole}
-        timed = set(self._insole) | set(self._imu) | set(self._shank)
-        self._camera_feet = [s for s in SIDES if s not in timed] if self._kp is not None else []
-        for side in self._camera_feet:
-            self._camera.setdefault(side, CameraEvents(min_stance_s=self.params.min_stance_s,
-                                                       min_swing_s=self.params.min_swing_s))
-        if self._camera_feet:
-            self._event_sources.add("keypoints")
-        elif self._kp is not None:
-            self._lazy.add("keypoints")
-        self._handlers = {}
-        for src in self._event_sources:
-            if src.startswith("insole_"):
-                self._handlers[src] = partial(self._insole_frame, src.rsplit("_", 1)[1])
-            else:
-                self._handlers[src] = partial(self._process, src)
+        """Which sources may time each foot, in priority order (insole, foot IMU, shank, camera)."""
+        self._cands = {}
+        for foot in SIDES:
+            cands = []
+            if foot in self._insole:
+                cands.append(("insole", f"insole_{foot}"))
+            if foot in self._imu:
+                cands.append(("imu", f"imu_foot_{foot}"))
+            if foot in self._shank:
+                cands.append(("imu_shank", f"imu_shank_{foot}"))
+            if self._kp is not None:
+                cands.append(("camera", "keypoints"))
+                self._camera.setdefault(foot, CameraEvents(min_stance_s=self.params.min_stance_s,
+                                                           min_swing_s=self.params.min_swing_s))
+            self._cands[foot] = cands
+        self._handlers = {f"insole_{s}": partial(self._insole_frame, s) for s in self._insole}
+        self._handlers.update({f"imu_shank_{s}": partial(self._process, f"imu_shank_{s}") for s in self._shank})
+        self._lazy = {f"imu_foot_{s}" for s in self._imu} | ({"keypoints"} if self._kp is not None else set())
+
+    def active(self, foot: str) -> str | None:
+        """The source timing this foot now: the first by priority whose data is fresh (within
+        ``STALE_NS`` of the newest sample of any source); a source that drops out hands over to
+        the next, and takes over again when it returns."""
+        cands = self._cands.get(foot) or []
+        for kind, source in cands:
+            clock = self._clock.get(source)
+            if clock is not None and clock >= self._newest - STALE_NS:
+                return kind
+        return cands[0][0] if cands else None
 
     # --------------------------------------------------------------- input
     def push(self, source: str, times_ns: np.ndarray, data: np.ndarray) -> list[dict[str, Any]]:
         """Feed one block of samples of ``source``; return the records it completed.
 
-        The source that times a foot's events (its insole, else its IMU) is processed at
-        once, so an IC is seen in the frame that holds it. Supporting sources (a foot IMU
-        beside an insole, the camera) are queued raw and processed in one batch when an
-        event needs them or their queue spans ``LAZY_SPAN_NS``: the kernels then run a few
-        times a second instead of per frame, with identical results.
+        The source that times a foot's events is processed at once, so an IC is seen in the
+        frame that holds it. Supporting sources (a foot IMU beside an insole, the camera) are
+        queued raw and processed in one batch when an event needs them or their queue spans
+        ``LAZY_SPAN_NS``: the kernels then run a few times a second instead of per frame,
+        with identical results.
         """
         n = len(times_ns)
         self.samples[source] = self.samples.get(source, 0) + n
         if n == 0:
             return []
         clock = self._clocks.get(source)
-        self._clock[source] = float(times_ns[-1]) + (clock.applied_ns() if clock is not None else 0.0)
+        last = float(times_ns[-1]) + (clock.applied_ns() if clock is not None else 0.0)
+        self._clock[source] = last
+        if last > self._newest:
+            self._newest = last
         handler = self._handlers.get(source)
         if handler is not None:
             handler(times_ns, data)
         elif source in self._lazy:
             queue = self._raw.setdefault(source, [])
             queue.append((times_ns, data))
-            if times_ns[-1] - queue[0][0][0] > LAZY_SPAN_NS:
+            if self._times_now(source) or times_ns[-1] - queue[0][0][0] > LAZY_SPAN_NS:
                 self._drain(source)
         return self._finalize() if self._pending else []
+
+    def _times_now(self, source: str) -> bool:
+        """Is this (normally batched) source timing a foot at the moment?"""
+        if source == "keypoints":
+            return any(self.active(f) == "camera" for f in SIDES)
+        return self.active(source.rsplit("_", 1)[1]) == "imu"
 
     def _drain(self, source: str) -> None:
         queue = self._raw.pop(source, None)
@@ -241,8 +262,7 @@ class AthleteState:
             ev = imu.events.update(times_ns, awz, vz, body[:, 4], still)
             if len(ev):
                 self._imu_ics[side].extend((float(row[1]), shift) for row in ev if row[0] == EV_IC)
-                if side not in self._insole:
-                    self._events(side, ev, "imu")
+                self._events(side, ev, "imu")
         elif source.startswith("imu_shank_"):
             acc = np.asarray(data[:, :3], dtype=np.float64) * self._shank_scale[side]
             ev = self._shank[side].update(times_ns, acc)
@@ -251,16 +271,27 @@ class AthleteState:
         elif source == "keypoints" and self._kp is not None:
             pts = self._kp.to_metric(data)
             self._kp_ring.push(times_ns, pts.reshape(len(times_ns), -1))
-            for foot in self._camera_feet:
+            for foot in SIDES:
                 ev = self._camera[foot].update(times_ns, joint(pts, foot, "ankle")[:, 1])
                 if len(ev):
                     self._events(foot, ev, "camera")
 
     def _events(self, foot: str, rows: np.ndarray, ev_source: str) -> None:
+        if self.active(foot) != ev_source:
+            return  # another source times this foot; these events only serve clock matching
         for kind, t_ns, ic_ns, peak in rows:
             if kind == EV_IC:
+                last = self._ic_emitted.get(foot)
+                if last is not None and ic_ns - last < DUPLICATE_NS:
+                    self._warn("duplicate_ic")  # the same contact seen again after a hand-over
+                    continue
+                self._ic_emitted[foot] = ic_ns
                 self._pending.append(_Pending("landing", foot, ic_ns, source=ev_source))
             elif kind == EV_TO:
+                if abs(ic_ns - self._ic_emitted.get(foot, -1e30)) > 30e6 or self._to_emitted.get(foot) == ic_ns:
+                    self._warn("unmatched_to")  # its IC was timed by another source
+                    continue
+                self._to_emitted[foot] = ic_ns
                 self._pending.append(_Pending("stance", foot, ic_ns, t_ns, ev_source, peak))
                 continue
             if kind == EV_IC and ev_source == "imu_shank":

@@ -142,3 +142,21 @@ def test_other_subsets_run(sensors: list[str]) -> None:
     else:  # camera only: events from the ankles, geometry from the whole body, no pressure metrics
         assert all(r["event_source"] == "camera" and r["strike_zone"] is None for r in stances)
         assert all(r["overstride_m"] is not None for r in stances[2:])
+
+
+def test_a_source_dropping_out_hands_over_and_takes_back() -> None:
+    team, blocks = streams(ALL, seconds=24.0)
+    gap = (8e9, 14e9)  # the insoles go silent for six seconds
+    kept = [b for b in blocks if not (b[0].startswith("insole") and gap[0] <= b[1][0] < gap[1])]
+    recs = feed(new_state(team), kept)
+    stances = [r for r in recs if r["type"] == "stance"]
+    during = [r for r in stances if gap[0] + 0.5e9 < r["ic_ns"] < gap[1]]
+    after = [r for r in stances if r["ic_ns"] > gap[1] + 1e9]
+    before = [r for r in stances if 2e9 < r["ic_ns"] < gap[0]]
+    assert before and all(r["event_source"] == "insole+imu" for r in before)
+    assert len(during) >= 12 and all(r["event_source"] == "imu" for r in during)
+    assert all(r["strike_zone"] is None and r["forced_landing"] is not None for r in during)
+    assert after and all(r["event_source"] == "insole+imu" for r in after)
+    for foot in ("left", "right"):  # never the same contact twice
+        ics = sorted(r["ic_ns"] for r in stances if r["foot"] == foot)
+        assert np.min(np.diff(ics)) > 0.4e9
