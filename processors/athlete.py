@@ -141,7 +141,8 @@ class AthleteState:
         self._scales[side] = self._insole[side].scale
         self._sources_changed()
         if side not in self._contact:
-            self._contact[side] = ContactDetector(self.bw, p.on_bw, p.off_bw, p.min_stance_s, p.min_swing_s)
+            self._contact[side] = ContactDetector(self.bw, p.on_bw, p.off_bw, p.min_stance_s, p.min_swing_s,
+                                                  zero_tau_s=2.0)
 
     def configure_imu(self, side: str, axes: dict[str, str], accel_unit: str, gyro_unit: str,
                       rate_hz: float) -> None:

@@ -10,6 +10,7 @@ calls, so any chunking of the same samples gives the same events.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,8 +21,8 @@ from poserun.processors.jit import JIT
 G = 9.81
 
 # state slots (float64 array; times as float64 ns, exact to 2**53 ns ~ 104 days)
-_IN, _IC, _LAST_TO, _PREV_T, _PREV_F, _HAVE_PREV, _PEAK = range(7)
-STATE_SIZE = 7
+_IN, _IC, _LAST_TO, _PREV_T, _PREV_F, _HAVE_PREV, _PEAK, _BASE = range(8)
+STATE_SIZE = 8
 
 # event rows: kind (1 = IC, 2 = TO, 3 = rejected short stance), time ns, ic ns, peak N
 EV_IC, EV_TO, EV_SHORT = 1.0, 2.0, 3.0
@@ -51,12 +52,25 @@ def _cross(t0: float, f0: float, t1: float, f1: float, level: float) -> float:
 @njit(**JIT)
 def contact_kernel(times_ns: np.ndarray, force: np.ndarray, on_n: float, off_n: float,
                    min_stance_ns: float, min_swing_ns: float, state: np.ndarray,
-                   events: np.ndarray) -> int:
-    """Scan samples; write event rows into ``events``; return how many were written."""
+                   events: np.ndarray, zero_tau_s: float = 0.0) -> int:
+    """Scan samples; write event rows into ``events``; return how many were written.
+
+    With ``zero_tau_s`` > 0 the unloaded level is tracked while the foot is in the air
+    (an average over that time constant of the samples under the off threshold) and
+    subtracted: insoles drift with temperature and wear, and a drifting zero would shift
+    every threshold crossing."""
     n_ev = 0
     for i in range(times_ns.shape[0]):
         t = float(times_ns[i])
-        f = force[i]
+        f = force[i] - state[_BASE]
+        if zero_tau_s > 0.0 and state[_IN] < 0.5 and f < off_n and state[_HAVE_PREV] > 0.5:
+            dt = (t - state[_PREV_T]) / 1e9
+            k = dt / zero_tau_s
+            if k > 1.0:
+                k = 1.0
+            if k > 0.0 and math.isfinite(force[i]):
+                state[_BASE] += k * (force[i] - state[_BASE])
+                f = force[i] - state[_BASE]
         have_prev = state[_HAVE_PREV] > 0.5
         pt = state[_PREV_T] if have_prev else t
         pf = state[_PREV_F] if have_prev else f
@@ -97,7 +111,7 @@ def contact_kernel(times_ns: np.ndarray, force: np.ndarray, on_n: float, off_n: 
 @njit(**JIT)
 def contact_cells_kernel(times_ns: np.ndarray, cells: np.ndarray, scale: np.ndarray, on_n: float, off_n: float,
                          min_stance_ns: float, min_swing_ns: float, state: np.ndarray,
-                         events: np.ndarray) -> int:
+                         events: np.ndarray, zero_tau_s: float = 0.0) -> int:
     """Sum the (scaled) cells of each sample and run :func:`contact_kernel` on the total: one
     call per insole frame, no temporary arrays in Python."""
     n = times_ns.shape[0]
@@ -107,7 +121,7 @@ def contact_cells_kernel(times_ns: np.ndarray, cells: np.ndarray, scale: np.ndar
         for j in range(cells.shape[1]):
             acc += cells[i, j] * scale[j]
         force[i] = acc
-    return contact_kernel(times_ns, force, on_n, off_n, min_stance_ns, min_swing_ns, state, events)
+    return contact_kernel(times_ns, force, on_n, off_n, min_stance_ns, min_swing_ns, state, events, zero_tau_s)
 
 
 @dataclass
@@ -119,6 +133,7 @@ class ContactDetector:
     off_bw: float = 0.05
     min_stance_s: float = 0.08
     min_swing_s: float = 0.10
+    zero_tau_s: float = 0.0  # > 0: track a drifting zero (see contact_kernel)
     state: np.ndarray = field(default_factory=new_state)
     short_contacts: int = 0
     _events: np.ndarray = field(default_factory=lambda: np.empty((64, 4)), repr=False)
@@ -138,7 +153,7 @@ class ContactDetector:
         events = np.empty((times.shape[0] + 1, 4))
         n = contact_kernel(times, force, self.on_bw * self.body_weight_n,
                            self.off_bw * self.body_weight_n, self.min_stance_s * 1e9,
-                           self.min_swing_s * 1e9, self.state, events)
+                           self.min_swing_s * 1e9, self.state, events, self.zero_tau_s)
         out = events[:n]
         self.short_contacts += int(np.sum(out[:, 0] == EV_SHORT))
         return out
@@ -150,7 +165,7 @@ class ContactDetector:
             buf = self._events = np.empty((len(times_ns) + 1, 4))
         n = contact_cells_kernel(times_ns, cells, scale, self.on_bw * self.body_weight_n,
                                  self.off_bw * self.body_weight_n, self.min_stance_s * 1e9,
-                                 self.min_swing_s * 1e9, self.state, buf)
+                                 self.min_swing_s * 1e9, self.state, buf, self.zero_tau_s)
         if n == 0:
             return _NO_EVENTS
         out = buf[:n].copy()

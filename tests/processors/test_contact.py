@@ -95,3 +95,18 @@ def test_invalid_parameters() -> None:
         ContactDetector(BW, on_bw=0.05, off_bw=0.1)
     with pytest.raises(ValueError):
         ContactDetector(BW).update(np.arange(3), np.zeros(4))
+
+
+def test_a_drifting_zero_is_tracked() -> None:
+    times, force = gait(3, n=6000)
+    drift = np.linspace(0.0, 80.0, len(force))  # the insole's zero creeps up 80 N (11 % BW)
+    clean = ContactDetector(BW).update(times, force)
+    tracked = ContactDetector(BW, zero_tau_s=2.0).update(times, force + drift)
+    naive = ContactDetector(BW).update(times, force + drift)
+    tos = clean[clean[:, 0] == EV_TO][:, 1]
+    got = tracked[tracked[:, 0] == EV_TO][:, 1]
+    # (a swing right at the 100 ms minimum may merge two contacts: allow one such case)
+    assert len(got) >= len(tos) - 1
+    nearest = np.array([np.min(np.abs(got - t)) for t in tos])
+    assert np.sum(nearest < 15e6) >= len(tos) - 2  # every other toe-off within 15 ms
+    assert (naive[:, 0] == EV_TO).sum() < 0.8 * len(tos)  # without tracking contacts run together
