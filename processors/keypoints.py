@@ -19,49 +19,107 @@ G = 9.80665
 JOINTS = ("hip", "knee", "ankle", "shoulder")
 # joint index in the metric array: side * 4 + joint
 _NAMES = {(side, j): f"{side}_{j}" for side in ("left", "right") for j in JOINTS}
+# motion-capture marker names per joint (case-insensitive; L/R prefix or suffix), best first;
+# a joint given by several markers (ASIS + PSIS for the hip) is their mean
+_MARKERS: dict[str, list[list[str]]] = {
+    "hip": [["HIP"], ["GT"], ["TRO"], ["ASI", "PSI"], ["ASIS", "PSIS"], ["ASI"], ["ASIS"]],
+    "knee": [["KNE"], ["KNEE"], ["LEK"], ["KJC"], ["FLE"]],
+    "ankle": [["ANK"], ["ANKLE"], ["LM"], ["LMAL"], ["MAL"], ["AJC"]],
+    "shoulder": [["SHO"], ["SHOULDER"], ["ACR"], ["ACROMION"]],
+}
+
+
+def _marker_groups(names: list[str]) -> list[list[int]] | None:
+    upper = {n.upper().replace("_", "").replace(".", "").replace(" ", ""): i for i, n in enumerate(names)}
+    groups: list[list[int]] = []
+    for side in ("L", "R"):
+        for j in JOINTS:
+            found = None
+            for alias in _MARKERS[j]:
+                idx = []
+                for part in alias:
+                    for key in (side + part, part + side, ("LEFT" if side == "L" else "RIGHT") + part):
+                        if key in upper:
+                            idx.append(upper[key])
+                            break
+                if len(idx) == len(alias):
+                    found = idx
+                    break
+            if found is None:
+                return None
+            groups.append(found)
+    return groups
+
+
+_AXIS = {"x": 0, "y": 1, "z": 2}
 
 
 @dataclass(frozen=True)
 class KeypointLayout:
-    """Where the needed joints sit in a keypoint frame and how to turn values into metres."""
+    """Where the needed joints sit in a keypoint frame and how to turn values into metres
+    in the sagittal plane (x = running direction, z = up)."""
 
-    index: np.ndarray  # (8,) keypoint index per (side, joint)
+    groups: tuple[tuple[int, ...], ...]  # per (side, joint): keypoints averaged into it
     dims: str
     scale: float  # metres per unit
-    origin: tuple[float, float]
-    flip_y: bool  # image y grows downwards
-    forward: float  # +1 when the athlete runs towards +x
+    origin: tuple[float, float]  # (forward, up) value of the origin, in units
+    fwd: tuple[int, float]  # column within a keypoint and sign of the running direction
+    up: tuple[int, float]  # column within a keypoint and sign of up
     min_conf: float = 0.3
 
     @classmethod
     def from_meta(cls, names: list[str], dims: str, unit: str, scale_m_per_px: float,
-                  origin_px: tuple[float, float], y_axis: str, view: str) -> KeypointLayout | None:
-        """``None`` when the keypoint set lacks hips, knees, ankles or shoulders, or is not 2-D sagittal."""
-        if view not in ("sagittal_right", "sagittal_left") or dims not in ("xyc", "xy"):
-            return None
+                  origin_px: tuple[float, float], y_axis: str, view: str,
+                  up_axis: str | None = None, forward_axis: str | None = None) -> KeypointLayout | None:
+        """``None`` when the keypoint set lacks hips, knees, ankles or shoulders, or its geometry
+        cannot be put in the sagittal plane (a frontal camera; 3-D markers without axes)."""
         pos = {n: i for i, n in enumerate(names)}
-        try:
-            idx = np.array([pos[_NAMES[(side, j)]] for side in ("left", "right") for j in JOINTS])
-        except KeyError:
-            return None
+        if all(_NAMES[(side, j)] in pos for side in ("left", "right") for j in JOINTS):
+            groups = [[pos[_NAMES[(side, j)]]] for side in ("left", "right") for j in JOINTS]
+        else:
+            found = _marker_groups(names)
+            if found is None:
+                return None
+            groups = found
         scale = {"px": scale_m_per_px, "m": 1.0, "mm": 0.001}[unit]
-        return cls(idx, dims, scale, origin_px, y_axis == "down",
-                   1.0 if view == "sagittal_right" else -1.0)
+        if view in ("sagittal_right", "sagittal_left") and dims in ("xyc", "xy"):
+            fwd = (0, 1.0 if view == "sagittal_right" else -1.0)
+            up = (1, -1.0 if y_axis == "down" else 1.0)
+            origin = (origin_px[0], origin_px[1])
+        elif view == "3d" and dims in ("xyz", "xyzc") and up_axis and forward_axis:
+            fwd = (_AXIS[forward_axis[1]], 1.0 if forward_axis[0] == "+" else -1.0)
+            up = (_AXIS[up_axis[1]], 1.0 if up_axis[0] == "+" else -1.0)
+            origin = (0.0, 0.0)
+        else:
+            return None
+        return cls(tuple(tuple(g) for g in groups), dims, scale, origin, fwd, up)
 
     def to_metric(self, data: np.ndarray) -> np.ndarray:
         """(n, 8, 2) joint positions in metres (x forward, z up), NaN where not confident."""
         stride = len(self.dims)
         raw = np.asarray(data, dtype=np.float64)
-        cols = self.index * stride
-        x = raw[:, cols]
-        y = raw[:, cols + 1]
-        if self.dims == "xyc":
-            bad = raw[:, cols + 2] < self.min_conf
-            x = np.where(bad, np.nan, x)
-            y = np.where(bad, np.nan, y)
+        conf = self.dims.find("c")
+        if all(len(g) == 1 for g in self.groups):  # one keypoint per joint: all at once
+            cols = np.array([g[0] for g in self.groups]) * stride
+            f = raw[:, cols + self.fwd[0]]
+            u = raw[:, cols + self.up[0]]
+            if conf >= 0:
+                bad = raw[:, cols + conf] < self.min_conf
+                f = np.where(bad, np.nan, f)
+                u = np.where(bad, np.nan, u)
+        else:
+            f = np.empty((raw.shape[0], 8))
+            u = np.empty((raw.shape[0], 8))
+            for j, group in enumerate(self.groups):
+                cols = np.asarray(group) * stride
+                fj, uj = raw[:, cols + self.fwd[0]], raw[:, cols + self.up[0]]
+                if conf >= 0:
+                    bad = raw[:, cols + conf] < self.min_conf
+                    fj, uj = np.where(bad, np.nan, fj), np.where(bad, np.nan, uj)
+                f[:, j], u[:, j] = fj.mean(axis=1), uj.mean(axis=1)
         out = np.empty((raw.shape[0], 8, 2))
-        out[:, :, 0] = (x - self.origin[0]) * self.scale * self.forward
-        out[:, :, 1] = (self.origin[1] - y) * self.scale if self.flip_y else (y - self.origin[1]) * self.scale
+        out[:, :, 0] = self.fwd[1] * (f - self.origin[0]) * self.scale
+        out[:, :, 1] = self.up[1] * (u - self.origin[1]) * self.scale
         return out
 
 

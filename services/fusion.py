@@ -300,7 +300,8 @@ def configure(state: AthleteState, meta: Any) -> None:
     elif isinstance(meta, KeypointMeta):
         cam = meta.camera
         state.configure_keypoints(KeypointLayout.from_meta(
-            list(meta.names), meta.dims, meta.unit, cam.scale_m_per_px, cam.origin_px, cam.y_axis, cam.view))
+            list(meta.names), meta.dims, meta.unit, cam.scale_m_per_px, cam.origin_px, cam.y_axis, cam.view,
+            cam.up_axis, cam.forward_axis))
 
 
 def warm_up() -> None:

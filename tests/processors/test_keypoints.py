@@ -23,8 +23,30 @@ def sim(profile: str) -> tuple[SimRunner, np.ndarray, np.ndarray]:
 
 def test_layouts() -> None:
     assert KeypointLayout.from_meta(list(MEDIAPIPE33), "xyc", "px", 0.004, (0, 0), "down", "sagittal_left")
-    assert KeypointLayout.from_meta(["RHEE", "RTOE"], "xyzc", "m", 1, (0, 0), "up", "3d") is None
+    assert KeypointLayout.from_meta(["RHEE", "RTOE"], "xyzc", "m", 1, (0, 0), "up", "3d", "+z", "+x") is None
     assert KeypointLayout.from_meta(list(COCO17)[:10], "xyc", "px", 1, (0, 0), "down", "sagittal_right") is None
+    assert KeypointLayout.from_meta(list(COCO17), "xyc", "px", 1, (0, 0), "down", "frontal") is None
+
+
+PIG = ["LASI", "RASI", "LPSI", "RPSI", "LKNE", "RKNE", "LANK", "RANK", "LSHO", "RSHO", "LHEE", "RTOE"]
+
+
+def test_motion_capture_markers_in_3d() -> None:
+    lay = KeypointLayout.from_meta(PIG, "xyzc", "m", 1.0, (0, 0), "up", "3d", up_axis="+z", forward_axis="-y")
+    assert lay is not None
+    assert KeypointLayout.from_meta(PIG, "xyzc", "m", 1.0, (0, 0), "up", "3d") is None  # axes needed
+    frame = np.zeros((1, len(PIG) * 4))
+    pos = {"LASI": (0, -0.1, 1.0), "LPSI": (0, 0.1, 1.0), "LKNE": (0, -0.05, 0.5), "LANK": (0, 0.2, 0.08),
+           "LSHO": (0, 0.0, 1.5)}
+    for name, (x, y, z) in pos.items():
+        k = PIG.index(name)
+        frame[0, 4 * k: 4 * k + 4] = (x, y, z, 1.0)
+    pts = lay.to_metric(frame)
+    np.testing.assert_allclose(pts[0, 0], [0.0, 1.0])  # left hip: mean of ASIS and PSIS; forward is -y
+    np.testing.assert_allclose(pts[0, 1], [0.05, 0.5])
+    np.testing.assert_allclose(pts[0, 2], [-0.2, 0.08])
+    frame[0, 4 * PIG.index("LKNE") + 3] = 0.0  # a missing marker
+    assert np.isnan(lay.to_metric(frame)[0, 1]).all()
 
 
 @pytest.mark.parametrize("profile", ["pose", "overstrider"])
