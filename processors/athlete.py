@@ -34,6 +34,9 @@ from poserun.processors.shank import ShankEvents
 
 SIDES = ("left", "right")
 LAZY_SPAN_NS = 300e6  # a supporting source is processed at least this often (data time)
+SYMMETRY_METRICS = ("support_time_s", "flight_time_s", "loading_rate_bw_per_s", "ball_load_fraction",
+                    "release_ratio", "toe_pushoff_fraction", "impact_peak_g", "foot_landing_velocity_mps",
+                    "overstride_m", "knee_flexion_ic_deg", "pull_height_m")
 STALE_NS = 300e6  # a timing source with no data for this long hands over to the next
 DUPLICATE_NS = 250e6  # two ICs of one foot closer than this are the same contact
 IMU_IC_LAG_NS = 15e6  # the IMU sees an impact a few ms after IC: wait this long for it
@@ -126,7 +129,7 @@ class AthleteState:
         self._last_ic: dict[str, float] = {}
         self._last_to: dict[str, float] = {}
         self._landing: dict[str, dict[str, Any]] = {}
-        self._support: dict[str, deque[float]] = {s: deque(maxlen=8) for s in SIDES}
+        self._history: dict[tuple[str, str], deque[float]] = {}
         self._imu_ics: dict[str, deque[tuple[float, int]]] = {s: deque(maxlen=8) for s in SIDES}
         self._clocks: dict[str, ClockOffset] = {}
         self._refined: dict[tuple[str, int], float] = {}
@@ -516,14 +519,20 @@ class AthleteState:
         else:
             rec.update({"foot_landing_velocity_mps": None, "body_fall_velocity_mps": None,
                         "body_fall_source": None, "forced_landing": None, "forced_landing_severity": None})
-        # symmetry and score
-        self._support[foot].append((to - ic) / 1e9)
-        left, right = self._support["left"], self._support["right"]
-        if left and right:
-            ml, mr = float(np.mean(left)), float(np.mean(right))
-            rec["support_symmetry_pct"] = round(100.0 * (ml - mr) / (0.5 * (ml + mr)), 2)
-        else:
-            rec["support_symmetry_pct"] = None
+        # left/right symmetry over the last 8 stances per side: 100 x (L - R) / mean
+        symmetry: dict[str, float] = {}
+        for metric in SYMMETRY_METRICS:
+            value = rec.get(metric)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                self._history.setdefault((foot, metric), deque(maxlen=8)).append(float(value))
+            left = self._history.get(("left", metric))
+            right = self._history.get(("right", metric))
+            if left and right:
+                ml, mr = float(np.mean(left)), float(np.mean(right))
+                if abs(ml + mr) > 1e-9:
+                    symmetry[metric] = round(100.0 * (ml - mr) / (0.5 * (ml + mr)), 2)
+        rec["support_symmetry_pct"] = symmetry.get("support_time_s")
+        rec["symmetry_pct"] = symmetry
         score, breakdown = pose_score(rec, p.score_weights)
         rec["pose_score"] = score
         rec["pose_score_breakdown"] = breakdown

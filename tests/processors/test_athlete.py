@@ -86,6 +86,7 @@ def test_records_carry_every_metric_the_sensors_support() -> None:
         assert not missing, missing
         assert set(r["sources"]) == {"insole", "imu", "camera"}
         assert len(r["pose_score_breakdown"]) == 10
+        assert {"support_time_s", "loading_rate_bw_per_s", "overstride_m"} <= set(r["symmetry_pct"])
     assert {r["body_fall_source"] for r in landings} == {"camera+model_flight"}
     assert any(r["forced_landing"] for r in landings) and not all(r["forced_landing"] for r in landings)
 
