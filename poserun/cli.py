@@ -329,6 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frame-ms", type=float, default=10.0)
     p.set_defaults(func=cmd_import)
 
+    sub.add_parser("validate", help="accuracy against ground truth, simulated and real (poserun validate -h)")
+
     cfg = sub.add_parser("config", help="configuration").add_subparsers(dest="config_cmd", required=True)
     p = cfg.add_parser("check", help="validate a config file")
     p.add_argument("file")
@@ -344,8 +346,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == ["validate"]:  # its own options (argparse cannot forward leading --flags)
+        from poserun.services.validate import main as validate
+
+        validate(args_list[1:])
+        return 0
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(args_list)
     logging.basicConfig(
         level=logging.WARNING - 10 * min(args.verbose, 2),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -2,14 +2,7 @@
 
 from __future__ import annotations
 
-import sys
-
-import pytest
-
-from tests.conftest import ROOT
-
-sys.path.insert(0, str(ROOT / "bench"))
-accuracy = pytest.importorskip("accuracy")
+from poserun.services import validate as accuracy
 
 
 def test_all_sensors_meet_the_targets() -> None:
