@@ -296,7 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p.add_argument("--session", help="session id (default: every session)")
     p.add_argument("--duration", type=float)
-    p.add_argument("--idle-stop", type=float, help="stop after this many seconds without messages")
+    p.add_argument("--idle-stop", type=float,
+                   help="stop after this many seconds without messages (ten times that if none ever came)")
     p.add_argument("--count", type=int, help="stop after this many messages")
     p.add_argument("--ready-file", help="write this file once subscribed (for scripts)")
     p.set_defaults(func=cmd_record)

@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
+from statistics import median
 from typing import Any
 
 import numpy as np
@@ -119,10 +120,13 @@ class AthleteState:
         self._shank_peak: dict[tuple[str, int], float] = {}
         self._camera: dict[str, CameraEvents] = {}
         self._cands: dict[str, list[tuple[str, str]]] = {}
+        self._active_cache: dict[str, tuple[float, str | None]] = {}
         self._handlers: dict[str, Callable[[np.ndarray, np.ndarray], None]] = {}
         self._lazy: set[str] = set()
         self._newest = -math.inf
         self._ic_emitted: dict[str, float] = {}
+        self._waiting: set[str] | None = None
+        self._checked = 0
         self._to_emitted: dict[str, float] = {}
         self._pending: list[_Pending] = []
         self._ics: deque[tuple[float, str]] = deque(maxlen=max(p.cadence_window_steps + 1, 3))
@@ -184,17 +188,24 @@ class AthleteState:
         self._handlers = {f"insole_{s}": partial(self._insole_frame, s) for s in self._insole}
         self._handlers.update({f"imu_shank_{s}": partial(self._process, f"imu_shank_{s}") for s in self._shank})
         self._lazy = {f"imu_foot_{s}" for s in self._imu} | ({"keypoints"} if self._kp is not None else set())
+        self._active_cache = {}
 
     def active(self, foot: str) -> str | None:
         """The source timing this foot now: the first by priority whose data is fresh (within
         ``STALE_NS`` of the newest sample of any source); a source that drops out hands over to
         the next, and takes over again when it returns."""
+        cached = self._active_cache.get(foot)
+        if cached is not None and self._newest - cached[0] < 20e6:  # re-judged every 20 ms of data
+            return cached[1]
         cands = self._cands.get(foot) or []
-        for kind, source in cands:
+        kind = cands[0][0] if cands else None
+        for k, source in cands:
             clock = self._clock.get(source)
             if clock is not None and clock >= self._newest - STALE_NS:
-                return kind
-        return cands[0][0] if cands else None
+                kind = k
+                break
+        self._active_cache[foot] = (self._newest, kind)
+        return kind
 
     # --------------------------------------------------------------- input
     def push(self, source: str, times_ns: np.ndarray, data: np.ndarray) -> list[dict[str, Any]]:
@@ -223,7 +234,13 @@ class AthleteState:
             queue.append((times_ns, data))
             if self._times_now(source) or times_ns[-1] - queue[0][0][0] > LAZY_SPAN_NS:
                 self._drain(source)
-        return self._finalize() if self._pending else []
+        if not self._pending:
+            return []
+        if self._waiting is not None and source not in self._waiting and len(self._pending) == self._checked:
+            return []  # the head record still waits on other sources
+        out = self._finalize()
+        self._checked = len(self._pending)
+        return out
 
     def _times_now(self, source: str) -> bool:
         """Is this (normally batched) source timing a foot at the moment?"""
@@ -325,22 +342,26 @@ class AthleteState:
             return True
         return event_source_clock >= t_ns + self.params.reorder_window_s * 1e9
 
-    def _event_clock(self, pend: _Pending) -> float:
+    @staticmethod
+    def _event_source_name(pend: _Pending) -> str:
         if pend.source == "camera":
-            return self._clock.get("keypoints", -math.inf)
-        src = {"insole": "insole_", "imu": "imu_foot_", "imu_shank": "imu_shank_"}[pend.source] + pend.foot
-        return self._clock.get(src, -math.inf)
+            return "keypoints"
+        return {"insole": "insole_", "imu": "imu_foot_", "imu_shank": "imu_shank_"}[pend.source] + pend.foot
+
+    def _event_clock(self, pend: _Pending) -> float:
+        return self._clock.get(self._event_source_name(pend), -math.inf)
 
     def _finalize(self) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
+        self._waiting = None
         drained = False
         while self._pending:
             pend = self._pending[0]
             ev_clock = self._event_clock(pend)
             need = pend.ic_ns if pend.kind == "landing" else pend.to_ns
-            ready = True
-            if self._kp is not None and pend.source != "camera":
-                ready &= self._caught_up("keypoints", need, ev_clock)
+            waiting: set[str] = set()
+            if self._kp is not None and pend.source != "camera" and not self._caught_up("keypoints", need, ev_clock):
+                waiting.add("keypoints")
             imu_src = f"imu_foot_{pend.foot}"
             if pend.foot in self._imu and pend.source != "imu":
                 clock = self._clocks.get(imu_src)
@@ -348,8 +369,12 @@ class AthleteState:
                     extra = ClockOffset.search_ns + IMU_IC_LAG_NS
                 else:
                     extra = IMU_IC_LAG_NS if pend.kind == "landing" else 40e6
-                ready &= self._caught_up(imu_src, need + extra, ev_clock)
-            if not ready:
+                if not self._caught_up(imu_src, need + extra, ev_clock):
+                    waiting.add(imu_src)
+            if waiting:
+                # nothing changes until one of these, or the timing source (the reorder window), moves
+                waiting.add(self._event_source_name(pend))
+                self._waiting = waiting
                 break
             if not drained:  # readiness is judged on clocks; process the queued samples only now
                 for source in list(self._raw):
@@ -528,7 +553,7 @@ class AthleteState:
             left = self._history.get(("left", metric))
             right = self._history.get(("right", metric))
             if left and right:
-                ml, mr = float(np.mean(left)), float(np.mean(right))
+                ml, mr = sum(left) / len(left), sum(right) / len(right)  # (np.mean costs 10 us a call)
                 if abs(ml + mr) > 1e-9:
                     symmetry[metric] = round(100.0 * (ml - mr) / (0.5 * (ml + mr)), 2)
         rec["support_symmetry_pct"] = symmetry.get("support_time_s")
@@ -554,11 +579,11 @@ class AthleteState:
             if a[1] != b[1] and 0.15 < (b[0] - a[0]) / 1e9 < 1.5
         ]
         if steps:
-            return round(60.0 / float(np.median(steps)), 1)
+            return round(60.0 / median(steps), 1)
         # one foot instrumented: two steps per stride of that foot
         strides = [(b[0] - a[0]) / 1e9 for a, b in itertools.pairwise(ics)
                    if a[1] == b[1] and 0.3 < (b[0] - a[0]) / 1e9 < 3.0]
-        return round(120.0 / float(np.median(strides)), 1) if strides else None
+        return round(120.0 / median(strides), 1) if strides else None
 
 
 def _r(v: float | None, digits: int) -> float | None:

@@ -61,8 +61,8 @@ def record(broker: BrokerSettings, path: str | Path, *, session: str | None = No
                 break
             if duration is not None and now - start >= duration:
                 break
-            if idle_stop is not None and last[0] and now - last[0] >= idle_stop:
-                break
+            if idle_stop is not None and now - (last[0] or start) >= max(idle_stop, 0.0) * (1 if last[0] else 10):
+                break  # idle: that long after the last message (ten times that if none ever came)
             done.wait(0.05)
     finally:
         sub.stop()

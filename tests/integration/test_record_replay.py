@@ -89,16 +89,26 @@ def test_thirty_athletes_sixty_seconds_at_ten_times(private_mosquitto: str, tmp_
             time.sleep(0.05)
         return proc
 
-    rec = recorder(first, "acc")
-    gw = cli("gateway", "sim", "--broker", url, "--session", "acc", "--athletes", "30",
-             "--duration", "60", "--speed", "10")
-    assert gw.wait(300) == 0, gw.stderr and gw.stderr.read()
-    assert rec.wait(120) == 0
-    rec = recorder(second, "acc2")
-    # original timing: the recorder keeps pace with a live gateway, not with a burst
-    rp = cli("gateway", "replay", str(first), "--broker", url, "--speed", "1", "--as-session", "acc2")
-    assert rp.wait(300) == 0, rp.stderr and rp.stderr.read()
-    assert rec.wait(120) == 0
+    procs: list[subprocess.Popen[str]] = []
+    try:
+        rec = recorder(first, "acc")
+        procs.append(rec)
+        gw = cli("gateway", "sim", "--broker", url, "--session", "acc", "--athletes", "30",
+                 "--duration", "60", "--speed", "10")
+        procs.append(gw)
+        assert gw.wait(300) == 0, gw.stderr and gw.stderr.read()
+        assert rec.wait(120) == 0
+        rec = recorder(second, "acc2")
+        procs.append(rec)
+        # original timing: the recorder keeps pace with a live gateway, not with a burst
+        rp = cli("gateway", "replay", str(first), "--broker", url, "--speed", "1", "--as-session", "acc2")
+        procs.append(rp)
+        assert rp.wait(300) == 0, rp.stderr and rp.stderr.read()
+        assert rec.wait(120) == 0
+    finally:
+        for p in procs:  # a failed step must not leave a recorder running
+            if p.poll() is None:
+                p.kill()
     a = recorded(first)
     b = [(rewrite_session(t, "acc"), p) for t, p in recorded(second)]
     assert len(a) == 30 * 60 * (100 + 100 + 100 + 100 + 60)  # every frame of every source
