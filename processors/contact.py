@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numba import njit
 
+from poserun.processors.events import emit
 from poserun.processors.jit import JIT
 
 G = 9.81
@@ -81,12 +82,7 @@ def contact_kernel(times_ns: np.ndarray, force: np.ndarray, on_n: float, off_n: 
                     state[_IN] = 1.0
                     state[_IC] = ic
                     state[_PEAK] = f
-                    if n_ev < events.shape[0]:
-                        events[n_ev, 0] = EV_IC
-                        events[n_ev, 1] = ic
-                        events[n_ev, 2] = ic
-                        events[n_ev, 3] = f
-                        n_ev += 1
+                    n_ev = emit(events, n_ev, EV_IC, ic, ic, f)
         else:
             if f > state[_PEAK]:
                 state[_PEAK] = f
@@ -96,12 +92,7 @@ def contact_kernel(times_ns: np.ndarray, force: np.ndarray, on_n: float, off_n: 
                 kind = EV_TO if to - state[_IC] >= min_stance_ns else EV_SHORT
                 if kind == EV_TO:
                     state[_LAST_TO] = to
-                if n_ev < events.shape[0]:
-                    events[n_ev, 0] = kind
-                    events[n_ev, 1] = to
-                    events[n_ev, 2] = state[_IC]
-                    events[n_ev, 3] = state[_PEAK]
-                    n_ev += 1
+                n_ev = emit(events, n_ev, kind, to, state[_IC], state[_PEAK])
         state[_PREV_T] = t
         state[_PREV_F] = f
         state[_HAVE_PREV] = 1.0

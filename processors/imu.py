@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numba import njit
 
+from poserun.processors.events import emit
 from poserun.processors.jit import JIT
 
 G = 9.80665
@@ -249,12 +250,7 @@ def foot_events_kernel(times_ns: np.ndarray, awz: np.ndarray, vz: np.ndarray, pi
                 state[_E_STILL_SEEN] = 0.0
                 state[_E_PEAK] = 0.0
                 state[_E_AFTER] = 0.0
-                if n_ev < events.shape[0]:
-                    events[n_ev, 0] = 1.0
-                    events[n_ev, 1] = ic
-                    events[n_ev, 2] = ic
-                    events[n_ev, 3] = a
-                    n_ev += 1
+                n_ev = emit(events, n_ev, 1.0, ic, ic, a)
         else:  # stance: wait for a stationary phase, then the pitch-rate peak of the push
             if still[i] == 1:
                 state[_E_STILL_SEEN] = 1.0
@@ -273,12 +269,7 @@ def foot_events_kernel(times_ns: np.ndarray, awz: np.ndarray, vz: np.ndarray, pi
                     state[_E_MODE] = _SWING
                     state[_E_LAST_TO] = to
                     state[_E_VZ_MIN] = 0.0
-                    if n_ev < events.shape[0]:
-                        events[n_ev, 0] = 2.0
-                        events[n_ev, 1] = to
-                        events[n_ev, 2] = state[_E_IC]
-                        events[n_ev, 3] = state[_E_PEAK]
-                        n_ev += 1
+                    n_ev = emit(events, n_ev, 2.0, to, state[_E_IC], state[_E_PEAK])
             if t - state[_E_IC] > 1.5e9:  # no push-off found: give the stance up
                 state[_E_MODE] = _SWING
                 state[_E_LAST_TO] = t

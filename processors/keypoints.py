@@ -253,6 +253,7 @@ def landing_velocities(times_ns: np.ndarray, pts: np.ndarray, foot: str, ic_ns: 
 
 from numba import njit  # noqa: E402
 
+from poserun.processors.events import emit  # noqa: E402
 from poserun.processors.jit import JIT  # noqa: E402
 
 (_K_GROUND, _K_INIT, _K_IN, _K_PREV_T, _K_PREV_Z, _K_HAVE, _K_IC, _K_LAST_TO) = range(8)
@@ -298,12 +299,7 @@ def camera_events_kernel(times_ns: np.ndarray, z: np.ndarray, touch_m: float, li
                     if ic - state[_K_LAST_TO] >= min_swing_ns:
                         state[_K_IN] = 1.0
                         state[_K_IC] = ic
-                        if n_ev < events.shape[0]:
-                            events[n_ev, 0] = 1.0
-                            events[n_ev, 1] = ic
-                            events[n_ev, 2] = ic
-                            events[n_ev, 3] = 0.0
-                            n_ev += 1
+                        n_ev = emit(events, n_ev, 1.0, ic, ic, 0.0)
             else:
                 level = g + lift_m
                 if pz < level <= zi:
@@ -311,12 +307,7 @@ def camera_events_kernel(times_ns: np.ndarray, z: np.ndarray, touch_m: float, li
                     if to - state[_K_IC] >= min_stance_ns:
                         state[_K_IN] = 0.0
                         state[_K_LAST_TO] = to
-                        if n_ev < events.shape[0]:
-                            events[n_ev, 0] = 2.0
-                            events[n_ev, 1] = to
-                            events[n_ev, 2] = state[_K_IC]
-                            events[n_ev, 3] = 0.0
-                            n_ev += 1
+                        n_ev = emit(events, n_ev, 2.0, to, state[_K_IC], 0.0)
         state[_K_PREV_T] = t
         state[_K_PREV_Z] = zi
         state[_K_HAVE] = 1.0

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numba import njit
 
+from poserun.processors.events import emit
 from poserun.processors.jit import JIT
 
 G = 9.80665
@@ -106,12 +107,7 @@ def shank_events_kernel(times_ns: np.ndarray, acc: np.ndarray, tau_s: float, imp
                     state[_IC] = ic
                     state[_MIN] = 1e30
                     state[_MIN_NEXT] = 0.0
-                    if n_ev < events.shape[0]:
-                        events[n_ev, 0] = 1.0
-                        events[n_ev, 1] = ic
-                        events[n_ev, 2] = ic
-                        events[n_ev, 3] = state[_PEAK]
-                        n_ev += 1
+                    n_ev = emit(events, n_ev, 1.0, ic, ic, state[_PEAK])
             else:  # stance: the deepest deceleration after the minimum stance
                 since = t - state[_IC]
                 if since >= min_stance_ns:
@@ -131,12 +127,7 @@ def shank_events_kernel(times_ns: np.ndarray, acc: np.ndarray, tau_s: float, imp
                     to = state[_MIN_T] + step * period
                     state[_LAST_TO] = to
                     state[_MODE] = _SWING
-                    if n_ev < events.shape[0]:
-                        events[n_ev, 0] = 2.0
-                        events[n_ev, 1] = to
-                        events[n_ev, 2] = state[_IC]
-                        events[n_ev, 3] = state[_MIN]
-                        n_ev += 1
+                    n_ev = emit(events, n_ev, 2.0, to, state[_IC], state[_MIN])
         state[_PREV2_UP] = dyn  # (slot reused: previous dynamic acceleration)
         state[_PREV_UP] = up
         state[_PREV_T] = t
