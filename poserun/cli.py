@@ -206,6 +206,16 @@ def _side(source: str) -> Any:
     return "left" if source.endswith("_left") else "right" if source.endswith("_right") else None
 
 
+def cmd_haptic_sim(args: argparse.Namespace) -> int:
+    from poserun.services.haptic_sim import run_band
+
+    settings = _settings(args)
+    stop = _stop_on_signals()
+    band = run_band(settings.broker, session=args.session, duration=args.duration, stop=stop, quiet=args.quiet)
+    print(json.dumps(band.summary()))
+    return 0
+
+
 def cmd_config_check(args: argparse.Namespace) -> int:
     from poserun.sinks.base import sink_classes
 
@@ -329,6 +339,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--running-only", action="store_true", help="bach2022: skip walking trials")
     p.add_argument("--frame-ms", type=float, default=10.0)
     p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser("haptic-sim", help="a virtual haptic band: logs each buzz and its latency from IC")
+    _common(p)
+    p.add_argument("--session", help="only this session (default: all)")
+    p.add_argument("--duration", type=float)
+    p.add_argument("--quiet", action="store_true", help="print only the summary")
+    p.set_defaults(func=cmd_haptic_sim)
 
     sub.add_parser("validate", help="accuracy against ground truth, simulated and real (poserun validate -h)")
 

@@ -40,7 +40,7 @@ SYMMETRY_METRICS = ("support_time_s", "flight_time_s", "loading_rate_bw_per_s", 
                     "overstride_m", "knee_flexion_ic_deg", "pull_height_m")
 STALE_NS = 300e6  # a timing source with no data for this long hands over to the next
 DUPLICATE_NS = 250e6  # two ICs of one foot closer than this are the same contact
-IMU_IC_LAG_NS = 15e6  # the IMU sees an impact a few ms after IC: wait this long for it
+CAMERA_LEAD_NS = 20e6  # a landing needs camera frames up to this long before IC (60 fps: the last one)
 CAMERA_BODY_SD = 0.075  # m/s, hip velocity fitted over 60 fps frames (measured on the simulator)
 FLIGHT_BODY_SD = 0.05  # m/s, ballistic model g * flight / 2 (asymmetric flights)
 OSCILLATION_BODY_SD = 0.3  # m/s, free fall from a configured oscillation: a guess
@@ -136,7 +136,7 @@ class AthleteState:
         self._history: dict[tuple[str, str], deque[float]] = {}
         self._imu_ics: dict[str, deque[tuple[float, int]]] = {s: deque(maxlen=8) for s in SIDES}
         self._clocks: dict[str, ClockOffset] = {}
-        self._refined: dict[tuple[str, int], float] = {}
+        self._insole_ics: dict[str, deque[float]] = {s: deque(maxlen=8) for s in SIDES}
         self._periods: dict[str, float] = {}
         self._step = 0
 
@@ -282,7 +282,10 @@ class AthleteState:
             imu.ring.push(times_ns, np.column_stack((vz, still, dev, awz)))
             ev = imu.events.update(times_ns, awz, vz, body[:, 4], still)
             if len(ev):
-                self._imu_ics[side].extend((float(row[1]), shift) for row in ev if row[0] == EV_IC)
+                new = [(float(row[1]), shift) for row in ev if row[0] == EV_IC]
+                self._imu_ics[side].extend(new)
+                if side in self._insole:
+                    self._match_clock(side, new)
                 self._events(side, ev, "imu")
         elif source.startswith("imu_shank_"):
             acc = np.asarray(data[:, :3], dtype=np.float64) * self._shank_scale[side]
@@ -301,6 +304,8 @@ class AthleteState:
         if self.active(foot) != ev_source:
             return  # another source times this foot; these events only serve clock matching
         for kind, t_ns, ic_ns, peak in rows:
+            if kind == EV_IC and ev_source == "insole":
+                self._insole_ics[foot].append(float(ic_ns))
             if kind == EV_IC:
                 last = self._ic_emitted.get(foot)
                 if last is not None and ic_ns - last < DUPLICATE_NS:
@@ -358,19 +363,17 @@ class AthleteState:
         while self._pending:
             pend = self._pending[0]
             ev_clock = self._event_clock(pend)
-            need = pend.ic_ns if pend.kind == "landing" else pend.to_ns
+            # a landing (the haptic cue's trigger) needs only what precedes IC: the foot's descent
+            # in the IMU and the hips' fall in the last camera frames; a stance needs data to TO
+            landing = pend.kind == "landing"
+            need_kp = pend.ic_ns - CAMERA_LEAD_NS if landing else pend.to_ns
+            need_imu = pend.ic_ns if landing else pend.to_ns + 40e6
             waiting: set[str] = set()
-            if self._kp is not None and pend.source != "camera" and not self._caught_up("keypoints", need, ev_clock):
+            if self._kp is not None and pend.source != "camera" and not self._caught_up("keypoints", need_kp, ev_clock):
                 waiting.add("keypoints")
             imu_src = f"imu_foot_{pend.foot}"
-            if pend.foot in self._imu and pend.source != "imu":
-                clock = self._clocks.get(imu_src)
-                if clock is None or not clock.ready:  # offset unknown: wait until the IMU surely saw it
-                    extra = ClockOffset.search_ns + IMU_IC_LAG_NS
-                else:
-                    extra = IMU_IC_LAG_NS if pend.kind == "landing" else 40e6
-                if not self._caught_up(imu_src, need + extra, ev_clock):
-                    waiting.add(imu_src)
+            if pend.foot in self._imu and pend.source != "imu" and not self._caught_up(imu_src, need_imu, ev_clock):
+                waiting.add(imu_src)
             if waiting:
                 # nothing changes until one of these, or the timing source (the reorder window), moves
                 waiting.add(self._event_source_name(pend))
@@ -392,23 +395,28 @@ class AthleteState:
             return None
         return t, d.reshape(len(t), 8, 2)
 
+    def _match_clock(self, foot: str, imu_ics: list[tuple[float, int]]) -> None:
+        """Pair new IMU impacts with the insole ICs around them: each pair is one sample of the
+        IMU clock's offset. Done as IMU data is processed, so no record waits for it."""
+        clock = self._clocks.setdefault(f"imu_foot_{foot}", ClockOffset())
+        refs = self._insole_ics[foot]
+        for t, shift in imu_ics:
+            near = [r for r in refs if abs(r - t) <= clock.tolerance_ns() + 20e6]
+            if near:
+                clock.add(min(near, key=lambda r: abs(r - t)), t - shift)
+
     def _refine_ic(self, pend: _Pending) -> tuple[float, str]:
         """An insole IC is quantised to its sample period; a foot IMU impact within one period
-        of it times the same contact more finely, so it takes over (source ``insole+imu``).
-        Every such pair also updates the estimate of the IMU clock's offset."""
+        of it times the same contact more finely, so it takes over (source ``insole+imu``)
+        once the IMU's clock offset is known."""
         if pend.source != "insole" or pend.foot not in self._imu:
             return pend.ic_ns, pend.source
         clock = self._clocks.setdefault(f"imu_foot_{pend.foot}", ClockOffset())
-        search = clock.tolerance_ns()
-        cands = [(t, shift) for t, shift in self._imu_ics[pend.foot] if abs(t - pend.ic_ns) <= search + 20e6]
-        if not cands:
-            return pend.ic_ns, pend.source
-        t, shift = min(cands, key=lambda c: abs(c[0] - pend.ic_ns))
-        clock.add(pend.ic_ns, t - shift)
         period = self._insole_period(pend.foot)
-        if clock.ready and abs(t - pend.ic_ns) <= period + 2e6:
-            return t, "insole+imu"
-        return pend.ic_ns, pend.source
+        cands = [t for t, _shift in self._imu_ics[pend.foot] if abs(t - pend.ic_ns) <= period + 2e6]
+        if not cands or not clock.ready:
+            return pend.ic_ns, pend.source
+        return min(cands, key=lambda t: abs(t - pend.ic_ns)), "insole+imu"
 
     def _insole_period(self, side: str) -> float:
         period = self._periods.get(side)
@@ -422,8 +430,9 @@ class AthleteState:
     def _landing_record(self, pend: _Pending) -> dict[str, Any]:
         p = self.params
         foot = pend.foot
-        ic, ic_source = self._refine_ic(pend)
-        self._refined[(foot, int(pend.ic_ns))] = ic
+        # the timing source's IC as it is: refining it with the IMU impact waits for the stance
+        # record (the impact may not be in yet, and a record must not depend on arrival timing)
+        ic, ic_source = pend.ic_ns, pend.source
         other = "right" if foot == "left" else "left"
         self._step += 1
         self._ics.append((ic, foot))
@@ -438,7 +447,7 @@ class AthleteState:
         estimates: list[tuple[float, float, str]] = []  # (value, sd, source)
         kp = self._kp_window(ic - 120e6, ic + 1)
         if kp is not None:
-            bv, fv = landing_velocities(kp[0], kp[1], foot, ic)
+            bv, fv = landing_velocities(kp[0], kp[1], foot, ic, until_ns=ic - CAMERA_LEAD_NS)
             if math.isfinite(bv):
                 estimates.append((bv, CAMERA_BODY_SD, "camera"))
             if foot_v is None and math.isfinite(fv):
@@ -474,12 +483,11 @@ class AthleteState:
     def _stance_record(self, pend: _Pending) -> dict[str, Any]:
         p = self.params
         foot, to = pend.foot, pend.to_ns
-        ic = self._refined.pop((foot, int(pend.ic_ns)), pend.ic_ns)
-        if len(self._refined) > 16:  # stances that never ended (dropouts) must not pile up
-            self._refined.clear()
+        ic, event_source = self._refine_ic(pend)  # by toe-off the IMU has seen the impact
         other = "right" if foot == "left" else "left"
         landing = self._landing.get(foot)
-        event_source = landing["source"] if landing is not None and landing["ic_ns"] == int(ic) else pend.source
+        if landing is not None and abs(landing["ic_ns"] - pend.ic_ns) > 30e6:
+            landing = None  # not this contact's landing
         sources = event_source.split("+")
         rec: dict[str, Any] = {"type": "stance", "athlete": self.athlete, "foot": foot,
                                "ic_ns": int(ic), "to_ns": int(to),
@@ -537,7 +545,7 @@ class AthleteState:
             sources.append("camera")
         rec.update(geo)
         # landing decision, made at IC
-        if landing is not None and landing["ic_ns"] == int(ic):
+        if landing is not None:
             for k in ("foot_landing_velocity_mps", "body_fall_velocity_mps", "body_fall_source",
                       "forced_landing", "forced_landing_severity"):
                 rec[k] = landing[k]

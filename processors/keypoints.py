@@ -178,18 +178,23 @@ def _slope(x: np.ndarray, y: np.ndarray) -> float:
     return float(dx @ (y - y.mean())) / den if den > 0 else math.nan
 
 
-def fall_velocity_at(times_ns: np.ndarray, z: np.ndarray, t_ns: float, window_ns: float = 70e6) -> float:
-    """Downward velocity (m/s, + down) at ``t_ns`` of a point in free fall before it."""
-    m = (times_ns <= t_ns) & (times_ns >= t_ns - window_ns) & np.isfinite(z)
+def fall_velocity_at(times_ns: np.ndarray, z: np.ndarray, t_ns: float, window_ns: float = 70e6,
+                     until_ns: float | None = None) -> float:
+    """Downward velocity (m/s, + down) at ``t_ns`` of a point in free fall before it, from the
+    frames up to ``until_ns`` (default ``t_ns``): gravity known, so extrapolating is exact."""
+    end = t_ns if until_ns is None else until_ns
+    m = (times_ns <= end) & (times_ns >= end - window_ns) & np.isfinite(z)
     if m.sum() < 2:
         return math.nan
     t = (times_ns[m] - t_ns) / 1e9
     return -_slope(t, z[m] + 0.5 * G * t * t)
 
 
-def point_velocity_at(times_ns: np.ndarray, z: np.ndarray, t_ns: float, window_ns: float = 40e6) -> float:
+def point_velocity_at(times_ns: np.ndarray, z: np.ndarray, t_ns: float, window_ns: float = 40e6,
+                      until_ns: float | None = None) -> float:
     """Downward velocity (m/s, + down) from the last samples before ``t_ns`` (straight line)."""
-    m = (times_ns <= t_ns) & (times_ns >= t_ns - window_ns) & np.isfinite(z)
+    end = t_ns if until_ns is None else until_ns
+    m = (times_ns <= end) & (times_ns >= end - window_ns) & np.isfinite(z)
     if m.sum() < 2:
         return math.nan
     t = (times_ns[m] - t_ns) / 1e9
@@ -242,11 +247,14 @@ def stance_geometry(times_ns: np.ndarray, pts: np.ndarray, foot: str, ic_ns: flo
     return {k: (None if v is None or not math.isfinite(v) else round(float(v), 4)) for k, v in out.items()}
 
 
-def landing_velocities(times_ns: np.ndarray, pts: np.ndarray, foot: str, ic_ns: float) -> tuple[float, float]:
-    """(body fall velocity from the hips, foot landing velocity from the ankle), m/s, + down."""
+def landing_velocities(times_ns: np.ndarray, pts: np.ndarray, foot: str, ic_ns: float,
+                       until_ns: float | None = None) -> tuple[float, float]:
+    """(body fall velocity from the hips, foot landing velocity from the ankle), m/s, + down,
+    from the frames up to ``until_ns`` (default: IC)."""
     hips_z = 0.5 * (joint(pts, "left", "hip")[:, 1] + joint(pts, "right", "hip")[:, 1])
     ankle_z = joint(pts, foot, "ankle")[:, 1]
-    return fall_velocity_at(times_ns, hips_z, ic_ns), point_velocity_at(times_ns, ankle_z, ic_ns)
+    return (fall_velocity_at(times_ns, hips_z, ic_ns, until_ns=until_ns),
+            point_velocity_at(times_ns, ankle_z, ic_ns, until_ns=until_ns))
 
 
 # ------------------------------------------------------------------ events

@@ -247,8 +247,11 @@ class FusionService:
             ready.set()
         try:
             while not stop.is_set():
-                for m in await sub.batch(0.1):
+                batch = await sub.batch(0.1)
+                for k, m in enumerate(batch):
                     self.handle(m.topic, m.payload, m.recv_ns)
+                    if k % 64 == 63:  # let the sinks (haptic cues) run between slices of a backlog
+                        await asyncio.sleep(0)
                 await asyncio.sleep(0)
         finally:
             sub.stop()

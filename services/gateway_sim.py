@@ -28,9 +28,10 @@ class GatewayStats:
 
 
 def status_message(session: str, gateway: str, state: str, athletes: list[str],
-                   boot_ns: int | None = None) -> Message:
+                   boot_ns: int | None = None, zero_ns: int | None = None, rate: float = 1.0) -> Message:
     payload = wm.dump(wm.GatewayStatus(gateway=gateway, state=state,  # type: ignore[arg-type]
-                                       athletes=athletes, boot_ns=boot_ns))
+                                       athletes=athletes, boot_ns=boot_ns, wall_ns_at_clock_zero=zero_ns,
+                                       clock_rate=rate))
     return Message(topics.status_topic(session, gateway), payload, retain=True, qos=1)
 
 
@@ -46,13 +47,17 @@ def run_sim_gateway(settings: Settings, *, duration: float | None = None,
                     will=Will(offline.topic, offline.payload, qos=1, retain=True))
     pub.connect()
     stats = GatewayStats()
-    boot = time.time_ns()
-    online = status_message(session, sim.gateway_id, "online", athletes, boot_ns=boot)
-    for m in [online, *team.meta_messages()]:
+    for m in team.meta_messages():
         pub.publish(m.topic, m.payload, qos=m.qos, retain=m.retain)
     pub.flush()
-    start = time.monotonic()
     speed = sim.speed
+    # the simulator clock reads 0 now: say so, so that listeners can put IC times on the wall clock
+    start = time.monotonic()
+    zero = time.time_ns() - round(team.t * 1e9 / speed)
+    online = status_message(session, sim.gateway_id, "online", athletes, boot_ns=time.time_ns(), zero_ns=zero,
+                            rate=speed)
+    pub.publish(online.topic, online.payload, qos=online.qos, retain=online.retain)
+    pub.flush()
     try:
         while not (stop is not None and stop.is_set()):
             if duration is not None and team.t >= duration - 1e-9:

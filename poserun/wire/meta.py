@@ -180,7 +180,10 @@ class GatewayStatus(BaseModel):
     gateway: str
     state: Literal["online", "offline"]
     athletes: list[str] = Field(default_factory=list)
-    boot_ns: int | None = Field(None, description="gateway clock at start; a new value means counters restarted")
+    boot_ns: int | None = Field(None, description="wall clock (ns) at start; a new value means counters restarted")
+    wall_ns_at_clock_zero: int | None = Field(
+        None, description="wall time (ns since 1970) when the gateway clock read 0, if the gateway knows it")
+    clock_rate: float = Field(1.0, gt=0, description="gateway clock ns per wall-clock ns (a replay at 10x: 10)")
 
 
 class TruthEvent(BaseModel):

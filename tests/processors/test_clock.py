@@ -35,6 +35,6 @@ def test_imu_on_its_own_clock_is_aligned() -> None:
     assert left["applied"] and left["matches"] > 20
     assert -50 < left["offset_ms"] < -38  # 40 ms ahead, drifting 4 ms over 20 s, plus the insole's bias
     assert not report["imu_foot_right"]["applied"]
-    late = [r for r in recs if r["type"] == "landing" and r["foot"] == "left"][6:]
-    assert late and all(r["source"] == "insole+imu" for r in late)
+    late = [r for r in recs if r["type"] == "stance" and r["foot"] == "left"][6:]
+    assert late and all(r["event_source"] == "insole+imu" for r in late)  # IC from the aligned IMU
     assert all(r["foot_landing_velocity_mps"] is not None and r["foot_landing_velocity_mps"] > 0.3 for r in late)
