@@ -121,6 +121,7 @@ def cmd_process(args: argparse.Namespace) -> int:
     runners = [SinkRunner(build_sink(s.type, s.options, context), s.queue_size)
                for s in settings.sinks]
     service = FusionService(settings, runners, session=args.session)
+    context["stats"] = service.snapshot  # sinks that report the pipeline's health read it at will
 
     async def main() -> None:
         stop = asyncio.Event()

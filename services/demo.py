@@ -71,6 +71,7 @@ async def run_demo(settings: Settings, *, broker: str | None = None, duration: f
         runners = [SinkRunner(build_sink(s.type, s.options, context), s.queue_size)
                    for s in settings.sinks]
         service = FusionService(settings, runners, session=session)
+        context["stats"] = service.snapshot
         out.write(
             f"poserun demo\n  broker   {why}\n  session  {session}: {athletes} simulated athletes "
             f"({', '.join(sorted({s.profile.name for s in team.specs}))})\n"

@@ -64,6 +64,8 @@ class FusionService:
         self.records_out = 0
         self._logged: Counter[str] = Counter()
         self._channels: dict[Key, int] = {}
+        self._lat_counts = [0] * (len(self.LATENCY_BUCKETS) + 1)
+        self._lat_sum = 0.0
         self._topics: dict[str, topics.Topic] = {}  # parse cache: topics repeat every frame
 
     # ------------------------------------------------------------ handling
@@ -192,6 +194,7 @@ class FusionService:
         recs = state.push(t.source, frame.times_ns(), frame.data)
         if recs:
             now = time.time_ns()
+            self._latency(max(0, now - recv_ns) / 1e9)
             for r in recs:
                 r["session"] = t.session
                 r["emitted_ns"] = now
@@ -202,6 +205,16 @@ class FusionService:
         return recs
 
     # ------------------------------------------------------------- reporting
+    LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+
+    def _latency(self, seconds: float) -> None:
+        counts = self._lat_counts
+        for k, bound in enumerate(self.LATENCY_BUCKETS):
+            if seconds <= bound:
+                counts[k] += 1
+        counts[-1] += 1
+        self._lat_sum += seconds
+
     def snapshot(self) -> dict[str, Any]:
         totals: Counter[str] = Counter()
         rejected: Counter[str] = Counter(self.unrouted)
@@ -215,6 +228,9 @@ class FusionService:
             "clocks": {f"{sess}/{ath}": st.clocks() for (sess, ath), st in sorted(self.athletes.items())
                        if st.clocks()},
             "sources": {"/".join(k): v.as_dict() for k, v in sorted(self.counters.items())},
+            "latency": {"buckets": [[str(b), c] for b, c in zip([*self.LATENCY_BUCKETS, "+Inf"],
+                                                                 self._lat_counts, strict=True)],
+                        "sum": self._lat_sum},
             "sinks": {r.sink.name: {"written": r.stats.written, "dropped": r.stats.dropped,
                                     "errors": r.stats.errors, "depth": r.depth} for r in self.sinks},
         }

@@ -1,0 +1,148 @@
+"""Prometheus ``/metrics``: per-athlete technique and the pipeline's health.
+
+Athlete series come from the records (support time histogram per athlete and
+foot, cadence, pose score, forced landings, stances); series of an athlete
+not seen for ``stale_s`` are removed, so cardinality stays bounded as
+athletes come and go. Pipeline health is read from the fusion service at
+scrape time: frames and samples per source kind, rejected frames by reason,
+late frames, sequence gaps, sink queue depths and drops, and the processing
+latency from a frame's arrival to the records it completed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
+
+from poserun.sinks.base import Record
+
+SOURCE_KIND = {"imu_foot_left": "imu", "imu_foot_right": "imu", "imu_shank_left": "imu", "imu_shank_right": "imu",
+               "imu_pelvis": "imu", "insole_left": "insole", "insole_right": "insole", "keypoints": "keypoints",
+               "force_left": "force", "force_right": "force"}
+SUPPORT_BUCKETS = (0.10, 0.14, 0.16, 0.18, 0.20, 0.22, 0.24, 0.26, 0.28, 0.30, 0.35, 0.40)
+
+
+class _Pipeline(Collector):
+    """Reads the fusion service's counters at scrape time."""
+
+    def __init__(self, stats: Callable[[], dict[str, Any]] | None) -> None:
+        self.stats = stats
+
+    def collect(self) -> Iterator[Any]:
+        if self.stats is None:
+            return
+        snap = self.stats()
+        frames = CounterMetricFamily("poserun_frames", "Sensor frames taken", labels=["kind"])
+        samples = CounterMetricFamily("poserun_samples", "Sensor samples taken", labels=["kind"])
+        late = CounterMetricFamily("poserun_late_frames", "Frames older than ones already taken", labels=["kind"])
+        gaps = CounterMetricFamily("poserun_sequence_gaps", "Frames missing by sequence number", labels=["kind"])
+        by_kind: dict[str, dict[str, int]] = {}
+        for key, c in snap.get("sources", {}).items():
+            kind = SOURCE_KIND.get(key.rsplit("/", 1)[-1], "other")
+            agg = by_kind.setdefault(kind, {"frames": 0, "samples": 0, "late": 0, "gaps": 0})
+            for k in agg:
+                agg[k] += c.get(k, 0)
+        for kind, agg in sorted(by_kind.items()):
+            frames.add_metric([kind], agg["frames"])
+            samples.add_metric([kind], agg["samples"])
+            late.add_metric([kind], agg["late"])
+            gaps.add_metric([kind], agg["gaps"])
+        yield from (frames, samples, late, gaps)
+        rejected = CounterMetricFamily("poserun_rejected_frames", "Messages refused, by reason", labels=["reason"])
+        for reason, n in sorted(snap.get("rejected", {}).items()):
+            rejected.add_metric([reason], n)
+        yield rejected
+        depth = GaugeMetricFamily("poserun_sink_queue_depth", "Records waiting per sink", labels=["sink"])
+        dropped = CounterMetricFamily("poserun_sink_dropped_records", "Records a full sink queue dropped",
+                                      labels=["sink"])
+        for name, s in sorted(snap.get("sinks", {}).items()):
+            depth.add_metric([name], s.get("depth", 0))
+            dropped.add_metric([name], s.get("dropped", 0))
+        yield from (depth, dropped)
+        lat = snap.get("latency")
+        if lat:
+            h = HistogramMetricFamily("poserun_processing_latency_seconds",
+                                      "From a frame's arrival to the records it completed")
+            h.add_metric([], lat["buckets"], lat["sum"])
+            yield h
+        yield GaugeMetricFamily("poserun_athletes", "Athletes with state", value=snap.get("athletes", 0))
+
+
+class PrometheusSink:
+    name = "prometheus"
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 9464, stale_s: float = 60.0,
+                 context: dict[str, Any] | None = None) -> None:
+        self.host, self.port, self.stale_s = host, port, stale_s
+        self.context = context if context is not None else {}  # (filled in later by the service)
+        self.registry = CollectorRegistry()
+        labels = ["athlete"]
+        self.support = Histogram("poserun_support_time_seconds", "Support (ground contact) time per stance",
+                                 [*labels, "foot"], buckets=SUPPORT_BUCKETS, registry=self.registry)
+        self.cadence = Gauge("poserun_cadence_steps_per_minute", "Rolling cadence", labels, registry=self.registry)
+        self.score = Gauge("poserun_pose_score", "Pose score of the last stance (0-100)", labels,
+                           registry=self.registry)
+        self.forced = Counter("poserun_forced_landings", "Forced landings", labels, registry=self.registry)
+        self.stances = Counter("poserun_stances", "Stances measured", labels, registry=self.registry)
+        self._pipeline: _Pipeline | None = None
+        self._seen: dict[str, float] = {}
+        self._feet: dict[str, set[str]] = {}
+        self._server: Any = None
+
+    async def start(self) -> None:
+        stats = self.context.get("stats")
+        self._pipeline = _Pipeline(lambda: stats() if callable(stats) else {})
+        self.registry.register(self._pipeline)
+        self._server, _thread = start_http_server(self.port, addr=self.host, registry=self.registry)
+        self.port = self._server.server_port
+
+    async def write_batch(self, records: list[Record]) -> None:
+        now = time.monotonic()
+        for rec in records:
+            who = str(rec.get("athlete"))
+            self._seen[who] = now
+            if rec.get("type") == "landing":
+                if rec.get("forced_landing"):
+                    self.forced.labels(who).inc()
+                else:
+                    self.forced.labels(who).inc(0)
+            elif rec.get("type") == "stance":
+                foot = str(rec.get("foot"))
+                self._feet.setdefault(who, set()).add(foot)
+                self.stances.labels(who).inc()
+                if isinstance(rec.get("support_time_s"), float):
+                    self.support.labels(who, foot).observe(rec["support_time_s"])
+                if isinstance(rec.get("cadence_spm"), float):
+                    self.cadence.labels(who).set(rec["cadence_spm"])
+                if isinstance(rec.get("pose_score"), float):
+                    self.score.labels(who).set(rec["pose_score"])
+        self.expire(now)
+
+    def expire(self, now: float | None = None) -> list[str]:
+        """Remove the series of athletes not seen for ``stale_s``; return who was removed."""
+        now = time.monotonic() if now is None else now
+        gone = [a for a, t in self._seen.items() if now - t > self.stale_s]
+        for who in gone:
+            del self._seen[who]
+            for metric in (self.cadence, self.score, self.forced, self.stances):
+                try:
+                    metric.remove(who)
+                except KeyError:
+                    pass
+            for foot in self._feet.pop(who, set()):
+                try:
+                    self.support.remove(who, foot)
+                except KeyError:
+                    pass
+        return gone
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None

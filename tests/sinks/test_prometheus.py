@@ -1,0 +1,120 @@
+from __future__ import annotations
+
+import asyncio
+import urllib.request
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from poserun.services.fusion import FusionService
+from poserun.services.gateway_sim import run_sim_gateway
+from poserun.settings import BrokerSettings, load_settings
+from poserun.sinks.base import SinkRunner
+from poserun.sinks.prometheus import PrometheusSink
+
+
+def scrape(port: int) -> dict[str, list]:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return {f.name: f.samples for f in text_string_to_metric_families(text)}
+
+
+def stance(athlete: str, support: float = 0.2) -> dict:
+    return {"type": "stance", "athlete": athlete, "foot": "left", "support_time_s": support,
+            "cadence_spm": 180.0, "pose_score": 77.5}
+
+
+def test_athletes_who_left_are_removed() -> None:
+    async def main() -> tuple[dict, dict, list[str]]:
+        sink = PrometheusSink(port=0, stale_s=30.0)
+        await sink.start()
+        await sink.write_batch([stance("a"), stance("b"), {"type": "landing", "athlete": "a", "forced_landing": True}])
+        before = scrape(sink.port)
+        sink._seen["b"] -= 100  # b was last seen long ago
+        gone = sink.expire()
+        after = scrape(sink.port)
+        await sink.close()
+        return before, after, gone
+
+    before, after, gone = asyncio.run(main())
+    assert gone == ["b"]
+    who = {s.labels["athlete"] for s in before["poserun_cadence_steps_per_minute"]}
+    assert who == {"a", "b"}
+    assert {s.labels["athlete"] for s in after["poserun_cadence_steps_per_minute"]} == {"a"}
+    assert {s.labels["athlete"] for s in after["poserun_support_time_seconds"]} == {"a"}
+    forced = [s for s in before["poserun_forced_landings"] if s.name.endswith("_total")]
+    assert [(s.labels["athlete"], s.value) for s in forced] == [("a", 1.0)]
+
+
+@pytest.mark.broker
+def test_metrics_during_a_session(broker: BrokerSettings, session_id: str) -> None:
+    settings = load_settings(overrides={"broker": {"url": broker.url}, "session": {"id": session_id},
+                                        "sim": {"athletes": 3, "speed": 3.0}})
+
+    async def main() -> dict:
+        ctx: dict = {}
+        sink = PrometheusSink(port=0, context=ctx)
+        svc = FusionService(settings, [SinkRunner(sink)], session=session_id)
+        ctx["stats"] = svc.snapshot
+        stop, ready = asyncio.Event(), asyncio.Event()
+        task = asyncio.create_task(svc.run(stop, ready))
+        await asyncio.wait_for(ready.wait(), 15)
+        await asyncio.to_thread(run_sim_gateway, settings, duration=6.0)
+        await asyncio.sleep(0.5)
+        metrics = await asyncio.to_thread(scrape, sink.port)
+        stop.set()
+        await task
+        return metrics
+
+    m = asyncio.run(main())
+    counts = [s for s in m["poserun_support_time_seconds"] if s.name.endswith("_count")]
+    assert {s.labels["athlete"] for s in counts} == {"a01", "a02", "a03"}
+    assert all(s.value > 5 for s in counts)
+    assert {s.labels["kind"] for s in m["poserun_frames"]} == {"imu", "insole", "keypoints"}
+    assert all(s.value > 0 for s in m["poserun_frames"] if s.name.endswith("_total"))
+    lat = [s for s in m["poserun_processing_latency_seconds"] if s.name.endswith("_count")]
+    assert lat and lat[0].value > 0
+    assert [s.value for s in m["poserun_athletes"]] == [3.0]
+    assert 100 < m["poserun_cadence_steps_per_minute"][0].value < 200
+
+
+def test_a_real_prometheus_scrapes_it(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+    import shutil
+    import subprocess
+    import time
+
+    from poserun.services.broker import free_port
+
+    exe = shutil.which("prometheus")
+    if exe is None:
+        pytest.skip("needs the prometheus binary (Debian package 'prometheus'); .ci/run installs it")
+
+    async def serve() -> None:
+        sink = PrometheusSink(port=0, stale_s=600)
+        await sink.start()
+        await sink.write_batch([stance("p1", 0.19), stance("p1", 0.21), stance("p2", 0.25)])
+        port = free_port()
+        conf = tmp_path / "prometheus.yml"
+        conf.write_text("global: {scrape_interval: 1s}\nscrape_configs:\n  - job_name: poserun\n"
+                        f"    static_configs: [{{targets: ['127.0.0.1:{sink.port}']}}]\n")
+        proc = subprocess.Popen([exe, f"--config.file={conf}", f"--storage.tsdb.path={tmp_path / 'data'}",
+                                 f"--web.listen-address=127.0.0.1:{port}"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 40
+            result: list = []
+            url = f"http://127.0.0.1:{port}/api/v1/query?query=poserun_stances_total"
+            while time.monotonic() < deadline and not result:
+                await asyncio.sleep(0.5)
+                try:
+                    body = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=2).read())
+                    result = json.loads(body)["data"]["result"]
+                except OSError:
+                    continue
+            assert {r["metric"]["athlete"]: float(r["value"][1]) for r in result} == {"p1": 2.0, "p2": 1.0}
+        finally:
+            proc.terminate()
+            proc.wait(10)
+            await sink.close()
+
+    asyncio.run(serve())
