@@ -116,7 +116,7 @@ def cmd_process(args: argparse.Namespace) -> int:
     from poserun.sinks.base import SinkRunner, build_sink
 
     settings = _settings(args)
-    context = {"broker": settings.broker,
+    context = {"broker": settings.broker, "settings": settings,
                "athlete_names": {a.id: a.name for a in settings.athletes if a.name}}
     runners = [SinkRunner(build_sink(s.type, s.options, context), s.queue_size)
                for s in settings.sinks]
@@ -214,6 +214,39 @@ def cmd_haptic_sim(args: argparse.Namespace) -> int:
     stop = _stop_on_signals()
     band = run_band(settings.broker, session=args.session, duration=args.duration, stop=stop, quiet=args.quiet)
     print(json.dumps(band.summary()))
+    return 0
+
+
+def cmd_sessions(args: argparse.Namespace) -> int:
+    from poserun.sinks.store import Database
+
+    db = Database(args.db)
+    try:
+        rows = db.sessions()
+    finally:
+        db.close()
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    print(f"{'session':<28} {'name':<30} {'athletes':>8} {'records':>8} {'minutes':>8}")
+    for r in rows:
+        minutes = (r["last_ns"] - r["first_ns"]) / 60e9 if r["first_ns"] and r["last_ns"] else 0.0
+        print(f"{r['session']:<28.28} {(r['name'] or ''):<30.30} {r['athletes']:>8} {r['records']:>8} "
+              f"{minutes:>8.1f}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from poserun.services.export import export
+    from poserun.sinks.store import Database
+
+    db = Database(args.db)
+    try:
+        out = args.output or f"{args.session}.{args.format}"
+        n = export(db, args.session, out, args.format)
+    finally:
+        db.close()
+    print(json.dumps({"rows": n, "file": str(out)}))
     return 0
 
 
@@ -340,6 +373,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--running-only", action="store_true", help="bach2022: skip walking trials")
     p.add_argument("--frame-ms", type=float, default=10.0)
     p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser("sessions", help="list the sessions in the session store")
+    p.add_argument("--db", default="sqlite:///poserun.db", help="sqlite:///FILE or postgresql://...")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_sessions)
+    p = sub.add_parser("export", help="export a stored session's records")
+    p.add_argument("session")
+    p.add_argument("--db", default="sqlite:///poserun.db", help="sqlite:///FILE or postgresql://...")
+    p.add_argument("--format", choices=["csv", "parquet"], default="csv")
+    p.add_argument("-o", "--output", help="file to write (default SESSION.FORMAT)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("haptic-sim", help="a virtual haptic band: logs each buzz and its latency from IC")
     _common(p)

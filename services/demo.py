@@ -65,6 +65,7 @@ async def run_demo(settings: Settings, *, broker: str | None = None, duration: f
         ]})
         context = {
             "broker": settings.broker,
+            "settings": settings,
             "athlete_names": {s.athlete_id: s.name for s in team.specs},
             "athlete_profiles": {s.athlete_id: s.profile.name for s in team.specs},
         }

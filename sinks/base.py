@@ -90,8 +90,11 @@ class SinkRunner:
                     self.stats.errors += 1
                     log.exception("sink %s failed to write %d records", self.sink.name, len(batch))
 
-    async def close(self, timeout: float = 2.0) -> None:
-        """Flush what is queued (within ``timeout``) and close the sink."""
+    async def close(self, timeout: float | None = None) -> None:
+        """Flush what is queued (within ``timeout``, default the sink's ``flush_timeout_s`` or 2 s)
+        and close the sink."""
+        if timeout is None:
+            timeout = float(getattr(self.sink, "flush_timeout_s", 2.0))
         if self._task is not None:
             while True:
                 try:
