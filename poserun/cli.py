@@ -250,6 +250,20 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from poserun.services.report import build_report
+    from poserun.sinks.store import Database
+
+    db = Database(args.db)
+    try:
+        out = args.output or f"{args.session}-report.html"
+        info = build_report(db, args.session, out)
+    finally:
+        db.close()
+    print(json.dumps({**info, "file": str(out)}))
+    return 0
+
+
 def cmd_config_check(args: argparse.Namespace) -> int:
     from poserun.sinks.base import sink_classes
 
@@ -384,6 +398,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["csv", "parquet"], default="csv")
     p.add_argument("-o", "--output", help="file to write (default SESSION.FORMAT)")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("report", help="a self-contained HTML report of a stored session")
+    p.add_argument("session")
+    p.add_argument("--db", default="sqlite:///poserun.db", help="sqlite:///FILE or postgresql://...")
+    p.add_argument("-o", "--output", help="HTML file to write (default SESSION-report.html)")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("haptic-sim", help="a virtual haptic band: logs each buzz and its latency from IC")
     _common(p)
