@@ -94,6 +94,10 @@ async def run_demo(settings: Settings, *, broker: str | None = None, duration: f
                            return_when=asyncio.FIRST_COMPLETED)
         if fusion.done():
             fusion.result()  # raise the start-up error
+        for runner in runners:
+            if runner.sink.name == "dashboard":
+                out.write(f"  board    open {runner.sink.url} in a browser\n\n")  # type: ignore[attr-defined]
+                out.flush()
         gw_stop = threading.Event()
         gateway = asyncio.create_task(asyncio.to_thread(
             run_sim_gateway, settings, duration=duration, stop=gw_stop, team=team))
@@ -116,7 +120,7 @@ async def run_demo(settings: Settings, *, broker: str | None = None, duration: f
 
 def demo_settings(path: str | None, athletes: int | None) -> Settings:
     """The demo's settings: a config file if given, else a team table on the terminal."""
-    over: dict[str, Any] = {} if path else {"sinks": [{"type": "console"}]}
+    over: dict[str, Any] = {} if path else {"sinks": [{"type": "console"}, {"type": "dashboard"}]}
     if athletes is not None:
         over["sim"] = {"athletes": athletes}
     return load_settings(path, overrides=over)
