@@ -28,7 +28,15 @@ from poserun.processors.contact import EV_IC, EV_SHORT, EV_TO, ContactDetector, 
 from poserun.processors.imu import FootEvents, FootImu, axes_matrix, impact_peak_g, landing_velocity
 from poserun.processors.imu import G as G_IMU
 from poserun.processors.insole import InsoleLayout, stance_metrics
-from poserun.processors.keypoints import CameraEvents, KeypointLayout, joint, landing_velocities, stance_geometry
+from poserun.processors.keypoints import (
+    JOINTS,
+    CameraEvents,
+    KeypointLayout,
+    frame_at,
+    joint,
+    landing_velocities,
+    stance_geometry,
+)
 from poserun.processors.ring import SampleRing
 from poserun.processors.score import pose_score
 from poserun.processors.shank import ShankEvents
@@ -512,9 +520,16 @@ class AthleteState:
         if foot in self._insole:
             t, raw = self._insole_ring[foot].window(ic - 20e6, to + 20e6)
             if len(t) >= 3:
-                cells = self._insole[foot].newtons(raw)
-                metrics.update(stance_metrics(t, cells, self._insole[foot], ic, to, self.bw, p.on_bw,
-                                              p.heel_contact_bw))
+                layout = self._insole[foot]
+                cells = layout.newtons(raw)
+                metrics.update(stance_metrics(t, cells, layout, ic, to, self.bw, p.on_bw, p.heel_contact_bw))
+                inside = (t >= ic) & (t <= to)
+                if inside.any():  # the stance's pressure map: each cell's peak, in body weights
+                    peak = cells[inside].max(axis=0) / self.bw
+                    across = layout.across if layout.across is not None else np.zeros_like(layout.along)
+                    rec["pressure_map"] = {"peak_bw": [round(float(v), 3) for v in peak],
+                                           "along": [round(float(v), 3) for v in layout.along],
+                                           "across": [round(float(v), 3) for v in across]}
                 if "insole" not in sources:
                     sources.append("insole")
             else:
@@ -543,6 +558,12 @@ class AthleteState:
         if kp is not None:
             geo.update(stance_geometry(kp[0], kp[1], foot, ic, to, start, p.leg_length_m))
             sources.append("camera")
+            at_ic = frame_at(kp[0], kp[1], ic)  # the stick figure at IC, relative to the hips' midpoint
+            hip = 0.5 * (at_ic[0] + at_ic[4])
+            if np.all(np.isfinite(hip)):
+                rec["pose_ic"] = {f"{side}_{j}": [round(float(v), 3) for v in at_ic[k * 4 + n] - hip]
+                                  for k, side in enumerate(SIDES) for n, j in enumerate(JOINTS)
+                                  if np.all(np.isfinite(at_ic[k * 4 + n]))}
         rec.update(geo)
         # landing decision, made at IC
         if landing is not None:

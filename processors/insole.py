@@ -113,13 +113,15 @@ class InsoleLayout:
     region: np.ndarray  # int64 per cell
     along: np.ndarray  # float64 per cell
     area_m2: np.ndarray | None = None  # kPa insoles
+    across: np.ndarray | None = None  # float64 per cell (for drawing the pressure map)
 
     @classmethod
     def from_meta(cls, regions: list[str], positions: list[tuple[float, float]],
                   areas: list[float] | None, unit: str) -> InsoleLayout:
         return cls(np.array([REGIONS.index(r) for r in regions], dtype=np.int64),
                    np.array([p[0] for p in positions], dtype=np.float64),
-                   np.asarray(areas, dtype=np.float64) if unit == "kPa" and areas else None)
+                   np.asarray(areas, dtype=np.float64) if unit == "kPa" and areas else None,
+                   np.array([p[1] for p in positions], dtype=np.float64))
 
     def newtons(self, cells: np.ndarray) -> np.ndarray:
         """Cell values in N (kPa x area when the insole reports pressure)."""

@@ -154,7 +154,7 @@ def _at(times_ns: np.ndarray, pts: np.ndarray, t: float) -> np.ndarray:
     return np.array([_interp(times_ns, pts[:, 0], t), _interp(times_ns, pts[:, 1], t)])
 
 
-def _frame_at(times_ns: np.ndarray, pts: np.ndarray, t: float) -> np.ndarray:
+def frame_at(times_ns: np.ndarray, pts: np.ndarray, t: float) -> np.ndarray:
     """All joints at time ``t`` (8, 2): linear between the two frames around it; a joint missing
     in either frame falls back to its nearest confident frames (``_interp``)."""
     k = int(np.searchsorted(times_ns, t))
@@ -212,8 +212,8 @@ def stance_geometry(times_ns: np.ndarray, pts: np.ndarray, foot: str, ic_ns: flo
     out: dict[str, float | None] = {}
     f = (0 if foot == "left" else 4)  # joint offset of the support side
     o = (4 if foot == "left" else 0)
-    at_ic = _frame_at(times_ns, pts, ic_ns)
-    at_mid = _frame_at(times_ns, pts, mid)
+    at_ic = frame_at(times_ns, pts, ic_ns)
+    at_mid = frame_at(times_ns, pts, mid)
 
     hip_ic = 0.5 * (at_ic[0] + at_ic[4])
     ankle_ic = at_ic[f + 2]

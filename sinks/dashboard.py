@@ -53,6 +53,10 @@ class DashboardSink:
         self._dirty: set[str] = set()
         self._new_alerts: list[dict[str, Any]] = []
         self._clients: set[ServerConnection] = set()
+        self.history: dict[str, deque[dict[str, Any]]] = {}  # per athlete, the last stances (charts)
+        self.detail: dict[str, dict[str, Any]] = {}  # per athlete, the last stance's pictures
+        self._watching: dict[ServerConnection, str] = {}
+        self._fresh: dict[str, list[dict[str, Any]]] = {}  # history points not pushed yet
         self._server: Server | None = None
         self._pusher: asyncio.Task[None] | None = None
         self.bad_messages = 0
@@ -79,6 +83,13 @@ class DashboardSink:
                     if rec.get(k) is not None:
                         tile[k] = rec[k]
                 tile["sources"] = rec.get("sources", [])
+                point = {"t": rec.get("ic_ns"), "foot": rec.get("foot"), "support": rec.get("support_time_s"),
+                         "cadence": rec.get("cadence_spm"), "flight": rec.get("flight_time_s")}
+                self.history.setdefault(who, deque(maxlen=240)).append(point)
+                self._fresh.setdefault(who, []).append(point)
+                self.detail[who] = {k: rec.get(k) for k in ("pressure_map", "pose_ic", "symmetry_pct", "foot",
+                                                             "strike_zone", "support_time_s", "knee_flexion_ic_deg",
+                                                             "overstride_m", "fall_angle_deg")}
             tile["seen"] = time.time()
             self._dirty.add(who)
         for who, times in self._forced.items():
@@ -112,18 +123,30 @@ class DashboardSink:
         try:
             await ws.send(json.dumps({"type": "state", "tiles": list(self.tiles.values()),
                                       "alerts": list(self.alerts)}))
-            async for message in ws:  # browsers may ask for nothing yet; anything they send is checked
+            async for message in ws:  # browsers ask to watch one athlete; anything else is checked
                 try:
                     msg = json.loads(message)
-                    if not isinstance(msg, dict) or msg.get("type") != "ping":
+                    if not isinstance(msg, dict):
+                        raise ValueError("not an object")
+                    if msg.get("type") == "watch" and isinstance(msg.get("athlete"), str):
+                        who = msg["athlete"][:64]
+                        self._watching[ws] = who
+                        await ws.send(json.dumps({"type": "detail", "athlete": who,
+                                                  "history": list(self.history.get(who, ())),
+                                                  "last": self.detail.get(who), "reset": True}))
+                    elif msg.get("type") == "unwatch":
+                        self._watching.pop(ws, None)
+                    elif msg.get("type") == "ping":
+                        await ws.send(json.dumps({"type": "pong"}))
+                    else:
                         raise ValueError("unknown message")
-                    await ws.send(json.dumps({"type": "pong"}))
                 except (ValueError, TypeError):
                     self.bad_messages += 1
         except ConnectionClosed:
             pass
         finally:
             self._clients.discard(ws)
+            self._watching.pop(ws, None)
 
     async def _push(self) -> None:
         while True:
@@ -131,14 +154,21 @@ class DashboardSink:
             if not (self._dirty or self._new_alerts) or not self._clients:
                 self._dirty.clear()
                 self._new_alerts.clear()
+                self._fresh.clear()
                 continue
             msg = json.dumps({"type": "update", "tiles": [self.tiles[w] for w in sorted(self._dirty)],
                               "alerts": self._new_alerts})
             self._dirty.clear()
             self._new_alerts = []
+            fresh, self._fresh = self._fresh, {}
             for ws in list(self._clients):
-                with contextlib.suppress(ConnectionClosed):
+                with contextlib.suppress(ConnectionClosed, TimeoutError):
                     await asyncio.wait_for(ws.send(msg), 1.0)  # a slow browser is skipped, not waited for
+                    who = self._watching.get(ws)
+                    if who is not None and who in fresh:
+                        await asyncio.wait_for(ws.send(json.dumps({
+                            "type": "detail", "athlete": who, "history": fresh[who],
+                            "last": self.detail.get(who)})), 1.0)
 
     async def start(self) -> None:
         try:

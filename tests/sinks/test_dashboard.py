@@ -97,6 +97,16 @@ def test_board_shows_every_athlete_live(broker: BrokerSettings, session_id: str)
             page.select_option("#sort", "forced")
             page.fill("#filter", "a0")
             page.screenshot(path=str(shot))
+            # the athlete view: live charts, the last stance's pressure map and stick figure
+            page.click("#tile-a01")
+            page.wait_for_selector("#athlete:not([hidden])")
+            page.wait_for_function("Number(document.getElementById('chart').dataset.points) > 3", timeout=10_000)
+            n0 = int(page.get_attribute("#chart", "data-points") or 0)
+            page.wait_for_function(f"Number(document.getElementById('chart').dataset.points) > {n0}", timeout=10_000)
+            assert page.get_attribute("#pressure", "data-cells") == "16"
+            assert int(page.get_attribute("#figure", "data-joints") or 0) == 8
+            assert "support_time_s" in page.inner_text("#lr")
+            page.screenshot(path=str(shot.with_name("poserun-athlete.png")))
             # a new browser gets the whole board at once
             fresh = browser.new_page()
             fresh.goto(f"http://127.0.0.1:{sink.port}/")
