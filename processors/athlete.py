@@ -333,16 +333,6 @@ class AthleteState:
             elif kind == EV_SHORT:
                 self._warn("short_contact")
 
-    def push_insole(self, side: str, times_ns: np.ndarray, cells: np.ndarray,
-                    cell_area_m2: np.ndarray | None = None) -> list[dict[str, Any]]:
-        """Convenience for insole-only callers: a 16-region-free layout (all cells midfoot)."""
-        if side not in self._insole:
-            k = cells.shape[1]
-            areas = None if cell_area_m2 is None else [float(a) for a in cell_area_m2]
-            self.configure_insole(side, ["midfoot"] * k, [(0.5, 0.0)] * k, areas,
-                                  "kPa" if cell_area_m2 is not None else "N")
-        return self.push(f"insole_{side}", times_ns, cells)
-
     def _warn(self, what: str) -> None:
         self.warnings[what] = self.warnings.get(what, 0) + 1
 
