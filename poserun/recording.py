@@ -38,6 +38,15 @@ PROFILE = "poserun"
 FRAME_ENCODING = "poserun-frame"
 
 
+@dataclass
+class TransferStats:
+    """What a recorder or a replay moved: messages, payload bytes, wall seconds."""
+
+    messages: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+
+
 @dataclass(frozen=True, slots=True)
 class RecordedMessage:
     topic: str

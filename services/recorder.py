@@ -5,10 +5,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-from poserun.recording import RecordingWriter
+from poserun.recording import RecordingWriter, TransferStats
 from poserun.services.mqtt import Incoming
 from poserun.services.mqtt_stream import StreamSubscriber
 from poserun.settings import BrokerSettings
@@ -17,22 +16,15 @@ from poserun.wire import topics
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class RecordStats:
-    messages: int = 0
-    bytes: int = 0
-    seconds: float = 0.0
-
-
 def record(broker: BrokerSettings, path: str | Path, *, session: str | None = None,
            duration: float | None = None, idle_stop: float | None = None,
            stop: threading.Event | None = None, ready: threading.Event | None = None,
-           count: int | None = None) -> RecordStats:
+           count: int | None = None) -> TransferStats:
     """Record until ``duration`` s, ``idle_stop`` s without messages (after the first),
     ``count`` messages, or ``stop``. Messages are written from the ingest thread
     straight into the file, so nothing queues in Python."""
     writer = RecordingWriter(path, metadata={"session": session or "*", "source": "mqtt"})
-    stats = RecordStats()
+    stats = TransferStats()
     lock = threading.Lock()
     last = [0.0]
     done = threading.Event()

@@ -5,22 +5,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-from poserun.recording import read_messages
+from poserun.recording import TransferStats, read_messages
 from poserun.services.mqtt import Publisher
 from poserun.settings import BrokerSettings
 from poserun.wire import topics
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class ReplayStats:
-    messages: int = 0
-    bytes: int = 0
-    seconds: float = 0.0
 
 
 def rewrite_session(topic: str, session: str | None) -> str:
@@ -33,13 +25,13 @@ def rewrite_session(topic: str, session: str | None) -> str:
 
 
 def replay(broker: BrokerSettings, path: str | Path, *, speed: float = 1.0,
-           session: str | None = None, stop: threading.Event | None = None) -> ReplayStats:
+           session: str | None = None, stop: threading.Event | None = None) -> TransferStats:
     """Publish every recorded message; ``speed`` 0 publishes as fast as the broker takes."""
     if session is not None:
         topics.check_id(session, "session")
     pub = Publisher(broker, "replay")
     pub.connect()
-    stats = ReplayStats()
+    stats = TransferStats()
     start = time.monotonic()
     first: int | None = None
     try:
