@@ -74,7 +74,9 @@ def cmd_gateway_sim(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     stop = _stop_on_signals()
-    stats = run_sim_gateway(settings, duration=args.duration, stop=stop)
+    if args.pregenerate and not args.duration:
+        raise SystemExit("poserun gateway sim: --pregenerate needs --duration")
+    stats = run_sim_gateway(settings, duration=args.duration, stop=stop, pregenerate=args.pregenerate)
     print(json.dumps({"messages": stats.messages, "bytes": stats.bytes, "truth": stats.truth,
                       "sim_seconds": round(stats.sim_seconds, 3),
                       "wall_seconds": round(stats.wall_seconds, 3),
@@ -131,12 +133,12 @@ def cmd_process(args: argparse.Namespace) -> int:
         if args.duration:
             loop.call_later(args.duration, stop.set)
         task = asyncio.create_task(service.run(stop))
-        while not task.done():
+        while args.stats_interval > 0 and not task.done():  # 0: no stats lines (and no polling)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(task), args.stats_interval)
-            if not task.done() and args.stats_interval:
+            if not task.done():
                 _print_stats(service.snapshot(), args.stats_file, brief=True)
-        task.result()
+        await task
 
     asyncio.run(main())
     _print_stats(service.snapshot(), args.stats_file, brief=False)
@@ -340,6 +342,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = gw.add_parser("sim", help="publish a simulated team")
     _common(p)
     _sim_flags(p)
+    p.add_argument("--pregenerate", action="store_true",
+                   help="simulate the whole --duration before publishing (publication never waits on the "
+                        "simulation; for latency measurements)")
     p.set_defaults(func=cmd_gateway_sim)
     p = gw.add_parser("replay", help="republish a recording")
     _common(p)
@@ -365,7 +370,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--session", help="only this session (default: all)")
     p.add_argument("--duration", type=float, help="stop after this many seconds")
     p.add_argument("--ingest", choices=["stream", "paho", "aiomqtt"])
-    p.add_argument("--stats-interval", type=float, default=10.0, help="seconds between stats lines")
+    p.add_argument("--stats-interval", type=float, default=10.0,
+                   help="seconds between stats lines (0: none until the end)")
     p.add_argument("--stats-file", help="write the full counters here (JSON) at every stats line")
     p.set_defaults(func=cmd_process)
 

@@ -34,7 +34,7 @@ def stance_metrics_kernel(times_ns: np.ndarray, cells: np.ndarray, region: np.nd
     n = times_ns.shape[0]
     c = cells.shape[1]
     tc = to_ns - ic_ns
-    if n < 2 or tc <= 0.0:
+    if n < 2 or not tc >= 1.0:  # under a nanosecond (or NaN) is no stance; tiny ones would underflow
         return
     total = np.zeros(n)
     reg = np.zeros((n, 4))

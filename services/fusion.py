@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import random
 import time
@@ -19,15 +20,15 @@ from typing import Any
 from poserun.processors.athlete import AthleteParams, AthleteState
 from poserun.processors.keypoints import KeypointLayout
 from poserun.services.mqtt import ThreadedSubscriber, aiomqtt_client
-from poserun.services.mqtt_stream import StreamSubscriber
+from poserun.services.mqtt_stream import LoopSubscriber
 from poserun.settings import Settings, SimSettings
 from poserun.sinks.base import Record, SinkRunner
 from poserun.wire import topics
 from poserun.wire.cursor import SourceCursor, Verdict
 from poserun.wire.errors import FrameError, Reason, TopicError, WireError
-from poserun.wire.frame import decode
+from poserun.wire.frame import Frame, decode
 from poserun.wire.meta import GatewayStatus, ImuMeta, InsoleMeta, KeypointMeta, parse_meta
-from poserun.wire.streams import source_kind
+from poserun.wire.streams import StreamKind, source_kind
 
 log = logging.getLogger(__name__)
 Key = tuple[str, str, str]  # session, athlete, source
@@ -50,6 +51,19 @@ class SourceCounters:
                 "late": self.late, "gaps": self.gaps, "rejected": dict(self.rejected)}
 
 
+@dataclass(slots=True)
+class _Route:
+    """What a data topic leads to, looked up once: the hot path then does one dict lookup per frame.
+    Dropped whenever meta or a gateway status arrives (channels, cursors may change)."""
+
+    key: Key
+    kind: StreamKind
+    channels: int
+    counters: SourceCounters
+    cursor: SourceCursor
+    state: AthleteState
+
+
 class FusionService:
     def __init__(self, settings: Settings, sinks: list[SinkRunner] | None = None,
                  session: str | None = None) -> None:
@@ -67,10 +81,22 @@ class FusionService:
         self._lat_counts = [0] * (len(self.LATENCY_BUCKETS) + 1)
         self._lat_sum = 0.0
         self._topics: dict[str, topics.Topic] = {}  # parse cache: topics repeat every frame
+        self._routes: dict[str, _Route] = {}
+        self._max_frame = settings.processor.max_frame_bytes
 
     # ------------------------------------------------------------ handling
     def handle(self, topic: str, payload: bytes, recv_ns: int | None = None) -> list[Record]:
         """Process one MQTT message; never raises for bad input (it is counted)."""
+        route = self._routes.get(topic)
+        if route is not None:
+            try:
+                return self._routed(route, payload, recv_ns or time.time_ns())
+            except WireError as exc:
+                self._refuse(route.key, exc)
+            except Exception:  # a bug must cost one message, not the service
+                self.unrouted["internal_error"] += 1
+                log.exception("internal error handling %s", topic[:120])
+            return []
         t = self._topics.get(topic)
         if t is None:
             try:
@@ -85,7 +111,7 @@ class FusionService:
             return []
         try:
             if t.channel == "data":
-                return self._data(t, payload, recv_ns or time.time_ns())
+                return self._data(topic, t, payload, recv_ns or time.time_ns())
             if t.channel == "meta":
                 self._meta(t, payload)
             elif t.channel == "status":
@@ -123,6 +149,7 @@ class FusionService:
             raise WireError(Reason.BAD_META, f"meta for {meta.source}/{meta.kind} on topic of {t.source}")
         self.meta[key] = meta
         self._channels[key] = len(meta.channels)
+        self._routes.clear()
         state = self.athletes.get((t.session, t.athlete))
         if state is not None:
             configure(state, meta)
@@ -132,6 +159,7 @@ class FusionService:
             status = GatewayStatus.model_validate_json(payload)
         except ValueError as exc:
             raise WireError(Reason.BAD_META, f"gateway status: {str(exc)[:160]}") from None
+        self._routes.clear()
         if status.state == "online":
             # a gateway that (re)started begins its sequence numbers again
             for key in list(self.cursors):
@@ -165,16 +193,17 @@ class FusionService:
                 configure(state, meta)
         return state
 
-    def _data(self, t: topics.Topic, payload: bytes, recv_ns: int) -> list[Record]:
+    def _data(self, topic: str, t: topics.Topic, payload: bytes, recv_ns: int) -> list[Record]:
+        """A data frame on a topic without a route yet: check everything, then make one."""
         assert t.athlete is not None and t.source is not None
         key = (t.session, t.athlete, t.source)
         c = self._counter(key)
         c.bytes += len(payload)
         c.last_recv_ns = recv_ns
-        frame = decode(payload, max_bytes=self.settings.processor.max_frame_bytes)
-        if frame.kind is not source_kind(t.source):
-            raise FrameError(Reason.STREAM_MISMATCH,
-                             f"{frame.kind.label} frame on the {t.source} topic")
+        frame = decode(payload, max_bytes=self._max_frame)
+        kind = source_kind(t.source)
+        if frame.kind is not kind:
+            raise FrameError(Reason.STREAM_MISMATCH, f"{frame.kind.label} frame on the {t.source} topic")
         expected = self._channels.get(key)
         if expected is None:
             raise FrameError(Reason.NO_META, f"no retained meta for {t.source} yet")
@@ -189,14 +218,43 @@ class FusionService:
             return []
         c.gaps += cursor.gaps - gaps
         state = self._athlete(t.session, t.athlete)
+        route = _Route(key, kind, expected, c, cursor, state)
+        if len(self._routes) >= 100_000:
+            self._routes.clear()
+        self._routes[topic] = route
+        return self._accept(route, frame, recv_ns)
+
+    def _routed(self, route: _Route, payload: bytes, recv_ns: int) -> list[Record]:
+        c = route.counters
+        c.bytes += len(payload)
+        c.last_recv_ns = recv_ns
+        frame = decode(payload, max_bytes=self._max_frame)
+        if frame.kind is not route.kind:
+            raise FrameError(Reason.STREAM_MISMATCH,
+                             f"{frame.kind.label} frame on the {route.key[2]} topic")
+        data = frame.data
+        if data.shape[1] != route.channels:
+            raise FrameError(Reason.META_MISMATCH, f"{data.shape[1]} channels, meta says {route.channels}")
+        cursor = route.cursor
+        gaps = cursor.gaps
+        if cursor.check(frame) is Verdict.LATE:
+            c.late += 1
+            return []
+        c.gaps += cursor.gaps - gaps
+        return self._accept(route, frame, recv_ns)
+
+    def _accept(self, route: _Route, frame: Frame, recv_ns: int) -> list[Record]:
+        c = route.counters
+        data = frame.data
         c.frames += 1
-        c.samples += frame.samples
-        recs = state.push(t.source, frame.times_ns(), frame.data)
+        c.samples += data.shape[0]
+        recs = route.state.push(route.key[2], frame.times_ns(), data)
         if recs:
             now = time.time_ns()
             self._latency(max(0, now - recv_ns) / 1e9)
+            session = route.key[0]
             for r in recs:
-                r["session"] = t.session
+                r["session"] = session
                 r["emitted_ns"] = now
             self.records_out += len(recs)
             for runner in self.sinks:
@@ -242,11 +300,20 @@ class FusionService:
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
         """Serve until ``stop`` is set; sinks are started and flushed here."""
         warm_up()
+        # what start-up made (modules, compiled kernels, settings) lives for good: keep it out of the
+        # collector's full passes, which would otherwise pause the loop for tens of milliseconds
+        gc.collect()
+        gc.freeze()
         for runner in self.sinks:
             await runner.start()
         try:
-            if self.settings.processor.ingest == "aiomqtt":
+            ingest = self.settings.processor.ingest
+            if ingest == "aiomqtt":
                 await self._run_aiomqtt(stop, ready)
+            elif ingest == "stream":
+                sub = LoopSubscriber(self.settings.broker, self.filters(), self.handle, qos=1, role="fusion")
+                self.ingest_stats = sub.stats
+                await sub.run(stop, ready)
             else:
                 await self._run_threaded(stop, ready)
         finally:
@@ -254,9 +321,8 @@ class FusionService:
                 await runner.close()
 
     async def _run_threaded(self, stop: asyncio.Event, ready: asyncio.Event | None) -> None:
-        """Ingest on a network thread (``stream`` or ``paho``), processing in batches here."""
-        cls = StreamSubscriber if self.settings.processor.ingest == "stream" else ThreadedSubscriber
-        sub = cls(self.settings.broker, self.filters(), qos=1, role="fusion")
+        """Ingest on paho's network thread, processing in batches here."""
+        sub = ThreadedSubscriber(self.settings.broker, self.filters(), qos=1, role="fusion")
         sub.start()
         self.ingest_stats = sub.stats
         if ready is not None:

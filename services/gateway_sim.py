@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from poserun.services.mqtt import Publisher, Will
+from poserun.services.mqtt_stream import RawPublisher, publish_packet
 from poserun.services.sim.team import Message, SimTeam
 from poserun.settings import Settings
 from poserun.wire import meta as wm
@@ -36,12 +38,29 @@ def status_message(session: str, gateway: str, state: str, athletes: list[str],
 
 
 def run_sim_gateway(settings: Settings, *, duration: float | None = None,
-                    stop: threading.Event | None = None, team: SimTeam | None = None) -> GatewayStats:
-    """Publish until ``duration`` simulated seconds have passed or ``stop`` is set."""
+                    stop: threading.Event | None = None, team: SimTeam | None = None,
+                    pregenerate: bool = False) -> GatewayStats:
+    """Publish until ``duration`` simulated seconds have passed or ``stop`` is set.
+
+    The team is simulated in chunks of half a second between publications; with
+    ``pregenerate`` (needs ``duration``) the whole session is simulated first, so that
+    publication is never held up by simulation: a stand-in for gateways on their own
+    hardware, for latency measurements on one machine."""
     sim = settings.sim
     session = settings.session.id
     team = team or SimTeam(session, sim, settings.athletes)
     athletes = [s.athlete_id for s in team.specs]
+    if pregenerate and duration is None:
+        raise ValueError("pregenerate needs a duration")
+    t_zero = team.t
+    chunks: Iterator[tuple[list[Message], list[bytes] | None, int, float]] = (
+        (msgs, None, truth, t_end) for msgs, truth, t_end in _chunks(team, duration, stop, sim.truth))
+    raw: RawPublisher | None = None
+    if pregenerate:  # simulated and encoded up front; QoS 0 frames then go out in one write per moment
+        chunks = iter([(msgs, [publish_packet(m.topic, m.payload) if m.qos == 0 and not m.retain else b""
+                               for m in msgs], truth, t_end) for msgs, _none, truth, t_end in chunks])
+        raw = RawPublisher(settings.broker, f"gw-{sim.gateway_id}-frames")
+        raw.connect()
     offline = status_message(session, sim.gateway_id, "offline", athletes)
     pub = Publisher(settings.broker, f"gw-{sim.gateway_id}",
                     will=Will(offline.topic, offline.payload, qos=1, retain=True))
@@ -52,41 +71,48 @@ def run_sim_gateway(settings: Settings, *, duration: float | None = None,
     pub.flush()
     speed = sim.speed
     # the simulator clock reads 0 now: say so, so that listeners can put IC times on the wall clock
-    start = time.monotonic()
-    zero = time.time_ns() - round(team.t * 1e9 / speed)
+    start = time.monotonic() - t_zero / speed
+    zero = time.time_ns() - round(t_zero * 1e9 / speed)
     online = status_message(session, sim.gateway_id, "online", athletes, boot_ns=time.time_ns(), zero_ns=zero,
                             rate=speed)
     pub.publish(online.topic, online.payload, qos=online.qos, retain=online.retain)
     pub.flush()
+    batch: list[bytes] = []
     try:
-        while not (stop is not None and stop.is_set()):
-            if duration is not None and team.t >= duration - 1e-9:
-                break
-            slices = CHUNK_SLICES
-            if duration is not None:
-                left = round((duration - team.t) / team.frame_s)
-                slices = max(1, min(slices, left))
-            messages, truth = team.step(slices)
-            if sim.truth:
-                messages.extend(team.truth_messages(truth))
-            messages.sort(key=lambda m: m.at_ns)
-            for m in messages:
+        for messages, packets, truth, t_end in chunks:
+            for k, m in enumerate(messages):
                 if stop is not None and stop.is_set():
                     break
                 due = start + m.at_ns / 1e9 / speed
                 ahead = due - time.monotonic()
                 if ahead > 0.002:
+                    if raw is not None:
+                        raw.send(batch)
+                        batch.clear()
+                        raw.keepalive()
                     pub.flush()
                     pub.sleep(ahead, stop)
                 elif -ahead > stats.max_lag_s:
                     stats.max_lag_s = -ahead
-                pub.publish(m.topic, m.payload, qos=m.qos, retain=m.retain)
+                if raw is not None and packets is not None and packets[k]:
+                    batch.append(packets[k])
+                else:
+                    if raw is not None:
+                        raw.send(batch)
+                        batch.clear()
+                    pub.publish(m.topic, m.payload, qos=m.qos, retain=m.retain)
                 stats.messages += 1
                 stats.bytes += len(m.payload)
-            stats.truth += sum(len(v) for v in truth.values())
+            if stop is not None and stop.is_set():
+                break
+            stats.truth += truth
+            stats.sim_seconds = t_end
+        if raw is not None:
+            raw.send(batch)
         pub.flush()
     finally:
-        stats.sim_seconds = team.t
+        if raw is not None:
+            raw.close()
         stats.wall_seconds = time.monotonic() - start
         final = status_message(session, sim.gateway_id, "offline", athletes)
         pub.publish(final.topic, final.payload, qos=1, retain=True)
@@ -94,3 +120,21 @@ def run_sim_gateway(settings: Settings, *, duration: float | None = None,
     log.info("sim gateway: %d messages, %.1f s simulated in %.1f s", stats.messages,
              stats.sim_seconds, stats.wall_seconds)
     return stats
+
+
+def _chunks(team: SimTeam, duration: float | None, stop: threading.Event | None,
+            truth: bool) -> Iterator[tuple[list[Message], int, float]]:
+    """The team's messages in publication order, half a second at a time, with the number of
+    truth steps and the simulated time at the chunk's end."""
+    while not (stop is not None and stop.is_set()):
+        if duration is not None and team.t >= duration - 1e-9:
+            return
+        slices = CHUNK_SLICES
+        if duration is not None:
+            left = round((duration - team.t) / team.frame_s)
+            slices = max(1, min(slices, left))
+        messages, steps = team.step(slices)
+        if truth:
+            messages.extend(team.truth_messages(steps))
+        messages.sort(key=lambda m: m.at_ns)
+        yield messages, sum(len(v) for v in steps.values()), team.t

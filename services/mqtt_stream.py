@@ -10,6 +10,7 @@ only subscribes: publishing stays with paho / aiomqtt (``services/mqtt.py``).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import random
@@ -18,9 +19,10 @@ import ssl
 import struct
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 
-from poserun.services.mqtt import NODELAY, BrokerUnavailable, Inbox, Incoming, client_id
+from poserun.services.mqtt import NODELAY, BrokerUnavailable, Inbox, Incoming, IngestStats, client_id
 from poserun.settings import BrokerSettings
 
 log = logging.getLogger(__name__)
@@ -252,3 +254,300 @@ class StreamSubscriber(Inbox):
             if n == 0:
                 raise OSError("broker closed the connection")
             buf += view[:n]
+
+
+class LoopSubscriber:
+    """The same reader on the asyncio event loop: no thread, no hand-over.
+
+    Each read from the socket is parsed at once and every PUBLISH handed to
+    ``on_publish(topic, payload, recv_ns)`` inside the loop. At real-time
+    rates (a few messages per read) this saves the per-batch wake-up,
+    queue and GIL hand-over between a network thread and the loop, which
+    cost more than the messages themselves. A backlog (a burst, a slow
+    moment) is worked off ``slice`` messages at a time, and a slice ends early
+    when ``on_publish`` returns something true (a record), so the sinks'
+    tasks and socket writes (a haptic cue) run in between. Reading goes on
+    meanwhile (pausing it would make the broker drop what it cannot queue,
+    uncounted); past ``max_backlog`` the oldest messages are shed and
+    counted as ``overflow``. ``on_publish`` must not raise (the fusion
+    service counts errors).
+    """
+
+    def __init__(self, broker: BrokerSettings, filters: Iterable[str],
+                 on_publish: Callable[[str, bytes, int], object], *, qos: int = 0, role: str = "ingest",
+                 slice: int = 64, max_backlog: int = 500_000) -> None:
+        self.broker = broker
+        self.filters = [(f, qos) for f in filters]
+        self.role = role
+        self.on_publish = on_publish
+        self.stats = IngestStats()
+        self.slice = slice
+        self.max_backlog = max_backlog
+        self.backlog: deque[tuple[str, bytes, int]] = deque()
+        self._scheduled = False
+
+    def _work(self) -> None:
+        """Hand over up to ``slice`` queued messages; come back for the rest after the loop's other work."""
+        self._scheduled = False
+        q = self.backlog
+        on_publish = self.on_publish
+        for _ in range(min(self.slice, len(q))):
+            if on_publish(*q.popleft()):
+                break  # it produced something (a record): let its consumers (a haptic cue) run first
+        if q:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._work)
+            while len(q) > self.max_backlog:  # far behind: shed the oldest, counted (never silently)
+                q.popleft()
+                self.stats.overflow += 1
+
+    def drain(self) -> None:
+        """Hand over whatever is still queued (at shutdown)."""
+        q = self.backlog
+        while q:
+            self.on_publish(*q.popleft())
+
+    async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None, *,
+                  timeout: float = 10.0) -> None:
+        """Serve until ``stop``; the first connection must succeed (else :class:`BrokerUnavailable`),
+        later losses reconnect with a growing, jittered delay."""
+        delay = 0.5
+        first = True
+        while not stop.is_set():
+            try:
+                proto = await self._connect(timeout)
+            except (BrokerUnavailable, OSError, TimeoutError) as exc:
+                if first:
+                    raise BrokerUnavailable(f"{self.broker.url}: {exc}") from None
+                log.warning("reconnect failed: %s", exc)
+            else:
+                if not first:
+                    self.stats.reconnects += 1
+                first = False
+                delay = 0.5
+                self.stats.connected = True
+                if ready is not None:
+                    ready.set()
+                stopper = asyncio.ensure_future(stop.wait())
+                try:
+                    await asyncio.wait({stopper, proto.lost}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    stopper.cancel()
+                    proto.close()
+                    self.stats.connected = False
+                if stop.is_set():
+                    self.drain()
+                    break
+                log.warning("ingest connection lost (%s); reconnecting in %.1f s", proto.lost.result(), delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            delay = min(delay * 2, 8.0) * (0.8 + 0.4 * random.random())
+
+    async def _connect(self, timeout: float) -> _LoopProtocol:
+        b = self.broker
+        loop = asyncio.get_running_loop()
+        ctx = ssl.create_default_context(cafile=str(b.ca_file) if b.ca_file else None) if b.tls else None
+        password = b.password.get_secret_value() if b.password else None
+        hello = (connect_packet(client_id(b, self.role), b.keepalive_s, b.username, password)
+                 + subscribe_packet(1, self.filters))
+        proto = _LoopProtocol(self, hello, loop.create_future(), loop.create_future())
+        try:
+            await asyncio.wait_for(loop.create_connection(lambda: proto, b.host, b.port, ssl=ctx), timeout)
+        except OSError as exc:
+            raise BrokerUnavailable(f"cannot reach the broker at {b.url}: {exc}") from None
+        try:
+            await asyncio.wait_for(asyncio.shield(proto.subscribed), timeout)
+        except BaseException:
+            proto.close()
+            raise
+        return proto
+
+
+class _LoopProtocol(asyncio.Protocol):
+    def __init__(self, owner: LoopSubscriber, hello: bytes, subscribed: asyncio.Future[None],
+                 lost: asyncio.Future[str]) -> None:
+        self.owner = owner
+        self.hello = hello
+        self.subscribed = subscribed
+        self.lost = lost
+        self.buf = bytearray()
+        self.transport: asyncio.Transport | None = None
+        self.connacked = False
+        self.last_sent = time.monotonic()
+        self._ping: asyncio.TimerHandle | None = None
+
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(*NODELAY)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        transport.write(self.hello)
+        self._schedule_ping()
+
+    def _schedule_ping(self) -> None:
+        period = max(1.0, self.owner.broker.keepalive_s / 2)
+        self._ping = asyncio.get_running_loop().call_later(period, self._keepalive, period)
+
+    def _keepalive(self, period: float) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        if time.monotonic() - self.last_sent >= period * 0.9:
+            self.transport.write(b"\xc0\x00")  # PINGREQ
+            self.last_sent = time.monotonic()
+        self._schedule_ping()
+
+    def _fail(self, why: str) -> None:
+        if not self.lost.done():
+            self.lost.set_result(why)
+        if not self.subscribed.done():
+            self.subscribed.set_exception(BrokerUnavailable(why))
+            self.subscribed.exception()  # retrieved: whoever awaits it sees it; nobody else must warn
+        self.close()
+
+    def close(self) -> None:
+        if self._ping is not None:
+            self._ping.cancel()
+        t, self.transport = self.transport, None
+        if t is not None and not t.is_closing():
+            with contextlib.suppress(Exception):
+                t.write(b"\xe0\x00")  # DISCONNECT
+            t.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        if self._ping is not None:
+            self._ping.cancel()
+        if not self.lost.done():
+            self.lost.set_result(str(exc) if exc else "broker closed the connection")
+        if not self.subscribed.done():
+            self.subscribed.set_exception(BrokerUnavailable("broker closed the connection (refused?)"))
+            self.subscribed.exception()
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf
+        if buf:
+            buf += data
+            src: bytes | bytearray = buf
+        else:
+            src = data
+        try:
+            packets, used = parse_packets(src)
+        except ValueError as exc:
+            self._fail(f"malformed packet from the broker: {exc}")
+            return
+        if used < len(src):
+            tail = src[used:]
+            buf.clear()
+            buf += tail
+        else:
+            buf.clear()
+        if not packets:
+            return
+        now = time.time_ns()
+        acks = []
+        owner = self.owner
+        backlog = owner.backlog
+        stats = owner.stats
+        decode = bytes.decode
+        for kind, _flags, topic, payload, pid in packets:
+            if kind == PUBLISH:
+                stats.received += 1
+                if pid:
+                    acks.append(b"\x40\x02" + _U16.pack(pid))
+                backlog.append((decode(topic, "utf-8", "replace"), payload, now))
+            elif kind == CONNACK:
+                if len(payload) < 2 or payload[1] != 0:
+                    code = payload[1] if len(payload) > 1 else -1
+                    self._fail(f"broker {self.owner.broker.url} refused the connection (code {code})")
+                    return
+                self.connacked = True
+            elif kind == SUBACK:
+                if any(code == 0x80 for code in payload[2:]):
+                    self._fail(f"broker {self.owner.broker.url} refused the subscription (ACL?)")
+                    return
+                if self.connacked and not self.subscribed.done():
+                    self.subscribed.set_result(None)
+        if acks and self.transport is not None:
+            self.transport.write(b"".join(acks))
+            self.last_sent = time.monotonic()
+        if backlog and not owner._scheduled:
+            owner._work()
+
+
+def publish_packet(topic: str, payload: bytes) -> bytes:
+    """An MQTT 3.1.1 PUBLISH at QoS 0, not retained: encoded once, written many times."""
+    body = _utf8(topic) + payload
+    return b"\x30" + _varint(len(body)) + body
+
+
+class RawPublisher:
+    """Write pre-encoded QoS 0 PUBLISH packets in batches: one ``sendall`` for everything due.
+
+    For a gateway that knows its frames ahead (``gateway sim --pregenerate``): about
+    a microsecond a message against tens for a client library's ``publish``, so that the
+    stand-in gateway takes little of the CPU it shares with what it measures. QoS 1 and
+    retained messages stay with paho; this connection only publishes and answers pings.
+    """
+
+    def __init__(self, broker: BrokerSettings, role: str = "raw-pub") -> None:
+        self.broker = broker
+        self.role = role
+        self._sock: socket.socket | None = None
+        self._last = time.monotonic()
+
+    def connect(self, timeout: float = 10.0) -> None:
+        b = self.broker
+        try:
+            raw = socket.create_connection((b.host, b.port), timeout=timeout)
+        except OSError as exc:
+            raise BrokerUnavailable(f"cannot reach the broker at {b.url}: {exc}") from None
+        raw.setsockopt(*NODELAY)
+        sock: socket.socket = raw
+        if b.tls:
+            ctx = ssl.create_default_context(cafile=str(b.ca_file) if b.ca_file else None)
+            sock = ctx.wrap_socket(raw, server_hostname=b.host)
+        password = b.password.get_secret_value() if b.password else None
+        sock.sendall(connect_packet(client_id(b, self.role), b.keepalive_s, b.username, password))
+        buf = b""
+        while True:
+            chunk = sock.recv(64)
+            if not chunk:
+                raise BrokerUnavailable(f"broker {b.url} closed the connection (refused?)")
+            buf += chunk
+            packets, _used = parse_packets(buf)
+            if packets:
+                kind, _f, _t, body, _pid = packets[0]
+                if kind != CONNACK or len(body) < 2 or body[1] != 0:
+                    sock.close()
+                    raise BrokerUnavailable(f"broker {b.url} refused the connection")
+                break
+        sock.setblocking(True)
+        sock.settimeout(None)
+        self._sock = sock
+        self._last = time.monotonic()
+
+    def send(self, packets: list[bytes]) -> None:
+        """Write the packets, in order."""
+        assert self._sock is not None, "connect() first"
+        if not packets:
+            return
+        self._sock.sendall(b"".join(packets))
+        self._last = time.monotonic()
+
+    def keepalive(self) -> None:
+        """Ping when nothing was sent for half the keep-alive period (the two-byte PINGRESPs are
+        left unread: hours of them would not fill the socket's receive buffer)."""
+        if self._sock is not None and time.monotonic() - self._last > self.broker.keepalive_s / 2:
+            self._sock.sendall(b"\xc0\x00")
+            self._last = time.monotonic()
+
+    def close(self) -> None:
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.sendall(b"\xe0\x00")  # DISCONNECT
+                sock.close()

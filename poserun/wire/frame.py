@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from poserun.processors.checks import all_finite
 from poserun.wire.errors import FrameError, Reason
 from poserun.wire.streams import StreamKind
 
@@ -42,11 +43,12 @@ MAX_FRAME_BYTES = 256 * 1024
 MAX_CHANNELS = 1024
 MAX_PERIOD_NS = 10_000_000_000
 _KINDS = {int(k) for k in StreamKind}
+_KIND_OF = {int(k): k for k in StreamKind}
 _F32 = np.dtype("<f4")
 _I64 = np.dtype("<i8")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Frame:
     """One decoded batch of samples from one source.
 
@@ -81,7 +83,8 @@ class Frame:
         """Per-sample timestamps (int64 ns), computed from the period if needed."""
         if self.timestamps_ns is not None:
             return self.timestamps_ns
-        return self.t0_ns + np.arange(self.samples, dtype=np.int64) * self.period_ns
+        t0, period = self.t0_ns, self.period_ns
+        return np.arange(t0, t0 + self.data.shape[0] * period, period, dtype=_I64)
 
 
 def make_frame(
@@ -146,6 +149,8 @@ def decode(payload: bytes | bytearray | memoryview, *, max_bytes: int = MAX_FRAM
     size = len(payload)
     if size > max_bytes:
         raise FrameError(Reason.OVERSIZED, f"{size} bytes > limit {max_bytes}")
+    if type(payload) is bytes and payload.startswith(MAGIC):
+        return decode_binary(payload)
     if size >= 2 and bytes(payload[:2]) == MAGIC:
         return decode_binary(payload)
     if size and _first_non_space(payload) == ord("{"):
@@ -161,8 +166,25 @@ def _first_non_space(payload: bytes | bytearray | memoryview) -> int:
 
 
 def decode_binary(payload: bytes | bytearray | memoryview) -> Frame:
-    """Decode the binary form (zero-copy body)."""
-    buf = bytes(payload) if not isinstance(payload, bytes) else payload
+    """Decode the binary form (zero-copy body).
+
+    The common frame (period, no per-sample times, every field in range) takes
+    a fast path; anything else goes through the field-by-field checks that name
+    what is wrong."""
+    buf = bytes(payload) if type(payload) is not bytes else payload
+    if len(buf) >= HEADER_SIZE:
+        magic, version, kind, flags, _res, channels, seq, samples, t0, period = HEADER.unpack_from(buf)
+        if (magic == MAGIC and version == VERSION and flags == 0 and kind in _KIND_OF
+                and 0 < channels <= MAX_CHANNELS and samples > 0 and t0 >= 0 and 0 < period <= MAX_PERIOD_NS
+                and len(buf) == HEADER_SIZE + 4 * samples * channels):
+            data = np.frombuffer(buf, _F32, samples * channels, HEADER_SIZE).reshape(samples, channels)
+            if not all_finite(data):
+                raise FrameError(Reason.NON_FINITE, "NaN or infinity in the samples (policy: reject the frame)")
+            return Frame(_KIND_OF[kind], seq, t0, period, data, None, version)
+    return _decode_binary_checked(buf)
+
+
+def _decode_binary_checked(buf: bytes) -> Frame:
     if len(buf) < HEADER_SIZE:
         raise FrameError(Reason.TRUNCATED, f"{len(buf)} bytes, header needs {HEADER_SIZE}")
     magic, version, kind, flags, _res, channels, seq, samples, t0, period = HEADER.unpack_from(
@@ -224,7 +246,7 @@ def _validate(frame: Frame) -> None:
             raise FrameError(Reason.BAD_FIELD, "t0_ns differs from the first timestamp")
         if ts.shape[0] > 1 and bool(np.any(np.diff(ts) <= 0)):
             raise FrameError(Reason.TIME_BACKWARDS, "per-sample timestamps must strictly increase")
-    if not bool(np.isfinite(frame.data).all()):
+    if not all_finite(frame.data):
         raise FrameError(Reason.NON_FINITE, "NaN or infinity in the samples (policy: reject the frame)")
 
 

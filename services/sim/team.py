@@ -36,7 +36,7 @@ class Message:
     payload: bytes
     retain: bool = False
     qos: int = 0
-    at_ns: int = 0  # simulator time at which the message is due (end of its frame window)
+    at_ns: int = 0  # simulator time at which the message is due (when its last sample is taken)
 
 
 @dataclass
@@ -157,6 +157,7 @@ class SimTeam:
         else:
             data = runner.keypoints(t, scale=CAMERA_SCALE, origin=CAMERA_ORIGIN,
                                     frame_speed=runner.spec.speed_mps)
+        taken_ns = times_ns  # on the simulator's clock: when each sample is taken
         offset = self.sim.clock_offsets_ms.get(src.name, 0.0) * 1e6
         drift = self.sim.clock_drift_ppm.get(src.name, 0.0) * 1e-6
         if offset or drift:  # this sensor's gateway clock: ahead by an offset, and drifting
@@ -167,7 +168,6 @@ class SimTeam:
         cuts = np.searchsorted(times_ns, edges_ns[1:-1])
         topic = topics.data_topic(self.session, athlete, src.name)
         data32 = data.astype(np.float32)
-        slice_of = np.searchsorted(edges_ns, times_ns, side="right")
         out = []
         bounds = np.concatenate(([0], cuts, [len(times_ns)]))
         for a, b in itertools.pairwise(bounds):
@@ -184,7 +184,8 @@ class SimTeam:
                 payload = wf.pack(src.kind, src.seq, int(ts[0]), data32[a:b],
                                   period_ns=period_ns, timestamps_ns=stamps)
             src.seq = (src.seq + 1) & 0xFFFFFFFF
-            out.append(Message(topic, payload, at_ns=int(edges_ns[slice_of[a]])))
+            # a gateway sends a frame as soon as its last sample is taken
+            out.append(Message(topic, payload, at_ns=int(taken_ns[b - 1])))
         return out
 
     def truth_messages(self, truth: dict[str, list[Stance]]) -> list[Message]:

@@ -144,3 +144,29 @@ def test_kpa_insole_uses_cell_areas() -> None:
     stance = [r for r in recs if r["type"] == "stance"]
     assert len(stance) == 1
     assert stance[0]["peak_force_bw"] == pytest.approx(800 / (70 * 9.81), rel=1e-3)
+
+
+def test_checks_hold_on_the_routed_fast_path() -> None:
+    """Once a topic has a route, every check still applies, and new meta re-routes it."""
+    svc = FusionService(load_settings())
+    meta_topic = topics.meta_topic("s", "a", "imu_foot_left")
+    svc.handle(meta_topic, wm.dump(wm.ImuMeta(source="imu_foot_left", rate_hz=100, placement="foot",
+                                                side="left")))
+    topic = topics.data_topic("s", "a", "imu_foot_left")
+    svc.handle(topic, frame_bytes(StreamKind.IMU, 1, 1_000_000_000, 2, 6))  # makes the route
+    svc.handle(topic, frame_bytes(StreamKind.INSOLE, 2, 1_100_000_000, 2, 6))
+    svc.handle(topic, frame_bytes(StreamKind.IMU, 3, 1_200_000_000, 2, 3))
+    svc.handle(topic, b"PR\x01")
+    bad = bytearray(frame_bytes(StreamKind.IMU, 4, 1_300_000_000, 2, 6))
+    bad[-4:] = np.float32(np.nan).tobytes()
+    svc.handle(topic, bytes(bad))
+    svc.handle(topic, frame_bytes(StreamKind.IMU, 1, 1_000_000_000, 2, 6))  # a repeat: late
+    svc.handle(topic, frame_bytes(StreamKind.IMU, 7, 1_400_000_000, 2, 6))  # 5, 6 never came
+    svc.handle(meta_topic, wm.dump(wm.ImuMeta(source="imu_foot_left", rate_hz=100, placement="foot",
+                                                side="left", channels=["ax", "ay", "az"])))
+    svc.handle(topic, frame_bytes(StreamKind.IMU, 8, 1_500_000_000, 2, 6))  # the old channel count
+    svc.handle(topic, frame_bytes(StreamKind.IMU, 9, 1_600_000_000, 2, 3))
+    src = svc.snapshot()["sources"]["s/a/imu_foot_left"]
+    assert src["rejected"] == {"stream_mismatch": 1, "meta_mismatch": 2, "truncated": 1, "non_finite": 1}
+    # the cursor takes only accepted frames: 2-6 and 8 are missing from the sequence
+    assert (src["frames"], src["late"], src["gaps"]) == (3, 1, 6)

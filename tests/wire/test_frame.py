@@ -171,3 +171,23 @@ def test_json_with_per_sample_timestamps() -> None:
     fr = wf.decode(json.dumps(obj).encode())
     assert fr.timestamps_ns is not None and fr.times_ns().tolist() == [10, 25]
     assert fr.last_ns == 25
+
+
+@given(frames())
+def test_fast_path_agrees_with_the_checked_path(fr: wf.Frame) -> None:
+    payload = wf.encode(fr)
+    same(wf.decode_binary(payload), wf._decode_binary_checked(payload))
+    np.testing.assert_array_equal(wf.decode(payload).times_ns(), fr.times_ns())
+
+
+@given(frames(), st.sampled_from([np.nan, np.inf, -np.inf]), st.data())
+def test_non_finite_rejected_on_both_paths(fr: wf.Frame, bad: float, data: st.DataObject) -> None:
+    arr = fr.data.copy()
+    i = data.draw(st.integers(0, arr.shape[0] - 1))
+    j = data.draw(st.integers(0, arr.shape[1] - 1))
+    arr[i, j] = bad
+    payload = wf.pack(fr.kind, fr.seq, fr.t0_ns, arr, period_ns=fr.period_ns, timestamps_ns=fr.timestamps_ns)
+    for decoder in (wf.decode_binary, wf._decode_binary_checked):
+        with pytest.raises(FrameError) as exc:
+            decoder(payload)
+        assert exc.value.reason is Reason.NON_FINITE

@@ -1,0 +1,169 @@
+"""The event-loop MQTT reader (fusion ingest) and the raw QoS 0 publisher, against a real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from poserun.services.broker import free_port, mosquitto_broker
+from poserun.services.mqtt import BrokerUnavailable, Publisher
+from poserun.services.mqtt_stream import (
+    PUBLISH,
+    LoopSubscriber,
+    RawPublisher,
+    StreamSubscriber,
+    parse_packets,
+    publish_packet,
+)
+from poserun.settings import BrokerSettings
+
+
+def test_publish_packet_parses_back() -> None:
+    pkts = publish_packet("a/b", b"\x00payload") + publish_packet("c" * 300, b"x" * 200)
+    out, used = parse_packets(pkts)
+    assert used == len(pkts)
+    assert [(k, t, p) for k, _f, t, p, _pid in out] == [(PUBLISH, b"a/b", b"\x00payload"),
+                                                         (PUBLISH, b"c" * 300, b"x" * 200)]
+
+
+def test_raw_publisher_delivers_in_order(broker: BrokerSettings, session_id: str) -> None:
+    sub = StreamSubscriber(broker, [f"{session_id}/#"], qos=1)
+    sub.start()
+    raw = RawPublisher(broker)
+    raw.connect()
+    n = 2000
+    raw.send([publish_packet(f"{session_id}/{k % 7}", k.to_bytes(4, "big")) for k in range(n)])
+    raw.keepalive()
+    raw.close()
+    got: list = []
+    deadline = time.monotonic() + 10
+    while len(got) < n and time.monotonic() < deadline:
+        got += sub.drain()
+        time.sleep(0.02)
+    sub.stop()
+    assert [int.from_bytes(m.payload, "big") for m in got] == list(range(n))
+    assert got[8].topic == f"{session_id}/1"
+
+
+def test_loop_subscriber_works_a_burst_off_in_slices(private_mosquitto: str, session_id: str) -> None:
+    """Every message arrives once and in order, and other tasks run while a burst is handled.
+    (A private mosquitto: a stock one queues only 1000 QoS 1 messages per client.)"""
+    broker = BrokerSettings(url=private_mosquitto)
+    n = 5000
+    got: list[int] = []
+    ticks_during: list[int] = []
+
+    def on_publish(topic: str, payload: bytes, recv_ns: int) -> bool:
+        assert topic.startswith(session_id) and recv_ns > 0
+        got.append(int.from_bytes(payload, "big"))
+        time.sleep(0.00002)  # a little work per message, as the processor does
+        return len(got) % 500 == 0  # now and then a "record": the slice ends early
+
+    async def main() -> LoopSubscriber:
+        sub = LoopSubscriber(broker, [f"{session_id}/#"], on_publish, qos=1, role="t", slice=16)
+        stop, ready = asyncio.Event(), asyncio.Event()
+        task = asyncio.create_task(sub.run(stop, ready))
+        await asyncio.wait_for(ready.wait(), 10)
+
+        async def ticker() -> None:
+            while not stop.is_set():
+                if 0 < len(got) < n:
+                    ticks_during.append(len(got))
+                await asyncio.sleep(0)
+
+        tick = asyncio.create_task(ticker())
+        pub = Publisher(broker, "burst")
+        pub.connect()
+        for k in range(n):
+            pub.publish(f"{session_id}/x", k.to_bytes(4, "big"), qos=1)
+        pub.close()
+        deadline = time.monotonic() + 20
+        while len(got) < n and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        await tick
+        return sub
+
+    sub = asyncio.run(main())
+    assert got == list(range(n))
+    assert sub.stats.received == n
+    assert len(set(ticks_during)) > 10, "the loop was blocked while the burst was handled"
+    assert sub.stats.overflow == 0
+
+
+def test_loop_subscriber_sheds_the_oldest_when_far_behind(broker: BrokerSettings, session_id: str) -> None:
+    got: list[int] = []
+
+    async def main() -> LoopSubscriber:
+        sub = LoopSubscriber(broker, [f"{session_id}/#"],
+                             lambda t, p, r: (got.append(int.from_bytes(p, "big")), time.sleep(0.001)),
+                             qos=0, max_backlog=50)
+        stop, ready = asyncio.Event(), asyncio.Event()
+        task = asyncio.create_task(sub.run(stop, ready))
+        await asyncio.wait_for(ready.wait(), 10)
+        raw = RawPublisher(broker)
+        raw.connect()
+        raw.send([publish_packet(f"{session_id}/x", k.to_bytes(4, "big")) for k in range(600)])
+        raw.close()
+        deadline = time.monotonic() + 10
+        while len(got) + sub.stats.overflow < 600 and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        return sub
+
+    sub = asyncio.run(main())
+    assert sub.stats.overflow > 0 and len(got) + sub.stats.overflow == 600
+    assert got == sorted(got) and got[-1] == 599  # the newest kept, in order
+
+
+def test_loop_subscriber_refuses_a_missing_broker() -> None:
+    broker = BrokerSettings(url=f"mqtt://127.0.0.1:{free_port()}")
+
+    async def main() -> None:
+        sub = LoopSubscriber(broker, ["x/#"], lambda *a: None)
+        await sub.run(asyncio.Event(), timeout=2.0)
+
+    with pytest.raises(BrokerUnavailable):
+        asyncio.run(main())
+
+
+def test_loop_subscriber_reconnects_after_the_broker_restarts() -> None:
+    port = free_port()
+    broker = BrokerSettings(url=f"mqtt://127.0.0.1:{port}", keepalive_s=5)
+    got: list[bytes] = []
+
+    def send(payload: bytes) -> None:
+        pub = Publisher(broker, "p")
+        pub.connect()
+        pub.publish("r/a", payload, qos=1)
+        pub.close()
+
+    async def wait_for(cond, seconds: float) -> None:  # type: ignore[no-untyped-def]
+        deadline = time.monotonic() + seconds
+        while not cond():
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+
+    async def main() -> LoopSubscriber:
+        sub = LoopSubscriber(broker, ["r/#"], lambda t, p, r: got.append(p), qos=1)
+        stop, ready = asyncio.Event(), asyncio.Event()
+        with mosquitto_broker(port):
+            task = asyncio.create_task(sub.run(stop, ready))
+            await asyncio.wait_for(ready.wait(), 10)
+            await asyncio.to_thread(send, b"one")
+            await wait_for(lambda: len(got) == 1, 5)
+        await wait_for(lambda: not sub.stats.connected, 5)
+        with mosquitto_broker(port):
+            await wait_for(lambda: sub.stats.connected and sub.stats.reconnects >= 1, 15)
+            await asyncio.to_thread(send, b"two")
+            await wait_for(lambda: len(got) == 2, 5)
+            stop.set()
+            await asyncio.wait_for(task, 10)
+        return sub
+
+    asyncio.run(main())
+    assert got == [b"one", b"two"]
