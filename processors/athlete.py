@@ -32,7 +32,6 @@ from poserun.processors.keypoints import (
     JOINTS,
     CameraEvents,
     KeypointLayout,
-    frame_at,
     joint,
     landing_velocities,
     stance_geometry,
@@ -42,6 +41,7 @@ from poserun.processors.score import pose_score
 from poserun.processors.shank import ShankEvents
 
 SIDES = ("left", "right")
+POSE_NAMES = tuple(f"{side}_{j}" for side in SIDES for j in JOINTS)  # the rows of the joints array
 LAZY_SPAN_NS = 300e6  # a supporting source is processed at least this often (data time)
 SYMMETRY_METRICS = ("support_time_s", "flight_time_s", "loading_rate_bw_per_s", "ball_load_fraction",
                     "release_ratio", "toe_pushoff_fraction", "impact_peak_g", "foot_landing_velocity_mps",
@@ -122,6 +122,7 @@ class AthleteState:
         self._kp_ring = SampleRing()
         self._clock: dict[str, float] = {}
         self._raw: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+        self._raw_since: dict[str, float] = {}  # when each queue began (its first frame's last sample)
         self._scales: dict[str, np.ndarray] = {}
         self._shank: dict[str, ShankEvents] = {}
         self._shank_scale: dict[str, float] = {}
@@ -238,9 +239,12 @@ class AthleteState:
         if handler is not None:
             handler(times_ns, data)
         elif source in self._lazy:
-            queue = self._raw.setdefault(source, [])
+            queue = self._raw.get(source)
+            if queue is None:
+                queue = self._raw[source] = []
+                self._raw_since[source] = last
             queue.append((times_ns, data))
-            if self._times_now(source) or times_ns[-1] - queue[0][0][0] > LAZY_SPAN_NS:
+            if last - self._raw_since[source] > LAZY_SPAN_NS or self._times_now(source):
                 self._drain(source)
         if not self._pending:
             return []
@@ -253,8 +257,8 @@ class AthleteState:
     def _times_now(self, source: str) -> bool:
         """Is this (normally batched) source timing a foot at the moment?"""
         if source == "keypoints":
-            return any(self.active(f) == "camera" for f in SIDES)
-        return self.active(source.rsplit("_", 1)[1]) == "imu"
+            return self.active("left") == "camera" or self.active("right") == "camera"
+        return self.active("left" if source.endswith("left") else "right") == "imu"
 
     def _drain(self, source: str) -> None:
         queue = self._raw.pop(source, None)
@@ -546,14 +550,14 @@ class AthleteState:
         start = prev_same if prev_same is not None and stride and stride < 2 else None
         kp = self._kp_window((start if start is not None else ic) - 20e6, to + 20e6)
         if kp is not None:
-            geo.update(stance_geometry(kp[0], kp[1], foot, ic, to, start, p.leg_length_m))
+            at_ic = np.empty((8, 2))
+            geo.update(stance_geometry(kp[0], kp[1], foot, ic, to, start, p.leg_length_m, at_ic=at_ic))
             sources.append("camera")
-            at_ic = frame_at(kp[0], kp[1], ic)  # the stick figure at IC, relative to the hips' midpoint
-            hip = 0.5 * (at_ic[0] + at_ic[4])
-            if np.all(np.isfinite(hip)):
-                rec["pose_ic"] = {f"{side}_{j}": [round(float(v), 3) for v in at_ic[k * 4 + n] - hip]
-                                  for k, side in enumerate(SIDES) for n, j in enumerate(JOINTS)
-                                  if np.all(np.isfinite(at_ic[k * 4 + n]))}
+            hip = 0.5 * (at_ic[0] + at_ic[4])  # the stick figure at IC, relative to the hips' midpoint
+            if math.isfinite(hip[0]) and math.isfinite(hip[1]):
+                rel = (at_ic - hip).round(3).tolist()
+                rec["pose_ic"] = {name: xy for name, xy in zip(POSE_NAMES, rel, strict=True)
+                                  if math.isfinite(xy[0]) and math.isfinite(xy[1])}
         rec.update(geo)
         # landing decision, made at IC
         if landing is not None:

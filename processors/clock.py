@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-
-import numpy as np
+from statistics import median
 
 
 @dataclass
@@ -45,11 +44,10 @@ class ClockOffset:
             return False
         self._diffs.append(diff)
         self.matches += 1
-        arr = np.fromiter(self._diffs, dtype=np.float64)
-        med = float(np.median(arr))
-        if len(arr) >= self.min_matches:
+        if len(self._diffs) >= self.min_matches:  # (statistics.median: numpy's costs more on 15 values)
+            med = median(self._diffs)
             self.offset_ns = med
-            self.jitter_ns = 1.4826 * float(np.median(np.abs(arr - med)))
+            self.jitter_ns = 1.4826 * median([abs(d - med) for d in self._diffs])
         return True
 
     min_apply_ns: float = 10e6  # below this an offset is indistinguishable from detection bias

@@ -14,6 +14,10 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
+
+from poserun.processors.events import emit
+from poserun.processors.jit import JIT
 
 G = 9.80665
 JOINTS = ("hip", "knee", "ankle", "shoulder")
@@ -127,47 +131,149 @@ def joint(points: np.ndarray, side: str, name: str) -> np.ndarray:
     return points[:, (0 if side == "left" else 4) + JOINTS.index(name), :]
 
 
+@njit(**JIT)
 def _interp(times_ns: np.ndarray, values: np.ndarray, t: float) -> float:
     """Linear interpolation over finite samples; NaN when ``t`` is not bracketed within 50 ms."""
-    ok = np.isfinite(values)
-    if ok.sum() < 2:
-        return math.nan
-    tt, vv = times_ns[ok].astype(np.float64), values[ok]
-    if t < tt[0] or t > tt[-1]:
-        return math.nan
-    k = int(np.searchsorted(tt, t))
-    if k > 0 and (tt[min(k, len(tt) - 1)] - tt[k - 1]) > 50e6:
-        return math.nan
-    return float(np.interp(t, tt, vv))
+    first = -1
+    last = -1
+    for i in range(values.shape[0]):
+        if np.isfinite(values[i]):
+            if first < 0:
+                first = i
+            last = i
+    if first < 0 or first == last or t < float(times_ns[first]) or t > float(times_ns[last]):
+        return np.nan
+    prev = -1
+    for i in range(first, last + 1):
+        if not np.isfinite(values[i]):
+            continue
+        ti = float(times_ns[i])
+        if ti >= t:
+            if prev < 0:
+                return values[i]
+            tp = float(times_ns[prev])
+            if ti - tp > 50e6:
+                return np.nan
+            if ti == t:
+                return values[i]
+            return (values[i] - values[prev]) / (ti - tp) * (t - tp) + values[prev]
+        prev = i
+    return np.nan
 
 
-def _angle_deg(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> float:
-    """Angle at b (degrees) between b->a and b->c."""
-    u, v = a - b, c - b
-    nu, nv = np.linalg.norm(u), np.linalg.norm(v)
-    if not (nu > 0 and nv > 0):
-        return math.nan
-    return math.degrees(math.acos(max(-1.0, min(1.0, float(u @ v) / (nu * nv)))))
+@njit(**JIT)
+def _angle_deg(ax: float, ay: float, bx: float, by: float, cx: float, cy: float) -> float:
+    """Angle at b (degrees) between b->a and b->c; NaN when either side has no length."""
+    ux, uy, vx, vy = ax - bx, ay - by, cx - bx, cy - by
+    nu = math.sqrt(ux * ux + uy * uy)
+    nv = math.sqrt(vx * vx + vy * vy)
+    if not (nu > 0.0 and nv > 0.0):
+        return np.nan
+    return math.degrees(math.acos(max(-1.0, min(1.0, (ux * vx + uy * vy) / (nu * nv)))))
 
 
-def _at(times_ns: np.ndarray, pts: np.ndarray, t: float) -> np.ndarray:
-    return np.array([_interp(times_ns, pts[:, 0], t), _interp(times_ns, pts[:, 1], t)])
+@njit(**JIT)
+def frame_at_kernel(times_ns: np.ndarray, pts: np.ndarray, t: float, out: np.ndarray) -> None:
+    """All joints at ``t`` into ``out`` (J, 2): linear between the two frames around it; a joint
+    missing in either frame falls back to its nearest confident frames (``_interp``)."""
+    n = times_ns.shape[0]
+    k = np.searchsorted(times_ns, t)
+    near = 0 < k < n and float(times_ns[k] - times_ns[k - 1]) <= 50e6
+    w = (t - float(times_ns[k - 1])) / float(times_ns[k] - times_ns[k - 1]) if near else 0.0
+    for j in range(pts.shape[1]):
+        for c in range(pts.shape[2]):
+            v = pts[k - 1, j, c] + w * (pts[k, j, c] - pts[k - 1, j, c]) if near else np.nan
+            if not np.isfinite(v):
+                v = _interp(times_ns, pts[:, j, c], t)
+            out[j, c] = v
 
 
 def frame_at(times_ns: np.ndarray, pts: np.ndarray, t: float) -> np.ndarray:
-    """All joints at time ``t`` (8, 2): linear between the two frames around it; a joint missing
-    in either frame falls back to its nearest confident frames (``_interp``)."""
-    k = int(np.searchsorted(times_ns, t))
-    if 0 < k < len(times_ns) and times_ns[k] - times_ns[k - 1] <= 50e6:
-        w = (t - times_ns[k - 1]) / (times_ns[k] - times_ns[k - 1])
-        out = pts[k - 1] + w * (pts[k] - pts[k - 1])
-    else:
-        out = np.full(pts.shape[1:], np.nan)
-    bad = ~np.isfinite(out)
-    if bad.any():
-        for j, c in zip(*np.nonzero(bad), strict=True):
-            out[j, c] = _interp(times_ns, pts[:, j, c], t)
+    """All joints at time ``t`` (J, 2); see :func:`frame_at_kernel`."""
+    out = np.empty(pts.shape[1:])
+    frame_at_kernel(np.ascontiguousarray(times_ns, dtype=np.int64), np.ascontiguousarray(pts, dtype=np.float64),
+                    float(t), out)
     return out
+
+
+GEOMETRY = ("overstride_m", "overstride_ratio", "knee_flexion_ic_deg", "knee_flexion_min_deg", "fall_angle_deg",
+            "waist_bend_deg", "pull_height_m", "pull_under_hip_m", "vertical_oscillation_m")
+
+
+@njit(**JIT)
+def stance_geometry_kernel(times_ns: np.ndarray, pts: np.ndarray, f: int, ic_ns: float, to_ns: float,
+                           stride_start_ns: float, leg_length_m: float, out: np.ndarray,
+                           at_ic: np.ndarray) -> None:
+    """The camera metrics of one stance into ``out`` (in ``GEOMETRY`` order, NaN where the
+    keypoints cannot support one) and the joints at IC into ``at_ic``. ``f`` is the support
+    side's joint offset (0 left, 4 right); ``stride_start_ns`` NaN when unknown."""
+    o = 4 - f
+    at_mid = np.empty_like(at_ic)
+    frame_at_kernel(times_ns, pts, ic_ns, at_ic)
+    frame_at_kernel(times_ns, pts, 0.5 * (ic_ns + to_ns), at_mid)
+    hip_ic_x = 0.5 * (at_ic[0, 0] + at_ic[4, 0])
+    over = at_ic[f + 2, 0] - hip_ic_x
+    out[0] = over
+    out[1] = over / leg_length_m
+    out[2] = 180.0 - _angle_deg(at_ic[f, 0], at_ic[f, 1], at_ic[f + 1, 0], at_ic[f + 1, 1],
+                                at_ic[f + 2, 0], at_ic[f + 2, 1])
+    flex_min = np.inf
+    for i in range(times_ns.shape[0]):
+        t = float(times_ns[i])
+        if t < ic_ns or t > to_ns:
+            continue
+        ux, uy = pts[i, f, 0] - pts[i, f + 1, 0], pts[i, f, 1] - pts[i, f + 1, 1]
+        vx, vy = pts[i, f + 2, 0] - pts[i, f + 1, 0], pts[i, f + 2, 1] - pts[i, f + 1, 1]
+        den = math.sqrt(ux * ux + uy * uy) * math.sqrt(vx * vx + vy * vy)
+        if den == 0.0:
+            continue
+        cos = (ux * vx + uy * vy) / den
+        if np.isfinite(cos):
+            flex = 180.0 - math.degrees(math.acos(max(-1.0, min(1.0, cos))))
+            flex_min = min(flex_min, flex)
+    out[3] = flex_min if flex_min < np.inf else np.nan
+    hip_x, hip_y = 0.5 * (at_mid[0, 0] + at_mid[4, 0]), 0.5 * (at_mid[0, 1] + at_mid[4, 1])
+    ankle_x, ankle_y = at_mid[f + 2, 0], at_mid[f + 2, 1]
+    sh_x, sh_y = 0.5 * (at_mid[3, 0] + at_mid[7, 0]), 0.5 * (at_mid[3, 1] + at_mid[7, 1])
+    lean_x, lean_y = hip_x - ankle_x, hip_y - ankle_y
+    trunk_x, trunk_y = sh_x - hip_x, sh_y - hip_y
+    fall = math.degrees(math.atan2(lean_x, lean_y)) if np.isfinite(lean_x) and np.isfinite(lean_y) else np.nan
+    trunk = (math.degrees(math.atan2(trunk_x, trunk_y)) if np.isfinite(trunk_x) and np.isfinite(trunk_y)
+             else np.nan)
+    out[4] = fall
+    out[5] = trunk - fall
+    out[6] = at_mid[o + 2, 1] - ankle_y
+    out[7] = at_mid[o + 2, 0] - hip_x
+    out[8] = np.nan
+    if np.isfinite(stride_start_ns):
+        lo, hi = np.inf, -np.inf
+        t_first, t_last, count = 0.0, 0.0, 0
+        for i in range(times_ns.shape[0]):
+            t = float(times_ns[i])
+            y = 0.5 * (pts[i, 0, 1] + pts[i, 4, 1])
+            if t < stride_start_ns or t > ic_ns or not np.isfinite(y):
+                continue
+            if count == 0:
+                t_first = t
+            t_last = t
+            count += 1
+            lo, hi = min(lo, y), max(hi, y)
+        span = t_last - t_first if count >= 2 else 0.0
+        if span > 0.6 * (ic_ns - stride_start_ns):
+            out[8] = hi - lo
+
+
+def stance_geometry(times_ns: np.ndarray, pts: np.ndarray, foot: str, ic_ns: float, to_ns: float,
+                    stride_start_ns: float | None, leg_length_m: float,
+                    at_ic: np.ndarray | None = None) -> dict[str, float | None]:
+    """Camera metrics for one stance of ``foot``; None where the keypoints cannot support one.
+    ``at_ic`` (J, 2), if given, receives the joints at IC (the record's stick figure)."""
+    out = np.empty(len(GEOMETRY))
+    stance_geometry_kernel(np.ascontiguousarray(times_ns, dtype=np.int64),
+                           np.ascontiguousarray(pts, dtype=np.float64), 0 if foot == "left" else 4, float(ic_ns),
+                           float(to_ns), math.nan if stride_start_ns is None else float(stride_start_ns),
+                           float(leg_length_m), out, np.empty(pts.shape[1:]) if at_ic is None else at_ic)
+    return {k: (round(float(v), 4) if math.isfinite(v) else None) for k, v in zip(GEOMETRY, out, strict=True)}
 
 
 def _slope(x: np.ndarray, y: np.ndarray) -> float:
@@ -201,52 +307,6 @@ def point_velocity_at(times_ns: np.ndarray, z: np.ndarray, t_ns: float, window_n
     return -_slope(t, z[m])
 
 
-def stance_geometry(times_ns: np.ndarray, pts: np.ndarray, foot: str, ic_ns: float, to_ns: float,
-                    stride_start_ns: float | None, leg_length_m: float) -> dict[str, float | None]:
-    """Camera metrics for one stance of ``foot``; None where the keypoints cannot support one."""
-    hips = 0.5 * (joint(pts, "left", "hip") + joint(pts, "right", "hip"))
-    ankle = joint(pts, foot, "ankle")
-    knee = joint(pts, foot, "knee")
-    hip_s = joint(pts, foot, "hip")
-    mid = 0.5 * (ic_ns + to_ns)
-    out: dict[str, float | None] = {}
-    f = (0 if foot == "left" else 4)  # joint offset of the support side
-    o = (4 if foot == "left" else 0)
-    at_ic = frame_at(times_ns, pts, ic_ns)
-    at_mid = frame_at(times_ns, pts, mid)
-
-    hip_ic = 0.5 * (at_ic[0] + at_ic[4])
-    ankle_ic = at_ic[f + 2]
-    over = ankle_ic[0] - hip_ic[0]
-    out["overstride_m"] = over
-    out["overstride_ratio"] = over / leg_length_m
-    out["knee_flexion_ic_deg"] = 180.0 - _angle_deg(at_ic[f], at_ic[f + 1], ankle_ic)
-    m = (times_ns >= ic_ns) & (times_ns <= to_ns)
-    u, v = hip_s[m] - knee[m], ankle[m] - knee[m]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        cos = np.einsum("ij,ij->i", u, v) / (np.linalg.norm(u, axis=1) * np.linalg.norm(v, axis=1))
-    flex = 180.0 - np.degrees(np.arccos(np.clip(cos[np.isfinite(cos)], -1.0, 1.0)))
-    out["knee_flexion_min_deg"] = float(flex.min()) if len(flex) else math.nan
-    hip_m, ankle_m, sh_m = 0.5 * (at_mid[0] + at_mid[4]), at_mid[f + 2], 0.5 * (at_mid[3] + at_mid[7])
-    lean = hip_m - ankle_m
-    trunk = sh_m - hip_m
-    fall = math.degrees(math.atan2(lean[0], lean[1])) if np.all(np.isfinite(lean)) else math.nan
-    trunk_angle = math.degrees(math.atan2(trunk[0], trunk[1])) if np.all(np.isfinite(trunk)) else math.nan
-    out["fall_angle_deg"] = fall
-    out["waist_bend_deg"] = trunk_angle - fall
-    swing_m = at_mid[o + 2]
-    out["pull_height_m"] = swing_m[1] - ankle_m[1]
-    out["pull_under_hip_m"] = swing_m[0] - hip_m[0]
-    if stride_start_ns is not None:
-        w = (times_ns >= stride_start_ns) & (times_ns <= ic_ns) & np.isfinite(hips[:, 1])
-        span = (times_ns[w][-1] - times_ns[w][0]) if w.sum() >= 2 else 0
-        covered = span > 0.6 * (ic_ns - stride_start_ns)
-        out["vertical_oscillation_m"] = float(np.ptp(hips[w, 1])) if covered else math.nan
-    else:
-        out["vertical_oscillation_m"] = math.nan
-    return {k: (None if v is None or not math.isfinite(v) else round(float(v), 4)) for k, v in out.items()}
-
-
 def landing_velocities(times_ns: np.ndarray, pts: np.ndarray, foot: str, ic_ns: float,
                        until_ns: float | None = None) -> tuple[float, float]:
     """(body fall velocity from the hips, foot landing velocity from the ankle), m/s, + down,
@@ -258,11 +318,6 @@ def landing_velocities(times_ns: np.ndarray, pts: np.ndarray, foot: str, ic_ns: 
 
 
 # ------------------------------------------------------------------ events
-
-from numba import njit  # noqa: E402
-
-from poserun.processors.events import emit  # noqa: E402
-from poserun.processors.jit import JIT  # noqa: E402
 
 (_K_GROUND, _K_INIT, _K_IN, _K_PREV_T, _K_PREV_Z, _K_HAVE, _K_IC, _K_LAST_TO) = range(8)
 CAM_STATE_SIZE = 8

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
+
+from poserun.processors.keypoints import joint
+
 
 def contact_events(times: list[int], force: list[float], on: float, off: float,
                    min_stance_ns: float, min_swing_ns: float) -> list[tuple[float, float, float, float]]:
@@ -123,3 +129,90 @@ def strapdown_vz(times: list[int], imu: list[list[float]], still_acc: float, sti
         out.append(v if init else math.nan)
         prev_t = t
     return out
+
+
+# ---- camera geometry: the numpy version the kernels in processors/keypoints.py replaced
+
+def interp_ref(times_ns: np.ndarray, values: np.ndarray, t: float) -> float:
+    """Linear interpolation over finite samples; NaN when ``t`` is not bracketed within 50 ms."""
+    ok = np.isfinite(values)
+    if ok.sum() < 2:
+        return math.nan
+    tt, vv = times_ns[ok].astype(np.float64), values[ok]
+    if t < tt[0] or t > tt[-1]:
+        return math.nan
+    k = int(np.searchsorted(tt, t))
+    if k > 0 and (tt[min(k, len(tt) - 1)] - tt[k - 1]) > 50e6:
+        return math.nan
+    return float(np.interp(t, tt, vv))
+
+
+def angle_deg_ref(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> float:
+    """Angle at b (degrees) between b->a and b->c."""
+    u, v = a - b, c - b
+    nu, nv = np.linalg.norm(u), np.linalg.norm(v)
+    if not (nu > 0 and nv > 0):
+        return math.nan
+    return math.degrees(math.acos(max(-1.0, min(1.0, float(u @ v) / (nu * nv)))))
+
+
+def frame_at_ref(times_ns: np.ndarray, pts: np.ndarray, t: float) -> np.ndarray:
+    """All joints at time ``t`` (8, 2): linear between the two frames around it; a joint missing
+    in either frame falls back to its nearest confident frames (``_interp``)."""
+    k = int(np.searchsorted(times_ns, t))
+    if 0 < k < len(times_ns) and times_ns[k] - times_ns[k - 1] <= 50e6:
+        w = (t - times_ns[k - 1]) / (times_ns[k] - times_ns[k - 1])
+        out = pts[k - 1] + w * (pts[k] - pts[k - 1])
+    else:
+        out = np.full(pts.shape[1:], np.nan)
+    bad = ~np.isfinite(out)
+    if bad.any():
+        for j, c in zip(*np.nonzero(bad), strict=True):
+            out[j, c] = interp_ref(times_ns, pts[:, j, c], t)
+    return out
+
+
+def stance_geometry_ref(times_ns: np.ndarray, pts: np.ndarray, foot: str, ic_ns: float, to_ns: float,
+                    stride_start_ns: float | None, leg_length_m: float) -> dict[str, float | None]:
+    """Camera metrics for one stance of ``foot``; None where the keypoints cannot support one."""
+    hips = 0.5 * (joint(pts, "left", "hip") + joint(pts, "right", "hip"))
+    ankle = joint(pts, foot, "ankle")
+    knee = joint(pts, foot, "knee")
+    hip_s = joint(pts, foot, "hip")
+    mid = 0.5 * (ic_ns + to_ns)
+    out: dict[str, float | None] = {}
+    f = (0 if foot == "left" else 4)  # joint offset of the support side
+    o = (4 if foot == "left" else 0)
+    at_ic = frame_at_ref(times_ns, pts, ic_ns)
+    at_mid = frame_at_ref(times_ns, pts, mid)
+
+    hip_ic = 0.5 * (at_ic[0] + at_ic[4])
+    ankle_ic = at_ic[f + 2]
+    over = ankle_ic[0] - hip_ic[0]
+    out["overstride_m"] = over
+    out["overstride_ratio"] = over / leg_length_m
+    out["knee_flexion_ic_deg"] = 180.0 - angle_deg_ref(at_ic[f], at_ic[f + 1], ankle_ic)
+    m = (times_ns >= ic_ns) & (times_ns <= to_ns)
+    u, v = hip_s[m] - knee[m], ankle[m] - knee[m]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cos = np.einsum("ij,ij->i", u, v) / (np.linalg.norm(u, axis=1) * np.linalg.norm(v, axis=1))
+    flex = 180.0 - np.degrees(np.arccos(np.clip(cos[np.isfinite(cos)], -1.0, 1.0)))
+    out["knee_flexion_min_deg"] = float(flex.min()) if len(flex) else math.nan
+    hip_m, ankle_m, sh_m = 0.5 * (at_mid[0] + at_mid[4]), at_mid[f + 2], 0.5 * (at_mid[3] + at_mid[7])
+    lean = hip_m - ankle_m
+    trunk = sh_m - hip_m
+    fall = math.degrees(math.atan2(lean[0], lean[1])) if np.all(np.isfinite(lean)) else math.nan
+    trunk_angle = math.degrees(math.atan2(trunk[0], trunk[1])) if np.all(np.isfinite(trunk)) else math.nan
+    out["fall_angle_deg"] = fall
+    out["waist_bend_deg"] = trunk_angle - fall
+    swing_m = at_mid[o + 2]
+    out["pull_height_m"] = swing_m[1] - ankle_m[1]
+    out["pull_under_hip_m"] = swing_m[0] - hip_m[0]
+    if stride_start_ns is not None:
+        w = (times_ns >= stride_start_ns) & (times_ns <= ic_ns) & np.isfinite(hips[:, 1])
+        span = (times_ns[w][-1] - times_ns[w][0]) if w.sum() >= 2 else 0
+        covered = span > 0.6 * (ic_ns - stride_start_ns)
+        out["vertical_oscillation_m"] = float(np.ptp(hips[w, 1])) if covered else math.nan
+    else:
+        out["vertical_oscillation_m"] = math.nan
+    return {k: (None if v is None or not math.isfinite(v) else round(float(v), 4)) for k, v in out.items()}

@@ -3,11 +3,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from poserun.processors.keypoints import KeypointLayout, landing_velocities, stance_geometry
+from poserun.processors.keypoints import KeypointLayout, _interp, frame_at, landing_velocities, stance_geometry
 from poserun.services.sim.profiles import get_profile
 from poserun.services.sim.runner import AthleteSpec, SimRunner
 from poserun.services.sim.team import CAMERA_ORIGIN, CAMERA_SCALE
 from poserun.wire.meta import COCO17, MEDIAPIPE33
+from tests.processors.reference import frame_at_ref, interp_ref, stance_geometry_ref
 
 LAYOUT = KeypointLayout.from_meta(list(COCO17), "xyc", "px", CAMERA_SCALE, CAMERA_ORIGIN, "down", "sagittal_right")
 
@@ -75,3 +76,46 @@ def test_low_confidence_keypoints_give_nulls() -> None:
     s = next(s for s in r.stances if s.ic > 3)
     g = stance_geometry(t, pts, s.foot, s.ic * 1e9, s.to * 1e9, None, r.L)
     assert all(v is None for v in g.values())
+
+
+def _holes(pts: np.ndarray, rng: np.random.Generator, share: float) -> np.ndarray:
+    out = pts.copy()
+    out[rng.random(out.shape[:2]) < share] = np.nan  # a joint missing in a frame loses x and y
+    return out
+
+
+@pytest.mark.parametrize("share", [0.0, 0.05, 0.3])
+def test_geometry_kernel_matches_its_numpy_twin(share: float) -> None:
+    rng = np.random.default_rng(7)
+    for profile in ("pose", "heel_striker"):
+        r, t, pts = sim(profile)
+        pts = _holes(pts, rng, share)
+        drop = rng.random(len(t)) < share / 2  # and whole frames missing (gaps in time)
+        t, pts = t[~drop], pts[~drop]
+        stances = list(r.stances)[2:30]
+        for s in stances:
+            start = (s.ic - 0.7) * 1e9 if s.foot == "left" else None
+            at_ic = np.empty((8, 2))
+            got = stance_geometry(t, pts, s.foot, s.ic * 1e9, s.to * 1e9, start, r.L, at_ic=at_ic)
+            want = stance_geometry_ref(t, pts, s.foot, s.ic * 1e9, s.to * 1e9, start, r.L)
+            assert got.keys() == want.keys()
+            for k in got:
+                assert (got[k] is None) == (want[k] is None), k
+                if got[k] is not None:
+                    assert got[k] == pytest.approx(want[k], abs=2e-4), k
+            for when in (s.ic * 1e9, s.to * 1e9, s.ic * 1e9 + 1.7e6, t[0] - 5.0, float(t[-1])):
+                np.testing.assert_allclose(frame_at(t, pts, when), frame_at_ref(t, pts, when),
+                                           rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(at_ic, frame_at_ref(t, pts, stances[-1].ic * 1e9), rtol=1e-9, atol=1e-12)
+
+
+def test_interp_matches_numpy() -> None:
+    rng = np.random.default_rng(3)
+    for _ in range(300):
+        n = int(rng.integers(0, 12))
+        t = np.cumsum(rng.integers(1, 40_000_000, n)).astype(np.int64)
+        v = rng.normal(size=n)
+        v[rng.random(n) < 0.3] = np.nan
+        for q in rng.uniform(-1e6, (t[-1] if n else 0) + 1e6, 5).tolist() + t[:3].astype(float).tolist():
+            a, b = _interp(t, v, q), interp_ref(t, v, q)
+            assert (np.isnan(a) and np.isnan(b)) or a == pytest.approx(b, rel=1e-12, abs=1e-12)
