@@ -176,7 +176,7 @@ class SimSettings(_Model):
     @field_validator("sensors")
     @classmethod
     def _sensors(cls, v: list[str]) -> list[str]:
-        allowed = {"imu_foot_left", "imu_foot_right", "insole_left", "insole_right", "keypoints"}
+        allowed = {"imu_foot_left", "imu_foot_right", "insole_left", "insole_right", "keypoints", "imu_pelvis"}
         bad = [s for s in v if s not in allowed]
         if bad or not v:
             raise ValueError(f"unknown sensor(s) {bad}; the simulator has {', '.join(sorted(allowed))}")

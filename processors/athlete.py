@@ -36,6 +36,7 @@ from poserun.processors.keypoints import (
     landing_velocities,
     stance_geometry,
 )
+from poserun.processors.pelvis import PelvisEvents
 from poserun.processors.ring import SampleRing
 from poserun.processors.score import pose_score
 from poserun.processors.shank import ShankEvents
@@ -127,9 +128,12 @@ class AthleteState:
         self._shank: dict[str, ShankEvents] = {}
         self._shank_scale: dict[str, float] = {}
         self._shank_peak: dict[tuple[str, int], float] = {}
+        self._pelvis: PelvisEvents | None = None
+        self.pelvis_placement: str | None = None  # pelvis, sacrum or trunk, from the meta
         self._camera: dict[str, CameraEvents] = {}
         self._cands: dict[str, list[tuple[str, str]]] = {}
         self._active_cache: dict[str, tuple[float, str | None]] = {}
+        self._times_now_cache: dict[str, tuple[float, bool]] = {}
         self._handlers: dict[str, Callable[[np.ndarray, np.ndarray], None]] = {}
         self._lazy: set[str] = set()
         self._newest = -math.inf
@@ -174,12 +178,22 @@ class AthleteState:
             self._shank_scale[side] = G_IMU if accel_unit == "g" else 1.0
             self._sources_changed()
 
+    def configure_pelvis(self, axes: dict[str, str], placement: str) -> None:
+        """A pelvis/sacrum/trunk accelerometer (source ``imu_pelvis``) times both feet when
+        nothing else does (see processors/pelvis.py)."""
+        if self._pelvis is None:
+            self._pelvis = PelvisEvents(dict(axes), min_stance_s=self.params.min_stance_s,
+                                        min_swing_s=self.params.min_swing_s)
+            self.pelvis_placement = placement
+            self._sources_changed()
+
     def configure_keypoints(self, layout: KeypointLayout | None) -> None:
         self._kp = layout
         self._sources_changed()
 
     def _sources_changed(self) -> None:
-        """Which sources may time each foot, in priority order (insole, foot IMU, shank, camera)."""
+        """Which sources may time each foot, in priority order (insole, foot IMU, shank, camera,
+        pelvis)."""
         self._cands = {}
         for foot in SIDES:
             cands = []
@@ -193,11 +207,16 @@ class AthleteState:
                 cands.append(("camera", "keypoints"))
                 self._camera.setdefault(foot, CameraEvents(min_stance_s=self.params.min_stance_s,
                                                            min_swing_s=self.params.min_swing_s))
+            if self._pelvis is not None:
+                cands.append(("imu_pelvis", "imu_pelvis"))
             self._cands[foot] = cands
         self._handlers = {f"insole_{s}": partial(self._insole_frame, s) for s in self._insole}
         self._handlers.update({f"imu_shank_{s}": partial(self._process, f"imu_shank_{s}") for s in self._shank})
+        if self._pelvis is not None:
+            self._handlers["imu_pelvis"] = partial(self._process, "imu_pelvis")
         self._lazy = {f"imu_foot_{s}" for s in self._imu} | ({"keypoints"} if self._kp is not None else set())
         self._active_cache = {}
+        self._times_now_cache = {}
 
     def active(self, foot: str) -> str | None:
         """The source timing this foot now: the first by priority whose data is fresh (within
@@ -255,10 +274,17 @@ class AthleteState:
         return out
 
     def _times_now(self, source: str) -> bool:
-        """Is this (normally batched) source timing a foot at the moment?"""
+        """Is this (normally batched) source timing a foot at the moment? (Judged afresh every
+        20 ms of data, like :meth:`active`.)"""
+        cached = self._times_now_cache.get(source)
+        if cached is not None and self._newest - cached[0] < 20e6:
+            return cached[1]
         if source == "keypoints":
-            return self.active("left") == "camera" or self.active("right") == "camera"
-        return self.active("left" if source.endswith("left") else "right") == "imu"
+            now = self.active("left") == "camera" or self.active("right") == "camera"
+        else:
+            now = self.active("left" if source.endswith("left") else "right") == "imu"
+        self._times_now_cache[source] = (self._newest, now)
+        return now
 
     def _drain(self, source: str) -> None:
         queue = self._raw.pop(source, None)
@@ -304,6 +330,12 @@ class AthleteState:
             ev = self._shank[side].update(times_ns, acc)
             if len(ev):
                 self._events(side, ev, "imu_shank")
+        elif source == "imu_pelvis" and self._pelvis is not None:
+            flips = self._pelvis.side_flips
+            for foot, kind, t, ic, peak in self._pelvis.update(times_ns, data):
+                self._events(foot, np.array([[kind, t, ic, peak]]), "imu_pelvis")
+            if self._pelvis.side_flips > flips:
+                self._warn("pelvis_side_flip")  # a contact was given to the wrong foot
         elif source == "keypoints" and self._kp is not None:
             pts = self._kp.to_metric(data)
             self._kp_ring.push(times_ns, pts.reshape(len(times_ns), -1))
@@ -353,6 +385,8 @@ class AthleteState:
     def _event_source_name(pend: _Pending) -> str:
         if pend.source == "camera":
             return "keypoints"
+        if pend.source == "imu_pelvis":
+            return "imu_pelvis"
         return {"insole": "insole_", "imu": "imu_foot_", "imu_shank": "imu_shank_"}[pend.source] + pend.foot
 
     def _event_clock(self, pend: _Pending) -> float:
@@ -585,6 +619,8 @@ class AthleteState:
         rec["pose_score"] = score
         rec["pose_score_breakdown"] = breakdown
         rec["event_source"] = event_source
+        if event_source == "imu_pelvis":
+            rec["imu_placement"] = self.pelvis_placement
         rec["sources"] = list(dict.fromkeys(sources))
         self._last_ic[foot] = ic
         self._last_to[foot] = to

@@ -276,45 +276,55 @@ def stance_geometry(times_ns: np.ndarray, pts: np.ndarray, foot: str, ic_ns: flo
     return {k: (round(float(v), 4) if math.isfinite(v) else None) for k, v in zip(GEOMETRY, out, strict=True)}
 
 
-def _slope(x: np.ndarray, y: np.ndarray) -> float:
-    """Least-squares slope of y on x (closed form; np.polyfit costs ten times more)."""
-    xm = x.mean()
-    dx = x - xm
-    den = float(dx @ dx)
-    return float(dx @ (y - y.mean())) / den if den > 0 else math.nan
+@njit(**JIT)
+def _velocity(times_ns: np.ndarray, z: np.ndarray, t_ns: float, end_ns: float, window_ns: float,
+              g: float) -> float:
+    """Downward velocity (m/s, + down) at ``t_ns`` from the finite samples in [end - window, end]:
+    the least-squares slope of ``z + g t^2 / 2`` (``g`` = G for a point in free fall, whose
+    extrapolation is then exact; 0 for a straight line), t in s from ``t_ns``."""
+    n = 0
+    sx = 0.0
+    sy = 0.0
+    for i in range(times_ns.shape[0]):
+        ti = float(times_ns[i])
+        if ti <= end_ns and ti >= end_ns - window_ns and np.isfinite(z[i]):
+            x = (ti - t_ns) / 1e9
+            n += 1
+            sx += x
+            sy += z[i] + 0.5 * g * x * x
+    if n < 2:
+        return np.nan
+    xm = sx / n
+    ym = sy / n
+    num = 0.0
+    den = 0.0
+    for i in range(times_ns.shape[0]):
+        ti = float(times_ns[i])
+        if ti <= end_ns and ti >= end_ns - window_ns and np.isfinite(z[i]):
+            x = (ti - t_ns) / 1e9
+            dx = x - xm
+            num += dx * (z[i] + 0.5 * g * x * x - ym)
+            den += dx * dx
+    return -num / den if den > 0.0 else np.nan
 
 
-def fall_velocity_at(times_ns: np.ndarray, z: np.ndarray, t_ns: float, window_ns: float = 70e6,
-                     until_ns: float | None = None) -> float:
-    """Downward velocity (m/s, + down) at ``t_ns`` of a point in free fall before it, from the
-    frames up to ``until_ns`` (default ``t_ns``): gravity known, so extrapolating is exact."""
-    end = t_ns if until_ns is None else until_ns
-    m = (times_ns <= end) & (times_ns >= end - window_ns) & np.isfinite(z)
-    if m.sum() < 2:
-        return math.nan
-    t = (times_ns[m] - t_ns) / 1e9
-    return -_slope(t, z[m] + 0.5 * G * t * t)
-
-
-def point_velocity_at(times_ns: np.ndarray, z: np.ndarray, t_ns: float, window_ns: float = 40e6,
-                      until_ns: float | None = None) -> float:
-    """Downward velocity (m/s, + down) from the last samples before ``t_ns`` (straight line)."""
-    end = t_ns if until_ns is None else until_ns
-    m = (times_ns <= end) & (times_ns >= end - window_ns) & np.isfinite(z)
-    if m.sum() < 2:
-        return math.nan
-    t = (times_ns[m] - t_ns) / 1e9
-    return -_slope(t, z[m])
+@njit(**JIT)
+def landing_velocities_kernel(times_ns: np.ndarray, pts: np.ndarray, f: int, ic_ns: float,
+                              until_ns: float) -> tuple[float, float]:
+    hips_z = 0.5 * (pts[:, 0, 1] + pts[:, 4, 1])
+    return (_velocity(times_ns, hips_z, ic_ns, until_ns, 70e6, G),
+            _velocity(times_ns, pts[:, f + 2, 1], ic_ns, until_ns, 40e6, 0.0))
 
 
 def landing_velocities(times_ns: np.ndarray, pts: np.ndarray, foot: str, ic_ns: float,
                        until_ns: float | None = None) -> tuple[float, float]:
     """(body fall velocity from the hips, foot landing velocity from the ankle), m/s, + down,
-    from the frames up to ``until_ns`` (default: IC)."""
-    hips_z = 0.5 * (joint(pts, "left", "hip")[:, 1] + joint(pts, "right", "hip")[:, 1])
-    ankle_z = joint(pts, foot, "ankle")[:, 1]
-    return (fall_velocity_at(times_ns, hips_z, ic_ns, until_ns=until_ns),
-            point_velocity_at(times_ns, ankle_z, ic_ns, until_ns=until_ns))
+    from the frames up to ``until_ns`` (default: IC): the hips over the last 70 ms as a body in
+    free fall, the ankle over the last 40 ms as a straight line."""
+    bv, fv = landing_velocities_kernel(np.ascontiguousarray(times_ns, dtype=np.int64),
+                                       np.ascontiguousarray(pts, dtype=np.float64), 0 if foot == "left" else 4,
+                                       float(ic_ns), float(ic_ns if until_ns is None else until_ns))
+    return float(bv), float(fv)
 
 
 # ------------------------------------------------------------------ events

@@ -16,7 +16,7 @@ convention) and marks:
 
 The two lags are similar, so contact time (TO - IC) is nearly unbiased
 without constants fitted to any data set; docs/accuracy.md gives the
-measured figures. Pelvis/sacrum sensors are not timed by this detector.
+measured figures. Pelvis/sacrum sensors have their own detector (processors/pelvis.py).
 """
 
 from __future__ import annotations

@@ -382,6 +382,8 @@ def configure(state: AthleteState, meta: Any) -> None:
         state.configure_imu(meta.side, dict(meta.axes), meta.accel_unit, meta.gyro_unit, meta.rate_hz)
     elif isinstance(meta, ImuMeta) and meta.placement == "shank" and meta.side:
         state.configure_shank(meta.side, meta.accel_unit, meta.rate_hz)
+    elif isinstance(meta, ImuMeta) and meta.placement in ("pelvis", "sacrum", "trunk"):
+        state.configure_pelvis(dict(meta.axes), meta.placement)
     elif isinstance(meta, KeypointMeta):
         cam = meta.camera
         state.configure_keypoints(KeypointLayout.from_meta(

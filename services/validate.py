@@ -29,6 +29,7 @@ SUBSETS = {
     "insole only": ["insole_left", "insole_right"],
     "IMU + camera": ["imu_foot_left", "imu_foot_right", "keypoints"],
     "camera only": ["keypoints"],
+    "sacrum IMU only": ["imu_pelvis"],
 }
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import time
 from collections import deque
 from typing import Any
@@ -26,6 +27,7 @@ from poserun.settings import BrokerSettings
 from poserun.sinks.base import Record
 from poserun.wire import topics
 
+log = logging.getLogger(__name__)
 PATTERNS = ("single", "double", "triple", "long", "tick")
 
 
@@ -141,6 +143,8 @@ class HapticSink:
         self.broker: BrokerSettings = ctx.get("broker") or BrokerSettings()
         self.rules = HapticRules(self.config)
         self.sent = 0
+        self.failed = 0  # commands the broker did not confirm
+        self._inflight: set[asyncio.Future[None]] = set()
         self._client: aiomqtt.Client | None = None
         self._stack = contextlib.AsyncExitStack()
         self._athletes: dict[str, str] = {}  # athlete -> session, for the metronome
@@ -161,11 +165,22 @@ class HapticSink:
                 await self._send(cmd)
 
     async def _send(self, cmd: dict[str, Any]) -> None:
+        """Hand the command to the connection now; its acknowledgement is awaited in the
+        background, so a cue never waits behind the previous cue's round trip to the broker."""
         assert self._client is not None
         cmd["sent_ns"] = time.time_ns()
         topic = topics.athlete_topic(cmd["session"], cmd["athlete"], "haptic")
-        await self._client.publish(topic, json.dumps(cmd, separators=(",", ":")), qos=self.config.qos)
-        self.sent += 1
+        task = asyncio.ensure_future(self._client.publish(topic, json.dumps(cmd, separators=(",", ":")),
+                                                          qos=self.config.qos))
+        self._inflight.add(task)
+        task.add_done_callback(self._acked)
+        self.sent += 1  # (tasks start in the order made: commands leave in order)
+
+    def _acked(self, task: asyncio.Future[None]) -> None:
+        self._inflight.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.failed += 1
+            log.warning("haptic command not confirmed by the broker: %s", task.exception())
 
     async def _tick(self) -> None:
         m = self.config.metronome
@@ -190,5 +205,7 @@ class HapticSink:
             self._metronome.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._metronome
+        if self._inflight:  # the last cues' acknowledgements, briefly
+            await asyncio.wait(set(self._inflight), timeout=2.0)
         await self._stack.aclose()
         self._client = None

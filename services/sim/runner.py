@@ -266,6 +266,36 @@ class SimRunner:
         out[:, 3:] += self.noise.normal(0.0, 0.008, (n, 3))
         return out
 
+    def pelvis_imu(self, t: np.ndarray) -> np.ndarray:
+        """Sacrum IMU (n, 6): specific force m/s^2 and angular rate rad/s; x fwd, y left, z up.
+
+        The specific force near the centre of mass is the ground force over body mass: the
+        stance's vertical force (the body part, without the foot's own impact), braking then
+        propulsion forward, and a push towards the midline sideways (to the right on the
+        left foot); the landing shock reaches the trunk damped; trunk wobble and noise on top."""
+        n = len(t)
+        up, fwd, lat = np.zeros(n), np.zeros(n), np.zeros(n)
+        for st in self.stances:
+            mask = (t >= st.ic) & (t < st.to)
+            if not mask.any():
+                continue
+            s = (t[mask] - st.ic) / st.tc
+            shape = _skewed_sine(s, st.p_skew)
+            up[mask] += st.f_peak * shape / self.m
+            fwd[mask] -= 0.25 * G * np.sin(2 * np.pi * s)
+            lat[mask] += (-0.08 if st.foot == "left" else 0.08) * G * shape
+        shock = 0.15 * (self._impact_ring("left", t) + self._impact_ring("right", t))
+        out = np.empty((n, 6))
+        out[:, 0] = fwd
+        out[:, 1] = lat + 0.3 * np.sin(2 * np.pi * 2.9 * t)
+        out[:, 2] = up + shock + 0.4 * np.sin(2 * np.pi * 11.0 * t + 0.3)
+        out[:, 3] = 0.3 * np.sin(2 * np.pi * 1.45 * t)  # roll, about the stride frequency
+        out[:, 4] = 0.1 * np.sin(2 * np.pi * 2.9 * t + 0.7)
+        out[:, 5] = 0.25 * np.sin(2 * np.pi * 1.45 * t + 1.2)  # yaw
+        out[:, :3] += self.noise.normal(0.0, 0.3, (n, 3))
+        out[:, 3:] += self.noise.normal(0.0, 0.01, (n, 3))
+        return out
+
     def _impact_ring(self, foot: str, t: np.ndarray) -> np.ndarray:
         """A damped shock wave after each IC, larger for heel strikes and harder landings."""
         out = np.zeros_like(t, dtype=float)

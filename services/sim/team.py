@@ -75,6 +75,8 @@ def team_athletes(sim: SimSettings, listed: list[AthleteSettings]) -> list[Athle
 def device_meta(source: str, rate: float) -> wm.ImuMeta | wm.InsoleMeta | wm.KeypointMeta:
     kind = source_kind(source)
     side = source_side(source)
+    if source == "imu_pelvis":
+        return wm.ImuMeta(source=source, rate_hz=rate, placement="sacrum", device="poserun-sim sacrum IMU")
     if kind is StreamKind.IMU:
         return wm.ImuMeta(source=source, rate_hz=rate, placement="foot", side=side,
                           device="poserun-sim foot IMU")
@@ -150,7 +152,9 @@ class SimTeam:
         src.next_index = int(idx[-1]) + 1
         t = times_ns / 1e9
         side = source_side(src.name) or "left"
-        if src.kind is StreamKind.IMU:
+        if src.name == "imu_pelvis":
+            data = runner.pelvis_imu(t)
+        elif src.kind is StreamKind.IMU:
             data = runner.imu(side, t)
         elif src.kind is StreamKind.INSOLE:
             data = runner.insole(side, t)

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from poserun.processors.keypoints import joint
+from poserun.processors.keypoints import G, joint
 
 
 def contact_events(times: list[int], force: list[float], on: float, off: float,
@@ -216,3 +216,70 @@ def stance_geometry_ref(times_ns: np.ndarray, pts: np.ndarray, foot: str, ic_ns:
     else:
         out["vertical_oscillation_m"] = math.nan
     return {k: (None if v is None or not math.isfinite(v) else round(float(v), 4)) for k, v in out.items()}
+
+
+def slope_ref(x: np.ndarray, y: np.ndarray) -> float:
+    """Least-squares slope of y on x (closed form; np.polyfit costs ten times more)."""
+    xm = x.mean()
+    dx = x - xm
+    den = float(dx @ dx)
+    return float(dx @ (y - y.mean())) / den if den > 0 else math.nan
+
+
+def fall_velocity_at_ref(times_ns: np.ndarray, z: np.ndarray, t_ns: float, window_ns: float = 70e6,
+                     until_ns: float | None = None) -> float:
+    """Downward velocity (m/s, + down) at ``t_ns`` of a point in free fall before it, from the
+    frames up to ``until_ns`` (default ``t_ns``): gravity known, so extrapolating is exact."""
+    end = t_ns if until_ns is None else until_ns
+    m = (times_ns <= end) & (times_ns >= end - window_ns) & np.isfinite(z)
+    if m.sum() < 2:
+        return math.nan
+    t = (times_ns[m] - t_ns) / 1e9
+    return -slope_ref(t, z[m] + 0.5 * G * t * t)
+
+
+def point_velocity_at_ref(times_ns: np.ndarray, z: np.ndarray, t_ns: float, window_ns: float = 40e6,
+                      until_ns: float | None = None) -> float:
+    """Downward velocity (m/s, + down) from the last samples before ``t_ns`` (straight line)."""
+    end = t_ns if until_ns is None else until_ns
+    m = (times_ns <= end) & (times_ns >= end - window_ns) & np.isfinite(z)
+    if m.sum() < 2:
+        return math.nan
+    t = (times_ns[m] - t_ns) / 1e9
+    return -slope_ref(t, z[m])
+
+
+def landing_velocities_ref(times_ns: np.ndarray, pts: np.ndarray, foot: str, ic_ns: float,
+                       until_ns: float | None = None) -> tuple[float, float]:
+    """(body fall velocity from the hips, foot landing velocity from the ankle), m/s, + down,
+    from the frames up to ``until_ns`` (default: IC)."""
+    hips_z = 0.5 * (joint(pts, "left", "hip")[:, 1] + joint(pts, "right", "hip")[:, 1])
+    ankle_z = joint(pts, foot, "ankle")[:, 1]
+    return (fall_velocity_at_ref(times_ns, hips_z, ic_ns, until_ns=until_ns),
+            point_velocity_at_ref(times_ns, ankle_z, ic_ns, until_ns=until_ns))
+
+
+# ---- trunk accelerometer
+
+def vertical_force_ref(times: list[int], acc: list[list[float]], tau_s: float) -> list[float]:
+    """Specific force along the running-mean (then exponential-mean) gravity direction, in its
+    own length: the twin of processors/pelvis.py's vertical_force_kernel."""
+    out = []
+    mean = None
+    t0 = prev = 0.0
+    for t, (ax, ay, az) in zip(times, acc, strict=True):
+        t = float(t)
+        if not all(math.isfinite(v) for v in (ax, ay, az)):
+            out.append(math.nan)
+            continue
+        if mean is None:
+            mean, t0 = [ax, ay, az], t
+        else:
+            dt, elapsed = (t - prev) / 1e9, (t - t0) / 1e9
+            k = dt / tau_s if elapsed >= tau_s else dt / (elapsed + dt)
+            k = min(max(k, 0.0), 1.0) if k == k else 0.0
+            mean = [m + k * (v - m) for m, v in zip(mean, (ax, ay, az), strict=True)]
+        prev = t
+        g2 = sum(m * m for m in mean)
+        out.append((ax * mean[0] + ay * mean[1] + az * mean[2]) / g2 if g2 > 0 else math.nan)
+    return out

@@ -8,7 +8,7 @@ from poserun.services.sim.profiles import get_profile
 from poserun.services.sim.runner import AthleteSpec, SimRunner
 from poserun.services.sim.team import CAMERA_ORIGIN, CAMERA_SCALE
 from poserun.wire.meta import COCO17, MEDIAPIPE33
-from tests.processors.reference import frame_at_ref, interp_ref, stance_geometry_ref
+from tests.processors.reference import frame_at_ref, interp_ref, landing_velocities_ref, stance_geometry_ref
 
 LAYOUT = KeypointLayout.from_meta(list(COCO17), "xyc", "px", CAMERA_SCALE, CAMERA_ORIGIN, "down", "sagittal_right")
 
@@ -119,3 +119,16 @@ def test_interp_matches_numpy() -> None:
         for q in rng.uniform(-1e6, (t[-1] if n else 0) + 1e6, 5).tolist() + t[:3].astype(float).tolist():
             a, b = _interp(t, v, q), interp_ref(t, v, q)
             assert (np.isnan(a) and np.isnan(b)) or a == pytest.approx(b, rel=1e-12, abs=1e-12)
+
+
+@pytest.mark.parametrize("share", [0.0, 0.3])
+def test_landing_velocities_kernel_matches_its_numpy_twin(share: float) -> None:
+    rng = np.random.default_rng(11)
+    r, t, pts = sim("forced_lander")
+    pts = _holes(pts, rng, share)
+    for s in list(r.stances)[2:40]:
+        for until in (None, s.ic * 1e9 - 20e6):
+            got = landing_velocities(t, pts, s.foot, s.ic * 1e9, until_ns=until)
+            want = landing_velocities_ref(t, pts, s.foot, s.ic * 1e9, until_ns=until)
+            for a, b in zip(got, want, strict=True):
+                assert (np.isnan(a) and np.isnan(b)) or a == pytest.approx(b, rel=1e-9, abs=1e-12)
