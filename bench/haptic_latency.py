@@ -30,6 +30,11 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _cpu_times() -> list[int]:
+    """The machine's CPU time counters (user, nice, system, idle, iowait, irq, softirq, steal, ...)."""
+    return [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--athletes", type=int, default=30)
@@ -52,12 +57,14 @@ def main() -> None:
         ready.wait(10)
         time.sleep(3.0)  # the service warms its kernels up
         cpu0 = _cpu_seconds(proc.pid)
+        machine0 = _cpu_times()
         gw = subprocess.run([sys.executable, "-m", "poserun", "gateway", "sim", "--broker", url, "--session", "lat",
                              "--athletes", str(args.athletes), "--duration", str(args.seconds), "--speed", "1",
                              "--pregenerate"],
                             capture_output=True, text=True, check=True)
         time.sleep(1.0)
         cpu_s = _cpu_seconds(proc.pid) - cpu0
+        machine = [b - a for a, b in zip(machine0, _cpu_times(), strict=True)]
         stop.set()
         band.join(10)
         proc.terminate()
@@ -68,7 +75,9 @@ def main() -> None:
         stats = json.loads(lines[-1])["stats"]
     summary = out[0].summary()
     print(f"{args.athletes} athletes x {args.seconds:g} s at real time; gateway: {gw.stdout.strip()}")
-    print(f"poserun process: {cpu_s:.1f} s of CPU, {cpu_s / (args.seconds + 1) * 100:.0f} % of one core\n")
+    print(f"poserun process: {cpu_s:.1f} s of CPU, {cpu_s / (args.seconds + 1) * 100:.0f} % of one core; "
+          f"machine: {100 * (1 - machine[3] / sum(machine)):.0f} % busy, "
+          f"{100 * machine[7] / sum(machine):.0f} % stolen by the host\n")
     lat = summary["ic_to_band_ms"]
     print("| cues | IC to band p50 (ms) | p99 (ms) | max (ms) | jitter SD (ms) | poserun to band p50 / p99 (ms) |")
     print("|---:|---:|---:|---:|---:|---|")
