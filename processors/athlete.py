@@ -129,6 +129,7 @@ class AthleteState:
         self._shank_scale: dict[str, float] = {}
         self._shank_peak: dict[tuple[str, int], float] = {}
         self._pelvis: PelvisEvents | None = None
+        self._cell_maps: dict[str, tuple[InsoleLayout, dict[str, list[float]]]] = {}
         self.pelvis_placement: str | None = None  # pelvis, sacrum or trunk, from the meta
         self._camera: dict[str, CameraEvents] = {}
         self._cands: dict[str, list[tuple[str, str]]] = {}
@@ -554,10 +555,7 @@ class AthleteState:
                 inside = (t >= ic) & (t <= to)
                 if inside.any():  # the stance's pressure map: each cell's peak, in body weights
                     peak = cells[inside].max(axis=0) / self.bw
-                    across = layout.across if layout.across is not None else np.zeros_like(layout.along)
-                    rec["pressure_map"] = {"peak_bw": [round(float(v), 3) for v in peak],
-                                           "along": [round(float(v), 3) for v in layout.along],
-                                           "across": [round(float(v), 3) for v in across]}
+                    rec["pressure_map"] = {"peak_bw": peak.round(3).tolist(), **self._cell_map(foot, layout)}
                 if "insole" not in sources:
                     sources.append("insole")
             else:
@@ -625,6 +623,15 @@ class AthleteState:
         self._last_ic[foot] = ic
         self._last_to[foot] = to
         return rec
+
+    def _cell_map(self, foot: str, layout: InsoleLayout) -> dict[str, list[float]]:
+        """Where the cells sit (the pressure map's axes), as lists made once per insole."""
+        cached = self._cell_maps.get(foot)
+        if cached is None or cached[0] is not layout:
+            across = layout.across if layout.across is not None else np.zeros_like(layout.along)
+            cached = self._cell_maps[foot] = (layout, {"along": np.round(layout.along, 3).tolist(),
+                                                       "across": np.round(across, 3).tolist()})
+        return {k: list(v) for k, v in cached[1].items()}  # copies: a record is its own
 
     def clocks(self) -> dict[str, dict[str, float | int | None]]:
         """Estimated offset (added to the source's timestamps) and jitter per aligned source."""

@@ -23,6 +23,7 @@ RULES: dict[str, tuple[str, float, float]] = {
     "R10_pull_under_hip": ("pull_under_hip_abs_m", 0.10, 0.40),
 }
 DEFAULT_WEIGHTS: dict[str, float] = {rule: 1.0 for rule in RULES}
+MAGNITUDES = {"waist_bend_deg": "waist_bend_abs_deg", "pull_under_hip_m": "pull_under_hip_abs_m"}
 
 
 def rule_score(value: float, good: float, bad: float) -> float:
@@ -35,16 +36,16 @@ def rule_score(value: float, good: float, bad: float) -> float:
 def pose_score(metrics: Mapping[str, object], weights: Mapping[str, float] | None = None
                ) -> tuple[float | None, dict[str, float]]:
     """(score 0-100 or None when no rule applies, per-rule scores 0-1)."""
-    w = dict(DEFAULT_WEIGHTS if weights is None else weights)
-    values = dict(metrics)
-    if isinstance(values.get("waist_bend_deg"), int | float):
-        values["waist_bend_abs_deg"] = abs(float(values["waist_bend_deg"]))  # type: ignore[arg-type]
-    if isinstance(values.get("pull_under_hip_m"), int | float):
-        values["pull_under_hip_abs_m"] = abs(float(values["pull_under_hip_m"]))  # type: ignore[arg-type]
+    w = DEFAULT_WEIGHTS if weights is None else weights
+    derived: dict[str, float] = {}  # the rules judged on a magnitude
+    for name, magnitude in MAGNITUDES.items():
+        v = metrics.get(name)
+        if isinstance(v, int | float) and not isinstance(v, bool):
+            derived[magnitude] = abs(float(v))
     breakdown: dict[str, float] = {}
     total = weight = 0.0
     for rule, (metric, good, bad) in RULES.items():
-        value = values.get(metric)
+        value = derived[metric] if metric in derived else metrics.get(metric)
         rw = float(w.get(rule, 0.0))
         if rw <= 0 or not isinstance(value, int | float) or isinstance(value, bool):
             continue
