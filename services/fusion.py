@@ -19,7 +19,7 @@ from typing import Any
 
 from poserun.processors.athlete import AthleteParams, AthleteState
 from poserun.processors.keypoints import KeypointLayout
-from poserun.services.mqtt import ThreadedSubscriber, aiomqtt_client
+from poserun.services.mqtt import IngestStats, ThreadedSubscriber, aiomqtt_client
 from poserun.services.mqtt_stream import LoopSubscriber
 from poserun.settings import Settings, SimSettings
 from poserun.sinks.base import Record, SinkRunner
@@ -83,6 +83,7 @@ class FusionService:
         self._topics: dict[str, topics.Topic] = {}  # parse cache: topics repeat every frame
         self._routes: dict[str, _Route] = {}
         self._max_frame = settings.processor.max_frame_bytes
+        self.ingest_stats: IngestStats | None = None  # set by run()
 
     # ------------------------------------------------------------ handling
     def handle(self, topic: str, payload: bytes, recv_ns: int | None = None) -> list[Record]:
@@ -291,7 +292,16 @@ class FusionService:
                         "sum": self._lat_sum},
             "sinks": {r.sink.name: {"written": r.stats.written, "dropped": r.stats.dropped,
                                     "errors": r.stats.errors, "depth": r.depth} for r in self.sinks},
+            "ingest": self._ingest_report(),
         }
+
+    def _ingest_report(self) -> dict[str, Any]:
+        """The broker connection: messages received, shed when far behind (``overflow``), reconnects."""
+        st = self.ingest_stats
+        if st is None:
+            return {}
+        return {"received": st.received, "overflow": st.overflow, "reconnects": st.reconnects,
+                "connected": st.connected}
 
     # ------------------------------------------------------------- running
     def filters(self) -> list[str]:

@@ -71,6 +71,15 @@ class _Pipeline(Collector):
             h.add_metric([], lat["buckets"], lat["sum"])
             yield h
         yield GaugeMetricFamily("poserun_athletes", "Athletes with state", value=snap.get("athletes", 0))
+        ingest = snap.get("ingest") or {}
+        if ingest:
+            yield CounterMetricFamily("poserun_ingest_messages", "MQTT messages received",
+                                      value=ingest.get("received", 0))
+            yield CounterMetricFamily("poserun_ingest_shed_messages",
+                                      "Messages shed unprocessed because ingest fell too far behind",
+                                      value=ingest.get("overflow", 0))
+            yield CounterMetricFamily("poserun_ingest_reconnects", "Reconnections to the broker",
+                                      value=ingest.get("reconnects", 0))
 
 
 class PrometheusSink:

@@ -75,6 +75,9 @@ def test_metrics_during_a_session(broker: BrokerSettings, session_id: str) -> No
     assert lat and lat[0].value > 0
     assert [s.value for s in m["poserun_athletes"]] == [3.0]
     assert 100 < m["poserun_cadence_steps_per_minute"][0].value < 200
+    frames = sum(s.value for s in m["poserun_frames"] if s.name.endswith("_total"))
+    assert m["poserun_ingest_messages"][0].value >= frames > 0  # (meta and status arrive too)
+    assert m["poserun_ingest_shed_messages"][0].value == 0
 
 
 def test_a_real_prometheus_scrapes_it(tmp_path) -> None:  # type: ignore[no-untyped-def]
