@@ -100,6 +100,18 @@ class KeypointLayout:
 
     def to_metric(self, data: np.ndarray) -> np.ndarray:
         """(n, 8, 2) joint positions in metres (x forward, z up), NaN where not confident."""
+        if all(len(g) == 1 for g in self.groups):  # one keypoint per joint: one compiled pass
+            raw = np.ascontiguousarray(data, dtype=np.float64)
+            out = np.empty((raw.shape[0], 8, 2))
+            stride = len(self.dims)
+            cols = np.array([g[0] * stride for g in self.groups], dtype=np.int64)
+            to_metric_kernel(raw, cols, self.fwd[0], self.up[0], self.dims.find("c"), self.min_conf,
+                             self.fwd[1] * self.scale, self.up[1] * self.scale, self.origin[0], self.origin[1], out)
+            return out
+        return self.to_metric_numpy(data)
+
+    def to_metric_numpy(self, data: np.ndarray) -> np.ndarray:
+        """:meth:`to_metric` in numpy: marker groups averaged into joints (and the kernel's twin)."""
         stride = len(self.dims)
         raw = np.asarray(data, dtype=np.float64)
         conf = self.dims.find("c")
@@ -125,6 +137,23 @@ class KeypointLayout:
         out[:, :, 0] = self.fwd[1] * (f - self.origin[0]) * self.scale
         out[:, :, 1] = self.up[1] * (u - self.origin[1]) * self.scale
         return out
+
+
+@njit(**JIT)
+def to_metric_kernel(raw: np.ndarray, cols: np.ndarray, fwd_col: int, up_col: int, conf_col: int,
+                     min_conf: float, fwd_gain: float, up_gain: float, fwd_origin: float, up_origin: float,
+                     out: np.ndarray) -> None:
+    """One keypoint per joint: ``out[i, j] = gain * (value - origin)`` forward and up, NaN
+    where the keypoint's confidence is under ``min_conf``."""
+    for i in range(raw.shape[0]):
+        for j in range(cols.shape[0]):
+            c = cols[j]
+            if conf_col >= 0 and raw[i, c + conf_col] < min_conf:
+                out[i, j, 0] = np.nan
+                out[i, j, 1] = np.nan
+            else:
+                out[i, j, 0] = fwd_gain * (raw[i, c + fwd_col] - fwd_origin)
+                out[i, j, 1] = up_gain * (raw[i, c + up_col] - up_origin)
 
 
 def joint(points: np.ndarray, side: str, name: str) -> np.ndarray:

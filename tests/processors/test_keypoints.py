@@ -132,3 +132,17 @@ def test_landing_velocities_kernel_matches_its_numpy_twin(share: float) -> None:
             want = landing_velocities_ref(t, pts, s.foot, s.ic * 1e9, until_ns=until)
             for a, b in zip(got, want, strict=True):
                 assert (np.isnan(a) and np.isnan(b)) or a == pytest.approx(b, rel=1e-9, abs=1e-12)
+
+
+@pytest.mark.parametrize("layout_args", [
+    (list(COCO17), "xyc", "px", CAMERA_SCALE, CAMERA_ORIGIN, "down", "sagittal_right"),
+    (list(MEDIAPIPE33), "xyc", "px", 0.004, (10.0, 700.0), "up", "sagittal_left"),
+])
+def test_to_metric_kernel_matches_numpy(layout_args: tuple) -> None:
+    lay = KeypointLayout.from_meta(*layout_args)
+    assert lay is not None
+    rng = np.random.default_rng(2)
+    raw = rng.uniform(0, 1000, (50, len(layout_args[0]) * 3))
+    raw[:, 2::3] = rng.uniform(0, 1, (50, len(layout_args[0])))  # confidences, some under the gate
+    np.testing.assert_array_equal(lay.to_metric(raw), lay.to_metric_numpy(raw))
+    assert np.isnan(lay.to_metric(raw)).any() and not np.isnan(lay.to_metric(raw)).all()
