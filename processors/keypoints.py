@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from numba import njit
@@ -100,15 +101,21 @@ class KeypointLayout:
 
     def to_metric(self, data: np.ndarray) -> np.ndarray:
         """(n, 8, 2) joint positions in metres (x forward, z up), NaN where not confident."""
-        if all(len(g) == 1 for g in self.groups):  # one keypoint per joint: one compiled pass
+        cols = self._single_columns
+        if cols is not None:  # one keypoint per joint: one compiled pass
             raw = np.ascontiguousarray(data, dtype=np.float64)
             out = np.empty((raw.shape[0], 8, 2))
-            stride = len(self.dims)
-            cols = np.array([g[0] * stride for g in self.groups], dtype=np.int64)
             to_metric_kernel(raw, cols, self.fwd[0], self.up[0], self.dims.find("c"), self.min_conf,
                              self.fwd[1] * self.scale, self.up[1] * self.scale, self.origin[0], self.origin[1], out)
             return out
         return self.to_metric_numpy(data)
+
+    @cached_property
+    def _single_columns(self) -> np.ndarray | None:
+        """Where each joint's keypoint starts in a frame, when every joint is one keypoint."""
+        if not all(len(g) == 1 for g in self.groups):
+            return None
+        return np.array([g[0] * len(self.dims) for g in self.groups], dtype=np.int64)
 
     def to_metric_numpy(self, data: np.ndarray) -> np.ndarray:
         """:meth:`to_metric` in numpy: marker groups averaged into joints (and the kernel's twin)."""

@@ -34,6 +34,7 @@ from numba import njit
 
 from poserun.processors.contact import EV_IC, EV_SHORT, EV_TO, contact_kernel
 from poserun.processors.contact import new_state as new_contact_state
+from poserun.processors.gravity import track_gravity
 from poserun.processors.imu import axes_matrix
 from poserun.processors.jit import JIT
 
@@ -52,21 +53,7 @@ def vertical_force_kernel(times_ns: np.ndarray, acc: np.ndarray, tau_s: float, s
         if not (math.isfinite(ax) and math.isfinite(ay) and math.isfinite(az)):
             out[i] = np.nan
             continue
-        if state[_INIT] < 0.5:
-            state[_MX], state[_MY], state[_MZ] = ax, ay, az
-            state[_INIT] = 1.0
-            state[_T0] = t
-        else:
-            dt = (t - state[_PREV_T]) / 1e9
-            elapsed = (t - state[_T0]) / 1e9
-            k = dt / tau_s if elapsed >= tau_s else dt / (elapsed + dt)
-            if not k > 0.0:
-                k = 0.0
-            elif k > 1.0:
-                k = 1.0
-            state[_MX] += k * (ax - state[_MX])
-            state[_MY] += k * (ay - state[_MY])
-            state[_MZ] += k * (az - state[_MZ])
+        track_gravity(state, _INIT, _PREV_T, _T0, t, ax, ay, az, tau_s)  # into state[_MX:_MZ + 1]
         state[_PREV_T] = t
         g2 = state[_MX] * state[_MX] + state[_MY] * state[_MY] + state[_MZ] * state[_MZ]
         out[i] = (ax * state[_MX] + ay * state[_MY] + az * state[_MZ]) / g2 if g2 > 0.0 else np.nan

@@ -28,6 +28,7 @@ import numpy as np
 from numba import njit
 
 from poserun.processors.events import emit
+from poserun.processors.gravity import track_gravity
 from poserun.processors.jit import JIT
 
 G = 9.80665
@@ -65,22 +66,7 @@ def shank_events_kernel(times_ns: np.ndarray, acc: np.ndarray, tau_s: float, imp
         if not (math.isfinite(ax) and math.isfinite(ay) and math.isfinite(az)):
             continue
         t = float(times_ns[i])
-        if state[_GINIT] < 0.5:
-            state[_GX], state[_GY], state[_GZ] = ax, ay, az
-            state[_GINIT] = 1.0
-            state[_T0] = t
-        else:
-            # a running mean until tau has passed, then an exponential average over tau
-            dt = (t - state[_PREV_T]) / 1e9
-            elapsed = (t - state[_T0]) / 1e9
-            k = dt / tau_s if elapsed >= tau_s else dt / (elapsed + dt)
-            if not k > 0.0:
-                k = 0.0
-            elif k > 1.0:
-                k = 1.0
-            state[_GX] += k * (ax - state[_GX])
-            state[_GY] += k * (ay - state[_GY])
-            state[_GZ] += k * (az - state[_GZ])
+        track_gravity(state, _GINIT, _PREV_T, _T0, t, ax, ay, az, tau_s)  # into state[_GX:_GZ + 1]
         gn = math.sqrt(state[_GX] ** 2 + state[_GY] ** 2 + state[_GZ] ** 2)
         if gn < 1e-6:
             continue

@@ -63,6 +63,34 @@ def subscribe_packet(packet_id: int, filters: Iterable[tuple[str, int]]) -> byte
     return b"\x82" + _varint(len(body)) + body
 
 
+def hello_packet(broker: BrokerSettings, role: str) -> bytes:
+    """The CONNECT this broker's settings ask for (client id, keep-alive, credentials)."""
+    password = broker.password.get_secret_value() if broker.password else None
+    return connect_packet(client_id(broker, role), broker.keepalive_s, broker.username, password)
+
+
+def tls_context(broker: BrokerSettings) -> ssl.SSLContext | None:
+    if not broker.tls:
+        return None
+    return ssl.create_default_context(cafile=str(broker.ca_file) if broker.ca_file else None)
+
+
+def dial(broker: BrokerSettings, role: str, timeout: float, *, rcvbuf: int = 0) -> socket.socket:
+    """A blocking connection to the broker (TCP_NODELAY, TLS if configured) with CONNECT sent;
+    :class:`BrokerUnavailable` if it cannot be reached."""
+    try:
+        raw = socket.create_connection((broker.host, broker.port), timeout=timeout)
+    except OSError as exc:
+        raise BrokerUnavailable(f"cannot reach the broker at {broker.url}: {exc}") from None
+    raw.setsockopt(*NODELAY)
+    if rcvbuf:
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    ctx = tls_context(broker)
+    sock = ctx.wrap_socket(raw, server_hostname=broker.host) if ctx is not None else raw
+    sock.sendall(hello_packet(broker, role))
+    return sock
+
+
 def parse_packets(buf: bytearray | bytes, start: int = 0
                   ) -> tuple[list[tuple[int, int, bytes, bytes, int]], int]:
     """Complete packets in ``buf`` from ``start``: (type, flags, topic, payload, packet_id)
@@ -150,18 +178,7 @@ class StreamSubscriber(Inbox):
 
     def _open(self, timeout: float) -> socket.socket:
         b = self.broker
-        try:
-            raw = socket.create_connection((b.host, b.port), timeout=timeout)
-        except OSError as exc:
-            raise BrokerUnavailable(f"cannot reach the broker at {b.url}: {exc}") from None
-        raw.setsockopt(*NODELAY)
-        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-        sock: socket.socket = raw
-        if b.tls:
-            ctx = ssl.create_default_context(cafile=str(b.ca_file) if b.ca_file else None)
-            sock = ctx.wrap_socket(raw, server_hostname=b.host)
-        password = b.password.get_secret_value() if b.password else None
-        sock.sendall(connect_packet(client_id(b, self.role), b.keepalive_s, b.username, password))
+        sock = dial(b, self.role, timeout, rcvbuf=4 << 20)
         sock.sendall(subscribe_packet(1, self.filters))
         buf = bytearray()
         deadline = time.monotonic() + timeout
@@ -346,10 +363,8 @@ class LoopSubscriber:
     async def _connect(self, timeout: float) -> _LoopProtocol:
         b = self.broker
         loop = asyncio.get_running_loop()
-        ctx = ssl.create_default_context(cafile=str(b.ca_file) if b.ca_file else None) if b.tls else None
-        password = b.password.get_secret_value() if b.password else None
-        hello = (connect_packet(client_id(b, self.role), b.keepalive_s, b.username, password)
-                 + subscribe_packet(1, self.filters))
+        ctx = tls_context(b)
+        hello = hello_packet(b, self.role) + subscribe_packet(1, self.filters)
         proto = _LoopProtocol(self, hello, loop.create_future(), loop.create_future())
         try:
             await asyncio.wait_for(loop.create_connection(lambda: proto, b.host, b.port, ssl=ctx), timeout)
@@ -501,17 +516,7 @@ class RawPublisher:
 
     def connect(self, timeout: float = 10.0) -> None:
         b = self.broker
-        try:
-            raw = socket.create_connection((b.host, b.port), timeout=timeout)
-        except OSError as exc:
-            raise BrokerUnavailable(f"cannot reach the broker at {b.url}: {exc}") from None
-        raw.setsockopt(*NODELAY)
-        sock: socket.socket = raw
-        if b.tls:
-            ctx = ssl.create_default_context(cafile=str(b.ca_file) if b.ca_file else None)
-            sock = ctx.wrap_socket(raw, server_hostname=b.host)
-        password = b.password.get_secret_value() if b.password else None
-        sock.sendall(connect_packet(client_id(b, self.role), b.keepalive_s, b.username, password))
+        sock = dial(b, self.role, timeout)
         buf = b""
         while True:
             chunk = sock.recv(64)
