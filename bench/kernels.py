@@ -57,9 +57,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=60.0)
     args = ap.parse_args()
     team, data, msgs = blocks(args.seconds)
-    state_for(team)  # compile
-    feed = state_for(team)
-    for b in data[:200]:
+    feed = state_for(team)  # compile (or load) every kernel a session reaches, records included
+    for b in data:
         feed.push(*b)
     # per modality: feed only that source kind into a fresh state
     print(f"one simulated athlete, {args.seconds:g} s at default rates (IMU 400 Hz x2, insole 100 Hz x2, "
@@ -68,13 +67,16 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|")
     for label, prefix in (("foot IMU (strapdown, ZUPT, events)", "imu_foot"),
                           ("insole (contact, stance metrics)", "insole"), ("keypoints (geometry)", "keypoints")):
-        state = state_for(team)
         chosen = [b for b in data if b[0].startswith(prefix)]
         n = sum(len(b[1]) for b in chosen)
-        t = time.perf_counter()
-        for b in chosen:
-            state.push(*b)
-        dt = time.perf_counter() - t
+        times = []
+        for _ in range(3):  # the fastest of three
+            state = state_for(team)
+            t = time.perf_counter()
+            for b in chosen:
+                state.push(*b)
+            times.append(time.perf_counter() - t)
+        dt = min(times)
         print(f"| {label} | {n:,} | {dt:.3f} | {n / dt:,.0f} | {100 * dt / args.seconds:.3f} % |")
     n = sum(len(b[1]) for b in data)
     runs = []

@@ -34,7 +34,7 @@ def main() -> None:
     for m in team.meta_messages():
         svc.handle(m.topic, m.payload)
     t0 = time.time()
-    print("| simulated minute | RSS (MiB) | samples held in rings | records so far |")
+    print("| simulated minute | RSS (MiB) | sample slots held by the rings | records so far |")
     print("|---:|---:|---:|---:|")
     records = 0
     for minute in range(int(args.minutes) + 1):

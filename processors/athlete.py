@@ -25,7 +25,14 @@ import numpy as np
 
 from poserun.processors.clock import ClockOffset
 from poserun.processors.contact import EV_IC, EV_SHORT, EV_TO, ContactDetector, G
-from poserun.processors.imu import FootEvents, FootImu, axes_matrix, impact_peak_g, landing_velocity
+from poserun.processors.imu import (
+    FootEvents,
+    FootImu,
+    axes_matrix,
+    foot_imu_kernel,
+    impact_peak_g,
+    landing_velocity,
+)
 from poserun.processors.imu import G as G_IMU
 from poserun.processors.insole import InsoleLayout, stance_metrics
 from poserun.processors.keypoints import (
@@ -90,10 +97,43 @@ class _Imu:
         self.matrix[3:, 3:] = m.T * (math.pi / 180.0 if self.gyro_unit == "deg/s" else 1.0)
 
     def to_body(self, raw: np.ndarray) -> np.ndarray:
+        """Raw samples in the body frame, SI units (the numpy twin of the kernel's first step)."""
         raw = np.asarray(raw, dtype=np.float64)
         if raw.shape[1] >= 6:
             return raw[:, :6] @ self.matrix
         return raw[:, :3] @ self.matrix[:3, :]
+
+    def update(self, times_ns: np.ndarray, raw: np.ndarray) -> np.ndarray:
+        """Process a batch (body frame, strapdown, events in one compiled call), keep its
+        per-sample columns in the ring; return the event rows."""
+        n = len(times_ns)
+        cols = np.empty((n, 4))
+        events = np.empty((n + 1, 4))
+        sd, ev = self.strapdown, self.events
+        k = foot_imu_kernel(np.ascontiguousarray(times_ns, dtype=np.int64),
+                            np.ascontiguousarray(raw, dtype=np.float64), self.matrix, sd.still_acc,
+                            sd.still_gyr, sd.still_min, sd.state, ev.ic_high, ev.ic_low, ev.to_min,
+                            ev.min_swing_s * 1e9, ev.state, cols, events)
+        self.ring.push(times_ns, cols)
+        return events[:k]
+
+
+class _Source:
+    """Per-source routing: its frame handler (a timing source) or lazy queue (a supporting
+    one), its clock offset if it has one, and the samples it has sent."""
+
+    __slots__ = ("clock", "data", "handler", "lazy", "now", "now_until", "samples", "since", "times")
+
+    def __init__(self) -> None:
+        self.handler: Callable[[np.ndarray, np.ndarray], None] | None = None
+        self.lazy = False
+        self.times: list[np.ndarray] = []  # the lazy queue
+        self.data: list[np.ndarray] = []
+        self.since = 0.0  # when the queue began (its first frame's last sample)
+        self.clock: ClockOffset | None = None
+        self.samples = 0
+        self.now = False  # cached _times_now and until when it holds
+        self.now_until = -math.inf
 
 
 @dataclass
@@ -113,7 +153,6 @@ class AthleteState:
         self.athlete = athlete
         self.params = p = params or AthleteParams()
         self.bw = p.body_mass_kg * G
-        self.samples: dict[str, int] = {}
         self.warnings: dict[str, int] = {}
         self._insole: dict[str, InsoleLayout] = {}
         self._contact: dict[str, ContactDetector] = {}
@@ -122,8 +161,7 @@ class AthleteState:
         self._kp: KeypointLayout | None = None
         self._kp_ring = SampleRing()
         self._clock: dict[str, float] = {}
-        self._raw: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
-        self._raw_since: dict[str, float] = {}  # when each queue began (its first frame's last sample)
+        self._src: dict[str, _Source] = {}
         self._scales: dict[str, np.ndarray] = {}
         self._shank: dict[str, ShankEvents] = {}
         self._shank_scale: dict[str, float] = {}
@@ -134,12 +172,9 @@ class AthleteState:
         self._camera: dict[str, CameraEvents] = {}
         self._cands: dict[str, list[tuple[str, str]]] = {}
         self._active_cache: dict[str, tuple[float, str | None]] = {}
-        self._times_now_cache: dict[str, tuple[float, bool]] = {}
-        self._handlers: dict[str, Callable[[np.ndarray, np.ndarray], None]] = {}
-        self._lazy: set[str] = set()
         self._newest = -math.inf
         self._ic_emitted: dict[str, float] = {}
-        self._waiting: set[str] | None = None
+        self._waiting: dict[str, float] | None = None  # source -> the clock at which the head record may be ready
         self._checked = 0
         self._to_emitted: dict[str, float] = {}
         self._pending: list[_Pending] = []
@@ -160,10 +195,14 @@ class AthleteState:
         p = self.params
         self._insole[side] = InsoleLayout.from_meta(regions, positions, areas, unit)
         self._scales[side] = self._insole[side].scale
-        self._sources_changed()
+        cells = len(regions)
+        ring = self._insole_ring[side]
+        if ring.data is None or ring.data.shape[1] != cells:  # (a new layout starts a new history)
+            self._insole_ring[side] = SampleRing(width=cells)
         if side not in self._contact:
             self._contact[side] = ContactDetector(self.bw, p.on_bw, p.off_bw, p.min_stance_s, p.min_swing_s,
                                                   zero_tau_s=2.0)
+        self._sources_changed()
 
     def configure_imu(self, side: str, axes: dict[str, str], accel_unit: str, gyro_unit: str,
                       rate_hz: float) -> None:
@@ -211,13 +250,19 @@ class AthleteState:
             if self._pelvis is not None:
                 cands.append(("imu_pelvis", "imu_pelvis"))
             self._cands[foot] = cands
-        self._handlers = {f"insole_{s}": partial(self._insole_frame, s) for s in self._insole}
-        self._handlers.update({f"imu_shank_{s}": partial(self._process, f"imu_shank_{s}") for s in self._shank})
+        handlers: dict[str, Callable[[np.ndarray, np.ndarray], None]] = {
+            f"insole_{s}": self._insole_handler(s) for s in self._insole}
+        handlers.update({f"imu_shank_{s}": partial(self._process, f"imu_shank_{s}") for s in self._shank})
         if self._pelvis is not None:
-            self._handlers["imu_pelvis"] = partial(self._process, "imu_pelvis")
-        self._lazy = {f"imu_foot_{s}" for s in self._imu} | ({"keypoints"} if self._kp is not None else set())
+            handlers["imu_pelvis"] = partial(self._process, "imu_pelvis")
+        lazy = {f"imu_foot_{s}" for s in self._imu} | ({"keypoints"} if self._kp is not None else set())
+        for name in handlers.keys() | lazy:
+            self._src.setdefault(name, _Source())
+        for name, src in self._src.items():
+            src.handler = handlers.get(name)
+            src.lazy = name in lazy
+            src.now_until = -math.inf
         self._active_cache = {}
-        self._times_now_cache = {}
 
     def active(self, foot: str) -> str | None:
         """The source timing this foot now: the first by priority whose data is fresh (within
@@ -246,80 +291,98 @@ class AthleteState:
         ``LAZY_SPAN_NS``: the kernels then run a few times a second instead of per frame,
         with identical results.
         """
+        src = self._src.get(source)
+        if src is None:
+            src = self._src[source] = _Source()
         n = len(times_ns)
-        self.samples[source] = self.samples.get(source, 0) + n
+        src.samples += n
         if n == 0:
             return []
-        clock = self._clocks.get(source)
-        last = float(times_ns[-1]) + (clock.applied_ns() if clock is not None else 0.0)
+        last = float(times_ns[-1])
+        if src.clock is not None:
+            last += src.clock.applied
         self._clock[source] = last
         if last > self._newest:
             self._newest = last
-        handler = self._handlers.get(source)
-        if handler is not None:
-            handler(times_ns, data)
-        elif source in self._lazy:
-            queue = self._raw.get(source)
-            if queue is None:
-                queue = self._raw[source] = []
-                self._raw_since[source] = last
-            queue.append((times_ns, data))
-            if last - self._raw_since[source] > LAZY_SPAN_NS or self._times_now(source):
-                self._drain(source)
+        if src.handler is not None:
+            src.handler(times_ns, data)
+        elif src.lazy:
+            if not src.times:
+                src.since = last
+            src.times.append(times_ns)
+            src.data.append(data)
+            if last - src.since > LAZY_SPAN_NS or (
+                    src.now if self._newest < src.now_until else self._times_now(source, src)):
+                self._drain(source, src)
         if not self._pending:
             return []
-        if self._waiting is not None and source not in self._waiting and len(self._pending) == self._checked:
+        if self._waiting is not None and len(self._pending) == self._checked and \
+                last < self._waiting.get(source, math.inf):
             return []  # the head record still waits on other sources
         out = self._finalize()
         self._checked = len(self._pending)
         return out
 
-    def _times_now(self, source: str) -> bool:
+    @property
+    def samples(self) -> dict[str, int]:
+        """Samples received per source."""
+        return {name: src.samples for name, src in self._src.items()}
+
+    def _times_now(self, source: str, src: _Source) -> bool:
         """Is this (normally batched) source timing a foot at the moment? (Judged afresh every
-        20 ms of data, like :meth:`active`.)"""
-        cached = self._times_now_cache.get(source)
-        if cached is not None and self._newest - cached[0] < 20e6:
-            return cached[1]
+        20 ms of data, like :meth:`active`; :meth:`push` reads the cached answer meanwhile.)"""
         if source == "keypoints":
             now = self.active("left") == "camera" or self.active("right") == "camera"
         else:
             now = self.active("left" if source.endswith("left") else "right") == "imu"
-        self._times_now_cache[source] = (self._newest, now)
+        src.now = now
+        src.now_until = self._newest + 20e6
         return now
 
-    def _drain(self, source: str) -> None:
-        queue = self._raw.pop(source, None)
-        if not queue:
+    def _drain(self, source: str, src: _Source) -> None:
+        """Process a lazy source's queued frames in one batch."""
+        if not src.times:
             return
-        if len(queue) == 1:
-            t, d = queue[0]
+        if len(src.times) == 1:
+            t, d = src.times[0], src.data[0]
         else:
-            t = np.concatenate([q[0] for q in queue])
-            d = np.concatenate([q[1] for q in queue])
+            t, d = np.concatenate(src.times), np.concatenate(src.data)
+        src.times, src.data = [], []
         self._process(source, t, d)
 
-    def _insole_frame(self, side: str, times_ns: np.ndarray, data: np.ndarray) -> None:
-        self._insole_ring[side].push(times_ns, data)  # raw units; converted when a stance is measured
-        ev = self._contact[side].update_cells(times_ns, data, self._scales[side])
-        if len(ev):
-            self._events(side, ev, "insole")
+    def _insole_handler(self, side: str) -> Callable[[np.ndarray, np.ndarray], None]:
+        """The per-frame path of an insole (the source that times its foot): keep the raw
+        frame for the stance metrics, run the contact kernel, pass on its events."""
+        # the kernel keeps the raw frames (cell units; converted when a stance is measured)
+        update = self._contact[side].cells_updater(self._scales[side], self._insole_ring[side])
+        events = self._events
+
+        def frame(times_ns: np.ndarray, data: np.ndarray) -> None:
+            ev = update(times_ns, data)
+            if len(ev):
+                events(side, ev, "insole")
+        return frame
+
+    def _clock_of(self, source: str) -> ClockOffset:
+        """The clock offset estimate of a supporting source (made on first use)."""
+        clock = self._clocks.get(source)
+        if clock is None:
+            clock = self._clocks[source] = ClockOffset()
+            self._src.setdefault(source, _Source()).clock = clock
+        return clock
 
     def _process(self, source: str, times_ns: np.ndarray, data: np.ndarray) -> None:
         side = "left" if source.endswith("_left") else "right" if source.endswith("_right") else ""
         if source.startswith("insole_"):
-            self._insole_frame(side, times_ns, data)
+            self._src[source].handler(times_ns, data)
         elif source.startswith("imu_foot_"):
             imu = self._imu[side]
             shift = 0
             if side in self._insole:  # a supporting IMU: put its samples on the insole's clock
-                clock = self._clocks.setdefault(source, ClockOffset())
-                shift = clock.applied_ns()
+                shift = self._clock_of(source).applied
                 if shift:
                     times_ns = times_ns + shift
-            body = imu.to_body(data)
-            vz, still, dev, awz = imu.strapdown.update(times_ns, body)
-            imu.ring.push(times_ns, np.column_stack((vz, still, dev, awz)))
-            ev = imu.events.update(times_ns, awz, vz, body[:, 4], still)
+            ev = imu.update(times_ns, data)
             if len(ev):
                 new = [(float(row[1]), shift) for row in ev if row[0] == EV_IC]
                 self._imu_ics[side].extend(new)
@@ -396,7 +459,6 @@ class AthleteState:
     def _finalize(self) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         self._waiting = None
-        drained = False
         while self._pending:
             pend = self._pending[0]
             ev_clock = self._event_clock(pend)
@@ -405,21 +467,24 @@ class AthleteState:
             landing = pend.kind == "landing"
             need_kp = pend.ic_ns - CAMERA_LEAD_NS if landing else pend.to_ns
             need_imu = pend.ic_ns if landing else pend.to_ns + 40e6
-            waiting: set[str] = set()
+            waiting: dict[str, float] = {}
             if self._kp is not None and pend.source != "camera" and not self._caught_up("keypoints", need_kp, ev_clock):
-                waiting.add("keypoints")
+                waiting["keypoints"] = need_kp
             imu_src = f"imu_foot_{pend.foot}"
             if pend.foot in self._imu and pend.source != "imu" and not self._caught_up(imu_src, need_imu, ev_clock):
-                waiting.add(imu_src)
+                waiting[imu_src] = need_imu
             if waiting:
-                # nothing changes until one of these, or the timing source (the reorder window), moves
-                waiting.add(self._event_source_name(pend))
+                # nothing changes until one of these reaches the time it is needed to, or the timing
+                # source passes the earliest of those by the reorder window
+                waiting[self._event_source_name(pend)] = min(waiting.values()) + self.params.reorder_window_s * 1e9
                 self._waiting = waiting
                 break
-            if not drained:  # readiness is judged on clocks; process the queued samples only now
-                for source in list(self._raw):
-                    self._drain(source)
-                drained = True
+            # readiness is judged on clocks; process the queued samples this record reads only now
+            # (the other foot's IMU waits for its own records)
+            for source in ("keypoints", imu_src):
+                src = self._src.get(source)
+                if src is not None and src.times:
+                    self._drain(source, src)
             self._pending.pop(0)
             out.append(self._landing_record(pend) if pend.kind == "landing" else self._stance_record(pend))
         return out
@@ -435,7 +500,7 @@ class AthleteState:
     def _match_clock(self, foot: str, imu_ics: list[tuple[float, int]]) -> None:
         """Pair new IMU impacts with the insole ICs around them: each pair is one sample of the
         IMU clock's offset. Done as IMU data is processed, so no record waits for it."""
-        clock = self._clocks.setdefault(f"imu_foot_{foot}", ClockOffset())
+        clock = self._clock_of(f"imu_foot_{foot}")
         refs = self._insole_ics[foot]
         for t, shift in imu_ics:
             near = [r for r in refs if abs(r - t) <= clock.tolerance_ns() + 20e6]
@@ -448,7 +513,7 @@ class AthleteState:
         once the IMU's clock offset is known."""
         if pend.source != "insole" or pend.foot not in self._imu:
             return pend.ic_ns, pend.source
-        clock = self._clocks.setdefault(f"imu_foot_{pend.foot}", ClockOffset())
+        clock = self._clock_of(f"imu_foot_{pend.foot}")
         period = self._insole_period(pend.foot)
         cands = [t for t, _shift in self._imu_ics[pend.foot] if abs(t - pend.ic_ns) <= period + 2e6]
         if not cands or not clock.ready:
@@ -604,7 +669,11 @@ class AthleteState:
         for metric in SYMMETRY_METRICS:
             value = rec.get(metric)
             if isinstance(value, int | float) and not isinstance(value, bool):
-                self._history.setdefault((foot, metric), deque(maxlen=8)).append(float(value))
+                key = (foot, metric)
+                history = self._history.get(key)
+                if history is None:
+                    history = self._history[key] = deque(maxlen=8)
+                history.append(float(value))
             left = self._history.get(("left", metric))
             right = self._history.get(("right", metric))
             if left and right:

@@ -23,6 +23,7 @@ class ClockOffset:
     matches: int = 0
     offset_ns: float = 0.0
     jitter_ns: float = float("nan")
+    applied: int = 0  # what applied_ns() returns, kept current by add() (read on every frame)
 
     def __post_init__(self) -> None:
         self._diffs = deque(maxlen=self.window)
@@ -48,6 +49,7 @@ class ClockOffset:
             med = median(self._diffs)
             self.offset_ns = med
             self.jitter_ns = 1.4826 * median([abs(d - med) for d in self._diffs])
+            self.applied = round(med) if abs(med) > self.min_apply_ns else 0
         return True
 
     min_apply_ns: float = 10e6  # below this an offset is indistinguishable from detection bias
@@ -56,9 +58,7 @@ class ClockOffset:
         """The offset to add to this source's timestamps: the estimate once it is known and
         larger than ``min_apply_ns`` (the reference's own timing error, e.g. one insole sample;
         smaller differences are left alone rather than traded for the reference's bias)."""
-        if self.ready and abs(self.offset_ns) > self.min_apply_ns:
-            return round(self.offset_ns)
-        return 0
+        return self.applied
 
     def report(self) -> dict[str, float | int | bool | None]:
         return {"offset_ms": round(self.offset_ns / 1e6, 3) if self.ready else None,

@@ -11,6 +11,7 @@ calls, so any chunking of the same samples gives the same events.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,6 +19,7 @@ from numba import njit
 
 from poserun.processors.events import emit
 from poserun.processors.jit import JIT
+from poserun.processors.ring import SampleRing, append_rows
 
 G = 9.81
 
@@ -62,57 +64,72 @@ def contact_kernel(times_ns: np.ndarray, force: np.ndarray, on_n: float, off_n: 
     every threshold crossing."""
     n_ev = 0
     for i in range(times_ns.shape[0]):
-        t = float(times_ns[i])
-        f = force[i] - state[_BASE]
-        if zero_tau_s > 0.0 and state[_IN] < 0.5 and f < off_n and state[_HAVE_PREV] > 0.5:
-            dt = (t - state[_PREV_T]) / 1e9
-            k = dt / zero_tau_s
-            if k > 1.0:
-                k = 1.0
-            if k > 0.0 and math.isfinite(force[i]):
-                state[_BASE] += k * (force[i] - state[_BASE])
-                f = force[i] - state[_BASE]
-        have_prev = state[_HAVE_PREV] > 0.5
-        pt = state[_PREV_T] if have_prev else t
-        pf = state[_PREV_F] if have_prev else f
-        if state[_IN] < 0.5:
-            if f >= on_n and (not have_prev or pf < on_n):
-                ic = _cross(pt, pf, t, f, on_n) if have_prev else t
-                if ic - state[_LAST_TO] >= min_swing_ns:
-                    state[_IN] = 1.0
-                    state[_IC] = ic
-                    state[_PEAK] = f
-                    n_ev = emit(events, n_ev, EV_IC, ic, ic, f)
-        else:
-            if f > state[_PEAK]:
+        n_ev = _contact_step(float(times_ns[i]), force[i], on_n, off_n, min_stance_ns, min_swing_ns, state,
+                             events, n_ev, zero_tau_s)
+    return n_ev
+
+
+@njit(**JIT)
+def _contact_step(t: float, raw: float, on_n: float, off_n: float, min_stance_ns: float, min_swing_ns: float,
+                  state: np.ndarray, events: np.ndarray, n_ev: int, zero_tau_s: float) -> int:
+    """One sample of :func:`contact_kernel`; returns the new event count."""
+    f = raw - state[_BASE]
+    if zero_tau_s > 0.0 and state[_IN] < 0.5 and f < off_n and state[_HAVE_PREV] > 0.5:
+        dt = (t - state[_PREV_T]) / 1e9
+        k = dt / zero_tau_s
+        if k > 1.0:
+            k = 1.0
+        if k > 0.0 and math.isfinite(raw):
+            state[_BASE] += k * (raw - state[_BASE])
+            f = raw - state[_BASE]
+    have_prev = state[_HAVE_PREV] > 0.5
+    pt = state[_PREV_T] if have_prev else t
+    pf = state[_PREV_F] if have_prev else f
+    if state[_IN] < 0.5:
+        if f >= on_n and (not have_prev or pf < on_n):
+            ic = _cross(pt, pf, t, f, on_n) if have_prev else t
+            if ic - state[_LAST_TO] >= min_swing_ns:
+                state[_IN] = 1.0
+                state[_IC] = ic
                 state[_PEAK] = f
-            if f < off_n:
-                to = _cross(pt, pf, t, f, off_n)
-                state[_IN] = 0.0
-                kind = EV_TO if to - state[_IC] >= min_stance_ns else EV_SHORT
-                if kind == EV_TO:
-                    state[_LAST_TO] = to
-                n_ev = emit(events, n_ev, kind, to, state[_IC], state[_PEAK])
-        state[_PREV_T] = t
-        state[_PREV_F] = f
-        state[_HAVE_PREV] = 1.0
+                n_ev = emit(events, n_ev, EV_IC, ic, ic, f)
+    else:
+        if f > state[_PEAK]:
+            state[_PEAK] = f
+        if f < off_n:
+            to = _cross(pt, pf, t, f, off_n)
+            state[_IN] = 0.0
+            kind = EV_TO if to - state[_IC] >= min_stance_ns else EV_SHORT
+            if kind == EV_TO:
+                state[_LAST_TO] = to
+            n_ev = emit(events, n_ev, kind, to, state[_IC], state[_PEAK])
+    state[_PREV_T] = t
+    state[_PREV_F] = f
+    state[_HAVE_PREV] = 1.0
     return n_ev
 
 
 @njit(**JIT)
 def contact_cells_kernel(times_ns: np.ndarray, cells: np.ndarray, scale: np.ndarray, on_n: float, off_n: float,
-                         min_stance_ns: float, min_swing_ns: float, state: np.ndarray,
-                         events: np.ndarray, zero_tau_s: float = 0.0) -> int:
+                         min_stance_ns: float, min_swing_ns: float, state: np.ndarray, events: np.ndarray,
+                         zero_tau_s: float, keep: bool, ring_t: np.ndarray, ring_d: np.ndarray,
+                         ring_bounds: np.ndarray) -> int:
     """Sum the (scaled) cells of each sample and run :func:`contact_kernel` on the total: one
-    call per insole frame, no temporary arrays in Python."""
-    n = times_ns.shape[0]
-    force = np.empty(n)
-    for i in range(n):
+    call per insole frame, no temporary arrays. With ``keep`` the raw samples are also appended
+    to a :class:`~poserun.processors.ring.SampleRing`'s buffer. Returns the event count, -1 when
+    the ring needs room first (nothing done), -2 when the cells do not match ``scale``."""
+    if cells.shape[1] != scale.shape[0]:
+        return -2
+    if keep and not append_rows(times_ns, cells, ring_t, ring_d, ring_bounds):
+        return -1
+    n_ev = 0
+    for i in range(times_ns.shape[0]):
         acc = 0.0
         for j in range(cells.shape[1]):
             acc += cells[i, j] * scale[j]
-        force[i] = acc
-    return contact_kernel(times_ns, force, on_n, off_n, min_stance_ns, min_swing_ns, state, events, zero_tau_s)
+        n_ev = _contact_step(float(times_ns[i]), acc, on_n, off_n, min_stance_ns, min_swing_ns, state, events,
+                             n_ev, zero_tau_s)
+    return n_ev
 
 
 @dataclass
@@ -151,14 +168,35 @@ class ContactDetector:
 
     def update_cells(self, times_ns: np.ndarray, cells: np.ndarray, scale: np.ndarray) -> np.ndarray:
         """Like :meth:`update` with the force summed from cell values times ``scale`` (N per unit)."""
-        buf = self._events
-        if buf.shape[0] < len(times_ns) + 1:
-            buf = self._events = np.empty((len(times_ns) + 1, 4))
-        n = contact_cells_kernel(times_ns, cells, scale, self.on_bw * self.body_weight_n,
-                                 self.off_bw * self.body_weight_n, self.min_stance_s * 1e9,
-                                 self.min_swing_s * 1e9, self.state, buf, self.zero_tau_s)
-        if n == 0:
-            return _NO_EVENTS
-        out = buf[:n].copy()
-        self.short_contacts += int(np.sum(out[:, 0] == EV_SHORT))
-        return out
+        return self.cells_updater(scale)(times_ns, cells)
+
+    def cells_updater(self, scale: np.ndarray, ring: SampleRing | None = None
+                      ) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+        """:meth:`update_cells` for one ``scale``, with its constants bound once (the per-frame
+        path of an insole, where a Python attribute lookup costs as much as the kernel's work);
+        with ``ring``, the kernel also keeps the raw samples there."""
+        on_n, off_n = self.on_bw * self.body_weight_n, self.off_bw * self.body_weight_n
+        min_stance_ns, min_swing_ns, zero_tau_s = self.min_stance_s * 1e9, self.min_swing_s * 1e9, self.zero_tau_s
+        state = self.state
+        keep = ring is not None
+        no_ring = SampleRing(capacity=8, width=scale.shape[0])
+        target = ring if ring is not None else no_ring
+
+        def update(times_ns: np.ndarray, cells: np.ndarray) -> np.ndarray:
+            buf = self._events
+            if buf.shape[0] <= len(times_ns):
+                buf = self._events = np.empty((len(times_ns) + 1, 4))
+            n = contact_cells_kernel(times_ns, cells, scale, on_n, off_n, min_stance_ns, min_swing_ns, state, buf,
+                                     zero_tau_s, keep, target.times, target.data, target.bounds)
+            if n < 0:
+                if n == -2 or cells.shape[1] != target.data.shape[1] or len(times_ns) == 0:
+                    raise ValueError(f"{cells.shape[1]} cells, the insole's layout has {scale.shape[0]}")
+                target.make_room(len(times_ns), int(times_ns[-1]))
+                n = contact_cells_kernel(times_ns, cells, scale, on_n, off_n, min_stance_ns, min_swing_ns, state,
+                                         buf, zero_tau_s, keep, target.times, target.data, target.bounds)
+            if n == 0:
+                return _NO_EVENTS
+            out = buf[:n].copy()
+            self.short_contacts += int(np.sum(out[:, 0] == EV_SHORT))
+            return out
+        return update

@@ -289,6 +289,41 @@ def foot_events_kernel(times_ns: np.ndarray, awz: np.ndarray, vz: np.ndarray, pi
     return n_ev
 
 
+@njit(**JIT)
+def foot_imu_kernel(times_ns: np.ndarray, raw: np.ndarray, matrix: np.ndarray, still_acc: float,
+                    still_gyr: float, still_min: int, sd_state: np.ndarray, ic_high: float, ic_low: float,
+                    to_min: float, min_swing_ns: float, ev_state: np.ndarray, cols: np.ndarray,
+                    events: np.ndarray) -> int:
+    """A batch of one foot IMU in one call: raw samples to the body frame in SI units
+    (``raw @ matrix``, accelerometer-only rows using its first three rows), then
+    :func:`strapdown_kernel` and :func:`foot_events_kernel`. ``cols`` receives (vertical
+    velocity, stationary flag, |acc| - g, world vertical acceleration) per sample; the
+    event rows go to ``events``, their count is returned."""
+    n = times_ns.shape[0]
+    k = 6 if raw.shape[1] >= 6 else 3
+    body = np.empty((n, 6))
+    for i in range(n):
+        for j in range(6):
+            acc = 0.0
+            for m in range(k):
+                acc += raw[i, m] * matrix[m, j]
+            body[i, j] = acc
+    vz = np.empty(n)
+    still = np.empty(n, dtype=np.int8)
+    dev = np.empty(n)
+    awz = np.empty(n)
+    strapdown_kernel(times_ns, body, still_acc, still_gyr, still_min, sd_state, vz, still, dev, awz)
+    pitch = np.empty(n)
+    for i in range(n):
+        cols[i, 0] = vz[i]
+        cols[i, 1] = still[i]
+        cols[i, 2] = dev[i]
+        cols[i, 3] = awz[i]
+        pitch[i] = body[i, 4]
+    return foot_events_kernel(times_ns, awz, vz, pitch, still, ic_high, ic_low, to_min, min_swing_ns,
+                              ev_state, events)
+
+
 @dataclass
 class FootEvents:
     """Streaming IC/TO detection from a foot IMU (used when the foot has no insole)."""

@@ -33,25 +33,37 @@ def rule_score(value: float, good: float, bad: float) -> float:
     return max(0.0, min(1.0, s))
 
 
+# per rule: the record's metric it reads (for a magnitude rule, the signed metric, else the
+# magnitude itself if a caller gives it), good, bad
+_READS = tuple((rule, next((k for k, m in MAGNITUDES.items() if m == metric), None), metric, good, bad)
+               for rule, (metric, good, bad) in RULES.items())
+
+
+def _number(value: object) -> bool:
+    return (type(value) is float or type(value) is int
+            or (isinstance(value, int | float) and not isinstance(value, bool)))
+
+
 def pose_score(metrics: Mapping[str, object], weights: Mapping[str, float] | None = None
                ) -> tuple[float | None, dict[str, float]]:
     """(score 0-100 or None when no rule applies, per-rule scores 0-1)."""
     w = DEFAULT_WEIGHTS if weights is None else weights
-    derived: dict[str, float] = {}  # the rules judged on a magnitude
-    for name, magnitude in MAGNITUDES.items():
-        v = metrics.get(name)
-        if isinstance(v, int | float) and not isinstance(v, bool):
-            derived[magnitude] = abs(float(v))
     breakdown: dict[str, float] = {}
     total = weight = 0.0
-    for rule, (metric, good, bad) in RULES.items():
-        value = derived[metric] if metric in derived else metrics.get(metric)
+    for rule, signed, metric, good, bad in _READS:
+        value = metrics.get(signed) if signed is not None else None
+        if value is not None and _number(value):
+            value = abs(float(value))  # type: ignore[arg-type]
+        else:
+            value = metrics.get(metric)
+            if not _number(value):
+                continue
         rw = float(w.get(rule, 0.0))
-        if rw <= 0 or not isinstance(value, int | float) or isinstance(value, bool):
+        if rw <= 0:
             continue
-        s = rule_score(float(value), good, bad)
-        breakdown[rule] = round(s, 3)
-        total += rw * s
+        sc = rule_score(float(value), good, bad)  # type: ignore[arg-type]
+        breakdown[rule] = round(sc, 3)
+        total += rw * sc
         weight += rw
     if weight == 0:
         return None, breakdown

@@ -283,3 +283,26 @@ def vertical_force_ref(times: list[int], acc: list[list[float]], tau_s: float) -
         g2 = sum(m * m for m in mean)
         out.append((ax * mean[0] + ay * mean[1] + az * mean[2]) / g2 if g2 > 0 else math.nan)
     return out
+
+
+def pose_score_ref(metrics: dict, weights: dict | None = None) -> tuple[float | None, dict[str, float]]:
+    """The pose score spelled out: magnitudes first, then each weighted rule."""
+    from poserun.processors.score import DEFAULT_WEIGHTS, MAGNITUDES, RULES, rule_score
+
+    w = DEFAULT_WEIGHTS if weights is None else weights
+    derived = {}
+    for name, magnitude in MAGNITUDES.items():
+        v = metrics.get(name)
+        if isinstance(v, int | float) and not isinstance(v, bool):
+            derived[magnitude] = abs(float(v))
+    breakdown, total, weight = {}, 0.0, 0.0
+    for rule, (metric, good, bad) in RULES.items():
+        value = derived[metric] if metric in derived else metrics.get(metric)
+        rw = float(w.get(rule, 0.0))
+        if rw <= 0 or not isinstance(value, int | float) or isinstance(value, bool):
+            continue
+        s = rule_score(float(value), good, bad)
+        breakdown[rule] = round(s, 3)
+        total += rw * s
+        weight += rw
+    return (None, breakdown) if weight == 0 else (round(100.0 * total / weight, 1), breakdown)

@@ -125,7 +125,8 @@ def test_state_stays_bounded_over_a_long_session() -> None:
             fr = decode(m.payload)
             state.push(m.topic.rsplit("/", 1)[1], fr.times_ns(), np.array(fr.data))
         sizes.append((len(state._pending), state._kp_ring.size, state._insole_ring["left"].size,
-                      state._imu["left"].ring.size, len(state._landing), sum(map(len, state._raw.values()))))
+                      state._imu["left"].ring.size, len(state._landing),
+                      sum(len(src.times) for src in state._src.values())))
     late = np.array(sizes[30:])
     early = np.array(sizes[5:30])
     assert (late.max(axis=0) <= early.max(axis=0) * 1.05 + 2).all()

@@ -110,3 +110,31 @@ def test_a_drifting_zero_is_tracked() -> None:
     nearest = np.array([np.min(np.abs(got - t)) for t in tos])
     assert np.sum(nearest < 15e6) >= len(tos) - 2  # every other toe-off within 15 ms
     assert (naive[:, 0] == EV_TO).sum() < 0.8 * len(tos)  # without tracking contacts run together
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.integers(1, 2999), max_size=15), st.integers(0, 4), st.sampled_from([8, 64, 1024]))
+def test_cells_path_equals_summed_force_and_keeps_the_samples(cuts: list[int], seed: int, capacity: int) -> None:
+    """The insole's frame path (cells summed in the kernel, raw samples appended to a ring by
+    the kernel) against the plain detector on the summed force and a ring fed by push."""
+    from poserun.processors.ring import SampleRing
+
+    times, force = gait(seed)
+    rng = np.random.default_rng(seed)
+    share = rng.dirichlet(np.ones(6), size=len(times))  # the force spread over 6 cells
+    scale = np.array([1.0, 2.0, 0.5, 1.0, 4.0, 1.0])
+    cells = (force[:, None] * share / scale).astype(np.float32)
+    total = (cells.astype(np.float64) * scale).sum(axis=1)
+    want = ContactDetector(BW, zero_tau_s=2.0).update(times, total)
+    ring = SampleRing(horizon_ns=40 * 10**9, capacity=capacity, width=6)
+    det = ContactDetector(BW, zero_tau_s=2.0)
+    update = det.cells_updater(scale, ring)
+    edges = sorted({c for c in cuts if c < len(times)})
+    got = [update(times[a:b], cells[a:b]) for a, b in zip([0, *edges], [*edges, len(times)], strict=True)]
+    np.testing.assert_allclose(np.concatenate(got), want, rtol=1e-12, atol=1e-3)
+    assert det.short_contacts == int(np.sum(want[:, 0] == EV_SHORT))
+    t, d = ring.window(0, np.inf)
+    np.testing.assert_array_equal(t, times)
+    np.testing.assert_array_equal(d, cells.astype(np.float64))
+    with pytest.raises(ValueError, match="cells"):
+        update(times[:1] + 10**12, np.zeros((1, 5), np.float32))
