@@ -7,10 +7,6 @@ one core, and numba start-up (cold compile vs cached).
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
-import sys
-import tempfile
 import time
 
 import numpy as np
@@ -42,14 +38,6 @@ def state_for(team: SimTeam) -> AthleteState:
     for src in team.sources["a01"]:
         configure(state, device_meta(src.name, src.rate))
     return state
-
-
-def startup(cache: str) -> float:
-    env = {**os.environ, "NUMBA_CACHE_DIR": cache}
-    code = "import time; t=time.perf_counter(); from poserun.services.fusion import warm_up; warm_up(); " \
-           "print(time.perf_counter()-t)"
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    return float(out.stdout.strip())
 
 
 def main() -> None:
@@ -102,10 +90,6 @@ def main() -> None:
           f"{n / dt:,.0f} | {100 * dt / args.seconds:.3f} % |")
     print(f"\n{recs} records. Athletes per core at this cost: {args.seconds / alone:.0f} (processor alone), "
           f"{args.seconds / dt:.0f} (with decode and routing).")
-    with tempfile.TemporaryDirectory() as cache:
-        cold = startup(cache)
-        warm = startup(cache)
-    print(f"\nnumba start-up (import + warm-up of every kernel): cold cache {cold:.2f} s, warm cache {warm:.2f} s")
 
 
 if __name__ == "__main__":

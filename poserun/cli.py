@@ -63,7 +63,7 @@ def _stop_on_signals() -> threading.Event:
 def cmd_demo(args: argparse.Namespace) -> int:
     from poserun.services.demo import demo_settings, run_demo
 
-    settings = demo_settings(args.config, args.athletes)
+    settings = demo_settings(args.config, args.athletes, args.session)
     asyncio.run(run_demo(settings, broker=args.broker, duration=args.duration,
                          embedded=args.embedded_broker))
     return 0
@@ -85,13 +85,17 @@ def cmd_gateway_sim(args: argparse.Namespace) -> int:
 
 
 def cmd_gateway_replay(args: argparse.Namespace) -> int:
-    from poserun.services.replay import replay
+    from poserun.services.replay import GATEWAY_CHANNELS, replay
 
     settings = _settings(args)
     stop = _stop_on_signals()
-    stats = replay(settings.broker, args.file, speed=args.replay_speed, session=args.as_session, stop=stop)
-    print(json.dumps({"messages": stats.messages, "bytes": stats.bytes,
-                      "seconds": round(stats.seconds, 3)}))
+    channels = tuple(args.channels.split(",")) if args.channels else GATEWAY_CHANNELS
+    if args.truth and "truth" not in channels:
+        channels += ("truth",)
+    stats = replay(settings.broker, args.file, speed=args.replay_speed, session=args.as_session, stop=stop,
+                   channels=channels)
+    print(json.dumps({"messages": stats.messages, "bytes": stats.bytes, "skipped": stats.skipped,
+                      "channels": list(channels), "seconds": round(stats.seconds, 3)}))
     return 0
 
 
@@ -132,7 +136,14 @@ def cmd_process(args: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, stop.set)
         if args.duration:
             loop.call_later(args.duration, stop.set)
-        task = asyncio.create_task(service.run(stop))
+        ready = asyncio.Event()
+        task = asyncio.create_task(service.run(stop, ready))
+        if args.ready_file:
+            async def announce() -> None:
+                await ready.wait()
+                Path(args.ready_file).write_text("ready\n")
+            announcer = asyncio.create_task(announce())
+            task.add_done_callback(lambda _: announcer.cancel())
         while args.stats_interval > 0 and not task.done():  # 0: no stats lines (and no polling)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(task), args.stats_interval)
@@ -222,7 +233,7 @@ def cmd_haptic_sim(args: argparse.Namespace) -> int:
 def cmd_sessions(args: argparse.Namespace) -> int:
     from poserun.sinks.store import Database
 
-    db = Database(args.db)
+    db = Database(args.db, create=False)
     try:
         rows = db.sessions()
     finally:
@@ -242,7 +253,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     from poserun.services.export import export
     from poserun.sinks.store import Database
 
-    db = Database(args.db)
+    if args.format == "parquet":
+        _need("pyarrow", "store", "export --format parquet")
+    db = Database(args.db, create=False)
     try:
         out = args.output or f"{args.session}.{args.format}"
         n = export(db, args.session, out, args.format)
@@ -253,16 +266,35 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    _need("matplotlib", "report", "report")
     from poserun.services.report import build_report
     from poserun.sinks.store import Database
 
-    db = Database(args.db)
+    db = Database(args.db, create=False)
     try:
         out = args.output or f"{args.session}-report.html"
         info = build_report(db, args.session, out)
     finally:
         db.close()
     print(json.dumps({**info, "file": str(out)}))
+    return 0
+
+
+def _need(module: str, extra: str, command: str) -> None:
+    """A one-line error naming the extra to install when an optional dependency is missing."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise ValueError(f"poserun {command} needs {module}, which this install lacks: "
+                         f"pip install 'poserun[{extra}]'")
+
+
+def cmd_warm_up(args: argparse.Namespace) -> int:
+    from poserun.services.warmup import warm_up
+
+    report = warm_up(jobs=args.jobs, progress=lambda line: print(line, flush=True))
+    print(f"kernels {'compiled' if report.cold else 'loaded from the cache'} in {report.seconds:.1f} s",
+          flush=True)
     return 0
 
 
@@ -317,21 +349,22 @@ def _sim_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", dest="json_frames", action="store_true", help="JSON frames, not binary")
     p.add_argument("--sensors", help="comma list, e.g. imu_foot_left,imu_foot_right")
     p.add_argument("--profiles", help="comma list of technique profiles assigned in turn")
-    p.add_argument("--imu-hz", type=float)
-    p.add_argument("--insole-hz", type=float)
-    p.add_argument("--camera-fps", type=float)
-    p.add_argument("--frame-ms", type=float)
+    p.add_argument("--imu-hz", type=float, help="IMU sample rate (default 400)")
+    p.add_argument("--insole-hz", type=float, help="insole sample rate (default 100)")
+    p.add_argument("--camera-fps", type=float, help="camera frame rate (default 60)")
+    p.add_argument("--frame-ms", type=float, help="milliseconds of samples per frame (default 10)")
     p.add_argument("--forced-share", type=float, help="share of forced landings (forced_lander)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="poserun", description=__doc__)
     parser.add_argument("--version", action="version", version=f"poserun {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0)
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log lines (-vv: debug)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("demo", help="simulated team + fusion service + live table, one command")
     _common(p)
+    p.add_argument("--session", help="session id (default: a new one per run, demo-YYYYMMDD-HHMMSS-xxxx)")
     p.add_argument("--athletes", type=int, help="team size (default 12; 4 on the embedded broker)")
     p.add_argument("--duration", type=float, help="stop after this many seconds")
     p.add_argument("--embedded-broker", action="store_true",
@@ -346,19 +379,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="simulate the whole --duration before publishing (publication never waits on the "
                         "simulation; for latency measurements)")
     p.set_defaults(func=cmd_gateway_sim)
-    p = gw.add_parser("replay", help="republish a recording")
+    p = gw.add_parser("replay", help="republish a recording's gateway channels (data, meta, status)")
     _common(p)
-    p.add_argument("file")
+    p.add_argument("file", help="an MCAP recording (poserun record, poserun import)")
     p.add_argument("--speed", dest="replay_speed", type=float, default=1.0,
                    help="1 original timing, 0 as fast as possible")
     p.add_argument("--as-session", help="publish under another session id")
+    p.add_argument("--truth", action="store_true", help="also republish recorded ground truth (.../truth)")
+    p.add_argument("--channels",
+                   help="comma list of channels to republish (default data,meta,status; also truth, records, "
+                        "haptic: recorded outputs reach live sinks and bands)")
     p.set_defaults(func=cmd_gateway_replay)
 
     p = sub.add_parser("record", help="record a session's topics to an MCAP file")
     _common(p)
-    p.add_argument("file")
+    p.add_argument("file", help="MCAP file to write")
     p.add_argument("--session", help="session id (default: every session)")
-    p.add_argument("--duration", type=float)
+    p.add_argument("--duration", type=float, help="stop after this many seconds")
     p.add_argument("--idle-stop", type=float,
                    help="stop after this many seconds without messages (ten times that if none ever came)")
     p.add_argument("--count", type=int, help="stop after this many messages")
@@ -369,52 +406,56 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--session", help="only this session (default: all)")
     p.add_argument("--duration", type=float, help="stop after this many seconds")
-    p.add_argument("--ingest", choices=["stream", "paho", "aiomqtt"])
+    p.add_argument("--ingest", choices=["stream", "paho", "aiomqtt"],
+                   help="MQTT ingest: stream (default, the fast reader on the event loop), paho or aiomqtt")
     p.add_argument("--stats-interval", type=float, default=10.0,
                    help="seconds between stats lines (0: none until the end)")
     p.add_argument("--stats-file", help="write the full counters here (JSON) at every stats line")
+    p.add_argument("--ready-file", help="write this file once subscribed, kernels loaded (for scripts)")
     p.set_defaults(func=cmd_process)
 
     p = sub.add_parser("import", help="convert lab data into a recording")
-    p.add_argument("format", choices=["csv", "trc", "bach2022"])
+    p.add_argument("format", choices=["csv", "trc", "bach2022"], help="what INPUT is")
     p.add_argument("input", help="file (csv, trc) or folder (bach2022)")
     p.add_argument("-o", "--output", required=True, help="MCAP file to write")
-    p.add_argument("--session")
-    p.add_argument("--athlete", default="athlete1")
+    p.add_argument("--session", help="session id in the recording (default lab, or bach2022)")
+    p.add_argument("--athlete", default="athlete1", help="athlete id in the recording (csv, trc)")
     p.add_argument("--source", help="csv: the source, e.g. imu_shank_left, force_left")
     p.add_argument("--rate", type=float, help="csv: sample rate (default: from the time column)")
     p.add_argument("--channels", default="ax,ay,az,gx,gy,gz", help="csv IMU channel names")
-    p.add_argument("--accel-unit", default="m/s^2", choices=["m/s^2", "g"])
-    p.add_argument("--gyro-unit", default="rad/s", choices=["rad/s", "deg/s"])
+    p.add_argument("--accel-unit", default="m/s^2", choices=["m/s^2", "g"], help="csv IMU accelerometer unit")
+    p.add_argument("--gyro-unit", default="rad/s", choices=["rad/s", "deg/s"], help="csv IMU gyroscope unit")
     p.add_argument("--axes", help="csv IMU axes, e.g. x=forward,y=left,z=up")
     p.add_argument("--meta", help="csv: a device meta JSON file (insoles need one)")
     p.add_argument("--up", default="+y", help="trc: axis pointing up")
     p.add_argument("--forward", default="+x", help="trc: running direction axis")
     p.add_argument("--running-only", action="store_true", help="bach2022: skip walking trials")
-    p.add_argument("--frame-ms", type=float, default=10.0)
+    p.add_argument("--frame-ms", type=float, default=10.0, help="milliseconds of samples per frame written")
     p.set_defaults(func=cmd_import)
 
+    db_help = "the session store: sqlite:///FILE or postgresql://... (default sqlite:///poserun.db; must exist)"
     p = sub.add_parser("sessions", help="list the sessions in the session store")
-    p.add_argument("--db", default="sqlite:///poserun.db", help="sqlite:///FILE or postgresql://...")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--db", default="sqlite:///poserun.db", help=db_help)
+    p.add_argument("--json", action="store_true", help="print JSON, not a table")
     p.set_defaults(func=cmd_sessions)
     p = sub.add_parser("export", help="export a stored session's records")
-    p.add_argument("session")
-    p.add_argument("--db", default="sqlite:///poserun.db", help="sqlite:///FILE or postgresql://...")
-    p.add_argument("--format", choices=["csv", "parquet"], default="csv")
+    p.add_argument("session", help="session id (see poserun sessions)")
+    p.add_argument("--db", default="sqlite:///poserun.db", help=db_help)
+    p.add_argument("--format", choices=["csv", "parquet"], default="csv",
+                   help="csv, or parquet (needs poserun[store])")
     p.add_argument("-o", "--output", help="file to write (default SESSION.FORMAT)")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("report", help="a self-contained HTML report of a stored session")
-    p.add_argument("session")
-    p.add_argument("--db", default="sqlite:///poserun.db", help="sqlite:///FILE or postgresql://...")
+    p = sub.add_parser("report", help="a self-contained HTML report of a stored session (needs poserun[report])")
+    p.add_argument("session", help="session id (see poserun sessions)")
+    p.add_argument("--db", default="sqlite:///poserun.db", help=db_help)
     p.add_argument("-o", "--output", help="HTML file to write (default SESSION-report.html)")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("haptic-sim", help="a virtual haptic band: logs each buzz and its latency from IC")
     _common(p)
     p.add_argument("--session", help="only this session (default: all)")
-    p.add_argument("--duration", type=float)
+    p.add_argument("--duration", type=float, help="stop after this many seconds")
     p.add_argument("--quiet", action="store_true", help="print only the summary")
     p.set_defaults(func=cmd_haptic_sim)
 
@@ -422,15 +463,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     cfg = sub.add_parser("config", help="configuration").add_subparsers(dest="config_cmd", required=True)
     p = cfg.add_parser("check", help="validate a config file")
-    p.add_argument("file")
+    p.add_argument("file", help="YAML config")
     p.set_defaults(func=cmd_config_check)
     p = cfg.add_parser("schema", help="print the config's JSON schema")
-    p.add_argument("-o", "--output")
+    p.add_argument("-o", "--output", help="write it to this file instead")
     p.set_defaults(func=cmd_config_schema)
 
     p = sub.add_parser("broker", help="run the embedded MQTT broker (for machines without one)")
-    p.add_argument("--port", type=int, default=1883)
+    p.add_argument("--port", type=int, default=1883, help="loopback port to listen on (refused if taken)")
     p.set_defaults(func=cmd_broker)
+
+    p = sub.add_parser("warm-up", help="compile and cache every processor kernel (make runs it after installing)")
+    p.add_argument("--jobs", type=int, help="processes to compile in when the cache is cold (default: one per core)")
+    p.set_defaults(func=cmd_warm_up)
     return parser
 
 

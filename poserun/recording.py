@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from mcap.exceptions import McapError
 from mcap.reader import make_reader
 from mcap.writer import CompressionType, Writer
 
@@ -40,11 +41,13 @@ FRAME_ENCODING = "poserun-frame"
 
 @dataclass
 class TransferStats:
-    """What a recorder or a replay moved: messages, payload bytes, wall seconds."""
+    """What a recorder or a replay moved: messages, payload bytes, wall seconds; ``skipped``:
+    messages a replay left out (channels not asked for)."""
 
     messages: int = 0
     bytes: int = 0
     seconds: float = 0.0
+    skipped: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,19 +113,47 @@ class RecordingWriter:
         self._fh.close()
 
 
+MAGIC = b"\x89MCAP0\r\n"
+
+
+class NotARecording(ValueError):
+    """The file is not an MCAP recording."""
+
+
+def _open_recording(path: str | Path) -> IO[bytes]:
+    """Open ``path`` for reading, with a one-line error for a missing file or one that is not MCAP."""
+    p = Path(path)
+    if not p.is_file():
+        raise NotARecording(f"{p}: no such recording")
+    fh = open(p, "rb")
+    head = fh.read(len(MAGIC))
+    if head != MAGIC:
+        fh.close()
+        raise NotARecording(f"{p}: not an MCAP recording (poserun record and poserun import write them; "
+                            "docs/recording.md)")
+    fh.seek(0)
+    return fh
+
+
 def read_messages(path: str | Path) -> Iterator[RecordedMessage]:
     """Messages in the order they were written (arrival order)."""
-    with open(path, "rb") as fh:
+    with _open_recording(path) as fh:
         reader = make_reader(fh)
-        for _schema, channel, message in reader.iter_messages(log_time_order=False):
-            meta = channel.metadata or {}
-            yield RecordedMessage(channel.topic, bytes(message.data), message.log_time,
-                                  meta.get("retain") == "true", int(meta.get("qos", "0")))
+        try:
+            for _schema, channel, message in reader.iter_messages(log_time_order=False):
+                meta = channel.metadata or {}
+                yield RecordedMessage(channel.topic, bytes(message.data), message.log_time,
+                                      meta.get("retain") == "true", int(meta.get("qos", "0")))
+        except McapError as exc:
+            raise NotARecording(f"{path}: damaged recording ({exc})") from None
 
 
 def read_metadata(path: str | Path) -> dict[str, dict[str, str]]:
-    with open(path, "rb") as fh:
-        return {m.name: dict(m.metadata) for m in make_reader(fh).iter_metadata()}
+    with _open_recording(path) as fh:
+        try:
+            return {m.name: dict(m.metadata) for m in make_reader(fh).iter_metadata()}
+        except McapError as exc:
+            raise NotARecording(f"{path}: damaged recording ({exc})") from None
 
 
 def athletes_metadata(path: str | Path) -> list[dict[str, Any]]:

@@ -2,7 +2,9 @@
 
 The embedded broker (amqtt, measured here at 8-12k msg/s) is enough for a
 small demo or a test on a machine without Mosquitto; production sites run
-Mosquitto or a clustered broker (see docker/).
+Mosquitto or a clustered broker (see docker/). A program that needs a broker
+of its own (the demo) runs it in a separate process (:func:`local_broker`), so
+the broker keeps real time on its own core instead of sharing the caller's GIL.
 """
 
 from __future__ import annotations
@@ -10,9 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -28,6 +33,21 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+class PortInUse(OSError):
+    """The port a broker should listen on is taken."""
+
+
+def check_port_free(port: int, host: str = "127.0.0.1") -> None:
+    """Raise a one-line :class:`OSError` if something already listens on ``host:port``."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as a listener binds: TIME_WAIT is no obstacle
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            raise PortInUse(f"port {port} on {host} is already in use (another MQTT broker?): use that "
+                            "broker, or pick a free port with --port") from exc
 
 
 def _wait_answers(port: int, timeout: float) -> bool:
@@ -80,6 +100,7 @@ async def run_embedded(port: int, ready: asyncio.Event | None = None,
         logging.getLogger(name).setLevel(logging.WARNING)
     from amqtt.broker import Broker
 
+    check_port_free(port)
     broker = Broker(amqtt_config(port))
     await broker.start()
     if ready is not None:
@@ -109,9 +130,11 @@ def embedded_broker(port: int | None = None) -> Iterator[str]:
         async def serve() -> None:
             ready = asyncio.Event()
             task = asyncio.create_task(run_embedded(port, ready, stop))
-            await ready.wait()
+            waiter = asyncio.create_task(ready.wait())
+            await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
             started.set()
-            await task
+            await task  # raises a start-up failure
 
         try:
             loop.run_until_complete(serve())
@@ -124,6 +147,8 @@ def embedded_broker(port: int | None = None) -> Iterator[str]:
     thread = threading.Thread(target=main, name="embedded-broker", daemon=True)
     thread.start()
     started.wait(15)
+    if errors and isinstance(errors[0], PortInUse):
+        raise errors[0]
     if errors or not _wait_answers(port, 10.0):
         raise RuntimeError(f"embedded broker failed to start: {errors[:1]}")
     try:
@@ -132,3 +157,36 @@ def embedded_broker(port: int | None = None) -> Iterator[str]:
         with contextlib.suppress(RuntimeError):
             loop.call_soon_threadsafe(stop.set)
         thread.join(5)
+
+
+@contextlib.contextmanager
+def local_broker(*, amqtt: bool = False) -> Iterator[tuple[str, str]]:
+    """A broker of the caller's own on a free loopback port, in a separate process.
+
+    Yields ``(url, kind)``: a private ``mosquitto`` when installed (unless ``amqtt``), else
+    ``poserun broker`` (amqtt) in a child interpreter, ready once it prints its address.
+    Leaving the block stops it within a second (SIGTERM, then SIGKILL).
+    """
+    if not amqtt and (shutil.which("mosquitto") or Path("/usr/sbin/mosquitto").exists()):
+        with mosquitto_broker() as url:
+            yield url, "mosquitto"
+        return
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "poserun", "broker", "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # the readiness line, or EOF if it failed
+        if "embedded broker at" not in line:
+            err = proc.stderr.read() if proc.stderr and proc.wait(10) is not None else ""
+            raise RuntimeError(f"embedded broker did not start: {(line + err).strip()[-400:]}")
+        yield f"mqtt://127.0.0.1:{port}", "amqtt"
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(1.0)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()

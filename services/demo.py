@@ -1,8 +1,9 @@
 """``poserun demo``: a simulated team, the fusion service and a live team table, one command.
 
 Broker choice: ``--broker URL`` if given; else a broker answering on
-127.0.0.1:1883; else an embedded broker (amqtt) started here, with the team
-kept small enough for it.
+127.0.0.1:1883; else a private one started for the demo in its own process
+(``mosquitto`` when installed, else the embedded amqtt broker, with the team
+kept small enough for it).
 """
 
 from __future__ import annotations
@@ -10,17 +11,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import signal
 import sys
 import threading
 import time
 from typing import Any, TextIO
 
-from poserun.services.broker import embedded_broker
+from poserun.services.broker import local_broker
 from poserun.services.fusion import FusionService
 from poserun.services.gateway_sim import run_sim_gateway
 from poserun.services.mqtt import broker_answers
 from poserun.services.sim.team import SimTeam
+from poserun.services.warmup import warm_up
 from poserun.settings import AthleteSettings, Settings, load_settings
 from poserun.sinks.base import SinkRunner, build_sink
 from poserun.wire import topics
@@ -30,24 +33,26 @@ EMBEDDED_MAX_ATHLETES = 4
 
 
 def choose_broker(url: str | None) -> tuple[str | None, str]:
-    """(url or None for embedded, a sentence saying why)."""
+    """(url, or None for a broker of the demo's own; a sentence saying why)."""
     if url:
         return url, f"using the broker you named: {url}"
     if broker_answers("127.0.0.1", 1883, timeout=0.5):
         return "mqtt://127.0.0.1:1883", "using the MQTT broker answering on 127.0.0.1:1883"
-    return None, "no broker on 127.0.0.1:1883: starting an embedded one (amqtt)"
+    return None, "no broker answers on 127.0.0.1:1883"
 
 
 async def run_demo(settings: Settings, *, broker: str | None = None, duration: float | None = None,
                    out: TextIO | None = None, stop: asyncio.Event | None = None,
                    embedded: bool = False) -> dict[str, Any]:
     out = out or sys.stdout
-    url, why = (None, "starting an embedded broker (amqtt) as asked") if embedded else choose_broker(broker)
+    url, why = (None, "--embedded-broker") if embedded else choose_broker(broker)
     with contextlib.ExitStack() as stack:
         athletes = settings.sim.athletes
         if url is None:
-            url = stack.enter_context(embedded_broker())
-            if athletes > EMBEDDED_MAX_ATHLETES:
+            url, kind = stack.enter_context(local_broker(amqtt=embedded))
+            name = "a private mosquitto" if kind == "mosquitto" else "the embedded amqtt broker"
+            why += f": started {name} at {url} in its own process"
+            if kind == "amqtt" and athletes > EMBEDDED_MAX_ATHLETES:
                 why += f"; team cut from {athletes} to {EMBEDDED_MAX_ATHLETES} athletes for it"
                 athletes = EMBEDDED_MAX_ATHLETES
         settings = settings.model_copy(update={
@@ -89,6 +94,11 @@ async def run_demo(settings: Settings, *, broker: str | None = None, duration: f
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signal.SIGINT, stop.set)
             loop.add_signal_handler(signal.SIGTERM, stop.set)
+        out.write("  warm-up  ")
+        out.flush()
+        report = await asyncio.to_thread(warm_up, progress=lambda line: (out.write(f"{line.strip()}; "), out.flush()))
+        out.write(f"kernels {'compiled' if report.cold else 'loaded'} in {report.seconds:.1f} s\n")
+        out.flush()
         fusion = asyncio.create_task(service.run(stop, ready))
         await asyncio.wait({fusion, asyncio.create_task(ready.wait())},
                            return_when=asyncio.FIRST_COMPLETED)
@@ -118,9 +128,20 @@ async def run_demo(settings: Settings, *, broker: str | None = None, duration: f
         return snap
 
 
-def demo_settings(path: str | None, athletes: int | None) -> Settings:
-    """The demo's settings: a config file if given, else a team table on the terminal."""
+def demo_settings(path: str | None, athletes: int | None, session: str | None = None) -> Settings:
+    """The demo's settings: a config file if given, else a team table on the terminal and the board.
+
+    The session id is ``session`` if given, else the config's if it names one, else a new one per
+    run (``demo-YYYYMMDD-HHMMSS-xxxx``), so two demos on one broker never mix their data.
+    """
     over: dict[str, Any] = {} if path else {"sinks": [{"type": "console"}, {"type": "dashboard"}]}
     if athletes is not None:
         over["sim"] = {"athletes": athletes}
-    return load_settings(path, overrides=over)
+    if session is not None:
+        over["session"] = {"id": session}
+    settings = load_settings(path, overrides=over)
+    if session is None and "id" not in settings.session.model_fields_set:
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime())
+        settings = settings.model_copy(update={"session": settings.session.model_copy(
+            update={"id": f"demo-{stamp}-{secrets.token_hex(2)}"})})
+    return settings

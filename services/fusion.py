@@ -21,7 +21,7 @@ from poserun.processors.athlete import AthleteParams, AthleteState
 from poserun.processors.keypoints import KeypointLayout
 from poserun.services.mqtt import IngestStats, ThreadedSubscriber, aiomqtt_client
 from poserun.services.mqtt_stream import LoopSubscriber
-from poserun.settings import Settings, SimSettings
+from poserun.settings import Settings
 from poserun.sinks.base import Record, SinkRunner
 from poserun.wire import topics
 from poserun.wire.cursor import SourceCursor, Verdict
@@ -309,7 +309,9 @@ class FusionService:
 
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
         """Serve until ``stop`` is set; sinks are started and flushed here."""
-        warm_up()
+        from poserun.services.warmup import warm_up
+
+        warm_up(progress=log.info)
         # what start-up made (modules, compiled kernels, settings) lives for good: keep it out of the
         # collector's full passes, which would otherwise pause the loop for tens of milliseconds
         gc.collect()
@@ -399,16 +401,3 @@ def configure(state: AthleteState, meta: Any) -> None:
         state.configure_keypoints(KeypointLayout.from_meta(
             list(meta.names), meta.dims, meta.unit, cam.scale_m_per_px, cam.origin_px, cam.y_axis, cam.view,
             cam.up_axis, cam.forward_axis))
-
-
-def warm_up() -> None:
-    """Compile (or load from cache) the kernels before the first frame arrives."""
-    from poserun.services.sim.team import SimTeam, device_meta
-
-    team = SimTeam("warmup", SimSettings(athletes=1, seed=0))
-    state = AthleteState("a01")
-    for src in team.sources["a01"]:
-        configure(state, device_meta(src.name, src.rate))
-    for m in team.step(100)[0]:
-        fr = decode(m.payload)
-        state.push(m.topic.rsplit("/", 1)[1], fr.times_ns(), fr.data)

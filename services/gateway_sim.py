@@ -54,7 +54,7 @@ def run_sim_gateway(settings: Settings, *, duration: float | None = None,
         raise ValueError("pregenerate needs a duration")
     t_zero = team.t
     chunks: Iterator[tuple[list[Message], list[bytes] | None, int, float]] = (
-        (msgs, None, truth, t_end) for msgs, truth, t_end in _chunks(team, duration, stop, sim.truth))
+        (msgs, None, truth, t_end) for msgs, truth, t_end in publication_chunks(team, duration, stop, sim.truth))
     raw: RawPublisher | None = None
     if pregenerate:  # simulated and encoded up front; QoS 0 frames then go out in one write per moment
         chunks = iter([(msgs, [publish_packet(m.topic, m.payload) if m.qos == 0 and not m.retain else b""
@@ -122,7 +122,7 @@ def run_sim_gateway(settings: Settings, *, duration: float | None = None,
     return stats
 
 
-def _chunks(team: SimTeam, duration: float | None, stop: threading.Event | None,
+def publication_chunks(team: SimTeam, duration: float | None, stop: threading.Event | None,
             truth: bool) -> Iterator[tuple[list[Message], int, float]]:
     """The team's messages in publication order, half a second at a time, with the number of
     truth steps and the simulated time at the chunk's end."""

@@ -1,7 +1,14 @@
-"""``poserun gateway replay``: republish a recording with its original timing (or faster)."""
+"""``poserun gateway replay``: republish a recording with its original timing (or faster).
+
+A replay stands in for the gateways, so by default it republishes only what gateways publish:
+sensor frames, device meta and gateway status (:data:`GATEWAY_CHANNELS`). Ground truth is
+added on request; the recorded outputs of poserun (records, haptic commands) only if asked for
+by name, since a live fusion service makes its own and a band would buzz for a recording.
+"""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -24,20 +31,40 @@ def rewrite_session(topic: str, session: str | None) -> str:
     return "/".join(parts)
 
 
+GATEWAY_CHANNELS = ("data", "meta", "status")
+
+
+def channel_of(topic: str) -> str | None:
+    try:
+        return topics.parse(topic).channel
+    except ValueError:
+        return None
+
+
 def replay(broker: BrokerSettings, path: str | Path, *, speed: float = 1.0,
-           session: str | None = None, stop: threading.Event | None = None) -> TransferStats:
-    """Publish every recorded message; ``speed`` 0 publishes as fast as the broker takes."""
+           session: str | None = None, stop: threading.Event | None = None,
+           channels: tuple[str, ...] = GATEWAY_CHANNELS) -> TransferStats:
+    """Publish the recorded messages of ``channels``; ``speed`` 0 publishes as fast as the broker takes."""
     if session is not None:
         topics.check_id(session, "session")
+    unknown = set(channels) - set(topics.CHANNELS)
+    if unknown:
+        raise ValueError(f"unknown channel(s) {sorted(unknown)}: use {', '.join(topics.CHANNELS)}")
+    wanted = frozenset(channels)
+    messages = read_messages(path)
+    first_message = next(messages, None)  # a file that is not a recording fails here, before connecting
     pub = Publisher(broker, "replay")
     pub.connect()
     stats = TransferStats()
     start = time.monotonic()
     first: int | None = None
     try:
-        for m in read_messages(path):
+        for m in itertools.chain([first_message] if first_message else [], messages):
             if stop is not None and stop.is_set():
                 break
+            if channel_of(m.topic) not in wanted:
+                stats.skipped += 1
+                continue
             if first is None:
                 first = m.log_time_ns
             if speed > 0:

@@ -119,13 +119,17 @@ def fmt(v: float, digits: int = 1) -> str:
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="poserun validate", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=60.0, help="simulated seconds per sensor subset")
-    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--seed", type=int, default=7, help="the simulated team's random seed")
     ap.add_argument("--bach2022", default="../shared/data/real/bach2022", help="folder of the real recording")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     rows = []
     t0 = time.time()
     records, truth, _ = run_session(SUBSETS["all sensors"], args.seconds, args.seed, clocks=CLOCKS)

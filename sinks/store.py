@@ -36,15 +36,24 @@ SCHEMA = (
 )
 
 
+class StoreMissing(ValueError):
+    """A reader named a session store that does not exist (or is not poserun's)."""
+
+
 class Database:
     """A thin DB-API wrapper over sqlite3 and psycopg with the same SQL (``?`` placeholders)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, create: bool = True) -> None:
+        """Open the store at ``url``; ``create`` False (the readers: sessions, export, report) refuses
+        a store that does not exist yet instead of making an empty one."""
         self.url = url
         if url.startswith("sqlite://"):
             path = url[len("sqlite://"):].lstrip("/") if url != "sqlite://" else ":memory:"
             if path != ":memory:":
                 path = "/" + path if url.startswith("sqlite:////") else path
+                if not create and not Path(path).is_file():
+                    raise StoreMissing(f"no session store at {path}: nothing has been stored there (the store "
+                                       "sink writes it); name one with --db sqlite:///FILE or postgresql://...")
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
             self.conn: Any = sqlite3.connect(path, check_same_thread=False)
             self.kind = "sqlite"
@@ -53,10 +62,21 @@ class Database:
                 import psycopg
             except ModuleNotFoundError:
                 raise ValueError("PostgreSQL needs psycopg: pip install 'poserun[store]'") from None
-            self.conn = psycopg.connect(url)
+            try:
+                self.conn = psycopg.connect(url)
+            except psycopg.OperationalError as exc:
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise StoreMissing(f"cannot open the session store {url}: {first}") from None
             self.kind = "postgresql"
         else:
             raise ValueError(f"unknown database URL {url!r}: use sqlite:///FILE or postgresql://...")
+        if not create:
+            try:
+                self.execute("SELECT 1 FROM sessions WHERE 1 = 0")
+            except Exception as exc:
+                self.conn.close()
+                raise StoreMissing(f"{url}: not a poserun session store (no sessions table)") from exc
+            return
         with self.cursor() as cur:
             for stmt in SCHEMA:
                 cur.execute(stmt)

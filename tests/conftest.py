@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,39 @@ from poserun.services.broker import embedded_broker, mosquitto_broker
 from poserun.services.mqtt import broker_answers
 from poserun.settings import BrokerSettings
 
+#: In CI (``CI=true``, as .ci/run is called) a test whose server or browser is missing fails
+#: instead of skipping, so a green CI has tested every component it claims to.
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+#: Seconds a test waits for a readiness signal (a line, a port, a file, a message): only a hung
+#: process reaches it, never a slow machine. Performance is measured in bench/, not here.
+CEILING = 300.0
+PAGE_MS = int(CEILING * 1000)  # the same, for Playwright's waits
+
+
+def wait_until(predicate: Callable[[], object], what: str, ceiling: float = CEILING) -> None:
+    """Poll ``predicate`` until it is true; fail saying ``what`` was awaited if the ceiling passes."""
+    deadline = time.monotonic() + ceiling
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"waited {ceiling:.0f} s for {what}", pytrace=False)
+        time.sleep(0.02)
+
+
+def require(present: bool, what: str) -> None:
+    """Skip the calling test unless ``present`` (fail instead, in CI). ``what`` says what is missing."""
+    if present:
+        return
+    if IN_CI:
+        pytest.fail(f"CI must run this test, but {what}", pytrace=False)
+    pytest.skip(what)
+
+
+def mosquitto_installed() -> bool:
+    return shutil.which("mosquitto") is not None or Path("/usr/sbin/mosquitto").exists()
+
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 BACH = SHARED / "data" / "real" / "bach2022"
@@ -21,7 +56,7 @@ BACH = SHARED / "data" / "real" / "bach2022"
 
 @pytest.fixture(scope="session")
 def broker_url() -> Iterator[str]:
-    """Mosquitto on 127.0.0.1:1883 if it answers; else a private mosquitto; else amqtt."""
+    """Mosquitto on 127.0.0.1:1883 if it answers; else a private mosquitto; else amqtt (not in CI)."""
     if broker_answers("127.0.0.1", 1883, timeout=1.0):
         yield "mqtt://127.0.0.1:1883"
         return
@@ -29,6 +64,9 @@ def broker_url() -> Iterator[str]:
         try:
             url = stack.enter_context(mosquitto_broker())
         except (FileNotFoundError, RuntimeError):
+            if IN_CI:
+                pytest.fail("CI must test against Mosquitto, but none answers on 127.0.0.1:1883 and the "
+                            "mosquitto binary is missing", pytrace=False)
             url = stack.enter_context(embedded_broker())
         yield url
 
@@ -36,8 +74,7 @@ def broker_url() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def private_mosquitto() -> Iterator[str]:
     """A mosquitto of the tests' own with a deep queue (for high-rate tests)."""
-    if shutil.which("mosquitto") is None and not Path("/usr/sbin/mosquitto").exists():
-        pytest.skip("needs the mosquitto binary (Debian package 'mosquitto'); .ci/run installs it")
+    require(mosquitto_installed(), "the mosquitto binary is missing (Debian package 'mosquitto'; .ci/run installs it)")
     with mosquitto_broker() as url:
         yield url
 

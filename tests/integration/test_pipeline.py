@@ -19,6 +19,7 @@ from poserun.sinks.base import SinkRunner
 from poserun.sinks.memory import ListSink
 from poserun.sinks.mqtt_republish import MqttRepublishSink
 from poserun.wire import topics
+from tests.conftest import CEILING, wait_until
 
 pytestmark = pytest.mark.broker
 
@@ -48,7 +49,7 @@ def test_simulated_team_through_the_broker(broker: BrokerSettings, session_id: s
         svc = FusionService(settings, [SinkRunner(sink)], session=session_id)
         stop, ready = asyncio.Event(), asyncio.Event()
         task = asyncio.create_task(svc.run(stop, ready))
-        await asyncio.wait_for(ready.wait(), 15)
+        await asyncio.wait_for(ready.wait(), CEILING)
         stats = await asyncio.to_thread(run_sim_gateway, settings, duration=4.0)
         await wait_for(lambda: svc.snapshot()["totals"].get("frames", 0) >= stats.messages)
         stop.set()
@@ -72,7 +73,7 @@ def test_random_payloads_never_stop_the_service(broker: BrokerSettings, session_
         svc = FusionService(settings, session=session_id)
         stop, ready = asyncio.Event(), asyncio.Event()
         task = asyncio.create_task(svc.run(stop, ready))
-        await asyncio.wait_for(ready.wait(), 15)
+        await asyncio.wait_for(ready.wait(), CEILING)
 
         def blast() -> int:
             pub = Publisher(broker, "fuzz")
@@ -122,7 +123,7 @@ def test_records_are_republished_on_mqtt(broker: BrokerSettings, session_id: str
         svc = FusionService(settings, [SinkRunner(sink)], session=session_id)
         stop, ready = asyncio.Event(), asyncio.Event()
         task = asyncio.create_task(svc.run(stop, ready))
-        await asyncio.wait_for(ready.wait(), 15)
+        await asyncio.wait_for(ready.wait(), CEILING)
         await asyncio.to_thread(run_sim_gateway, settings, duration=3.0)
         await wait_for(lambda: len(got) >= svc.records_out > 0)
         stop.set()
@@ -145,12 +146,11 @@ def test_gateway_status_and_stop(broker: BrokerSettings, session_id: str) -> Non
     stop = threading.Event()
     t = threading.Thread(target=run_sim_gateway, args=(settings,), kwargs={"stop": stop})
     t.start()
-    time.sleep(1.0)
-    t0 = time.monotonic()
+    wait_until(lambda: statuses, "the gateway's online status")
     stop.set()
-    t.join(5)
-    assert time.monotonic() - t0 < 2.0
-    time.sleep(0.3)
+    t.join(CEILING)
+    assert not t.is_alive()
+    wait_until(lambda: len(statuses) >= 2, "the gateway's offline status")
     sub.stop()
     assert [s["state"] for s in statuses] == ["online", "offline"]
     assert statuses[0]["athletes"] == ["a01"]

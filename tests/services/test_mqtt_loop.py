@@ -18,6 +18,7 @@ from poserun.services.mqtt_stream import (
     publish_packet,
 )
 from poserun.settings import BrokerSettings
+from tests.conftest import CEILING
 
 
 def test_publish_packet_parses_back() -> None:
@@ -38,7 +39,7 @@ def test_raw_publisher_delivers_in_order(broker: BrokerSettings, session_id: str
     raw.keepalive()
     raw.close()
     got: list = []
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + CEILING
     while len(got) < n and time.monotonic() < deadline:
         got += sub.drain()
         time.sleep(0.02)
@@ -65,7 +66,7 @@ def test_loop_subscriber_works_a_burst_off_in_slices(private_mosquitto: str, ses
         sub = LoopSubscriber(broker, [f"{session_id}/#"], on_publish, qos=1, role="t", slice=16)
         stop, ready = asyncio.Event(), asyncio.Event()
         task = asyncio.create_task(sub.run(stop, ready))
-        await asyncio.wait_for(ready.wait(), 10)
+        await asyncio.wait_for(ready.wait(), CEILING)
 
         async def ticker() -> None:
             while not stop.is_set():
@@ -79,7 +80,7 @@ def test_loop_subscriber_works_a_burst_off_in_slices(private_mosquitto: str, ses
         for k in range(n):
             pub.publish(f"{session_id}/x", k.to_bytes(4, "big"), qos=1)
         pub.close()
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + CEILING
         while len(got) < n and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
         stop.set()
@@ -103,12 +104,12 @@ def test_loop_subscriber_sheds_the_oldest_when_far_behind(broker: BrokerSettings
                              qos=0, max_backlog=50)
         stop, ready = asyncio.Event(), asyncio.Event()
         task = asyncio.create_task(sub.run(stop, ready))
-        await asyncio.wait_for(ready.wait(), 10)
+        await asyncio.wait_for(ready.wait(), CEILING)
         raw = RawPublisher(broker)
         raw.connect()
         raw.send([publish_packet(f"{session_id}/x", k.to_bytes(4, "big")) for k in range(600)])
         raw.close()
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + CEILING
         while len(got) + sub.stats.overflow < 600 and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
         stop.set()
@@ -153,7 +154,7 @@ def test_loop_subscriber_reconnects_after_the_broker_restarts() -> None:
         stop, ready = asyncio.Event(), asyncio.Event()
         with mosquitto_broker(port):
             task = asyncio.create_task(sub.run(stop, ready))
-            await asyncio.wait_for(ready.wait(), 10)
+            await asyncio.wait_for(ready.wait(), CEILING)
             await asyncio.to_thread(send, b"one")
             await wait_for(lambda: len(got) == 1, 5)
         await wait_for(lambda: not sub.stats.connected, 5)

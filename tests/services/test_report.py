@@ -6,14 +6,13 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-import pytest
-
 from poserun.cli import main
 from poserun.services.fusion import FusionService
 from poserun.services.report import PLOTS
 from poserun.services.sim.team import SimTeam
 from poserun.settings import SimSettings, load_settings
 from poserun.sinks.store import Database
+from tests.conftest import require
 
 
 def stored_session(url: str, session: str = "rep") -> int:
@@ -46,8 +45,8 @@ def test_report_has_every_plot_and_renders(tmp_path: Path) -> None:
     assert "http://" not in doc and "https://" not in doc  # self-contained
     assert re.search(r"<td>a02</td><td></td><td>\d+</td>.*?<td>[1-9]\d* \(", doc)  # the forced lander's count
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.skip("Chromium not installed (Debian package 'chromium'; .ci/run installs it)")
+    require(chromium is not None, "Chromium is not installed (Debian package 'chromium'; .ci/run installs it)")
+    assert chromium is not None
     png = tmp_path / "report.png"
     with tempfile.TemporaryDirectory() as profile:
         subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

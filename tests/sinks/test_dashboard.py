@@ -18,6 +18,7 @@ from poserun.services.gateway_sim import run_sim_gateway
 from poserun.settings import BrokerSettings, load_settings
 from poserun.sinks.base import SinkRunner
 from poserun.sinks.dashboard import DashboardSink
+from tests.conftest import CEILING, PAGE_MS, require
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -47,9 +48,12 @@ def test_token_is_required_beyond_this_machine() -> None:
 
 
 @pytest.mark.broker
-@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (.ci/run installs it)")
 def test_board_shows_every_athlete_live(broker: BrokerSettings, session_id: str) -> None:
-    playwright = pytest.importorskip("playwright.sync_api")
+    require(CHROMIUM is not None, "Debian's chromium is not installed (.ci/run installs it)")
+    try:
+        import playwright.sync_api as playwright
+    except ModuleNotFoundError:
+        require(False, "playwright is not installed (pip install -e '.[test]')")
     settings = load_settings(overrides={
         "broker": {"url": broker.url}, "session": {"id": session_id},
         "sim": {"athletes": 6, "profiles": ["pose", "forced_lander", "heel_striker"], "forced_share": 0.6}})
@@ -75,7 +79,7 @@ def test_board_shows_every_athlete_live(broker: BrokerSettings, session_id: str)
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
-    assert started.wait(20)
+    assert started.wait(CEILING)
     shot = Path(tempfile.gettempdir()) / "poserun-dashboard.png"
     try:
         with playwright.sync_playwright() as p:
@@ -84,13 +88,13 @@ def test_board_shows_every_athlete_live(broker: BrokerSettings, session_id: str)
                 "--disable-component-update", "--disable-sync"])
             page = browser.new_page(viewport={"width": 1300, "height": 900})
             page.goto(f"http://127.0.0.1:{sink.port}/")
-            page.wait_for_function("document.querySelectorAll('.tile').length === 6", timeout=20_000)
+            page.wait_for_function("document.querySelectorAll('.tile').length === 6", timeout=PAGE_MS)
             assert "Abebe" in page.inner_text("#tile-a01")
             before = {t: int(page.inner_text(f"#tile-{t} .stances")) for t in ("a01", "a02", "a03")}
             page.wait_for_timeout(1500)
             after = {t: int(page.inner_text(f"#tile-{t} .stances")) for t in ("a01", "a02", "a03")}
             assert all(after[t] > before[t] for t in before)  # the tiles update live
-            page.wait_for_selector(".tile.flash", timeout=20_000)  # a forced landing flashes its tile
+            page.wait_for_selector(".tile.flash", timeout=PAGE_MS)  # a forced landing flashes its tile
             flashed = page.eval_on_selector(".tile.flash", "el => el.dataset.athlete")
             assert flashed in {"a02", "a05"}  # the forced landers
             assert page.inner_text("#alerts").count("forced landing") >= 1
@@ -100,9 +104,9 @@ def test_board_shows_every_athlete_live(broker: BrokerSettings, session_id: str)
             # the athlete view: live charts, the last stance's pressure map and stick figure
             page.click("#tile-a01")
             page.wait_for_selector("#athlete:not([hidden])")
-            page.wait_for_function("Number(document.getElementById('chart').dataset.points) > 3", timeout=10_000)
+            page.wait_for_function("Number(document.getElementById('chart').dataset.points) > 3", timeout=PAGE_MS)
             n0 = int(page.get_attribute("#chart", "data-points") or 0)
-            page.wait_for_function(f"Number(document.getElementById('chart').dataset.points) > {n0}", timeout=10_000)
+            page.wait_for_function(f"Number(document.getElementById('chart').dataset.points) > {n0}", timeout=PAGE_MS)
             assert page.get_attribute("#pressure", "data-cells") == "16"
             assert int(page.get_attribute("#figure", "data-joints") or 0) == 8
             assert "support_time_s" in page.inner_text("#lr")
@@ -110,10 +114,10 @@ def test_board_shows_every_athlete_live(broker: BrokerSettings, session_id: str)
             # a new browser gets the whole board at once
             fresh = browser.new_page()
             fresh.goto(f"http://127.0.0.1:{sink.port}/")
-            fresh.wait_for_function("document.querySelectorAll('.tile').length === 6", timeout=3_000)
+            fresh.wait_for_function("document.querySelectorAll('.tile').length === 6", timeout=PAGE_MS)
             browser.close()
     finally:
         done.set()
-        thread.join(30)
+        thread.join(CEILING)
     assert shot.stat().st_size > 20_000
     assert time.time() > 0

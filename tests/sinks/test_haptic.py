@@ -11,6 +11,7 @@ from poserun.services.haptic_sim import run_band
 from poserun.settings import BrokerSettings, load_settings
 from poserun.sinks.base import SinkRunner
 from poserun.sinks.haptic import HapticConfig, HapticRules, HapticSink
+from tests.conftest import CEILING
 
 
 def landing(athlete: str = "a", forced: bool = True, severity: float = 1.8) -> dict:
@@ -55,14 +56,14 @@ def test_band_buzzes_for_forced_landers_only(broker: BrokerSettings, session_id:
     band = threading.Thread(target=lambda: result.append(
         run_band(broker, session=session_id, stop=stop, quiet=True, ready=ready)))
     band.start()
-    assert ready.wait(10)
+    assert ready.wait(CEILING)
 
     async def main() -> HapticSink:
         sink = HapticSink(context={"broker": broker}, forced_landing={"cooldown_s": 0.0}, max_cues_per_10s=20)
         svc = FusionService(settings, [SinkRunner(sink)], session=session_id)
         done, started = asyncio.Event(), asyncio.Event()
         task = asyncio.create_task(svc.run(done, started))
-        await asyncio.wait_for(started.wait(), 15)
+        await asyncio.wait_for(started.wait(), CEILING)
         await asyncio.to_thread(run_sim_gateway, settings, duration=8.0)
         await asyncio.sleep(0.5)
         done.set()
@@ -71,7 +72,7 @@ def test_band_buzzes_for_forced_landers_only(broker: BrokerSettings, session_id:
 
     sink = asyncio.run(main())
     stop.set()
-    band.join(10)
+    band.join(CEILING)
     buzzes = result[0].buzzes
     assert sink.sent == len(buzzes) > 3
     assert {b["athlete"] for b in buzzes} <= {"a02", "a04"}  # the forced landers, never the pose runners

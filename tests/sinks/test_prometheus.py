@@ -11,6 +11,7 @@ from poserun.services.gateway_sim import run_sim_gateway
 from poserun.settings import BrokerSettings, load_settings
 from poserun.sinks.base import SinkRunner
 from poserun.sinks.prometheus import PrometheusSink
+from tests.conftest import CEILING, require
 
 
 def scrape(port: int) -> dict[str, list]:
@@ -57,7 +58,7 @@ def test_metrics_during_a_session(broker: BrokerSettings, session_id: str) -> No
         ctx["stats"] = svc.snapshot
         stop, ready = asyncio.Event(), asyncio.Event()
         task = asyncio.create_task(svc.run(stop, ready))
-        await asyncio.wait_for(ready.wait(), 15)
+        await asyncio.wait_for(ready.wait(), CEILING)
         await asyncio.to_thread(run_sim_gateway, settings, duration=6.0)
         await asyncio.sleep(0.5)
         metrics = await asyncio.to_thread(scrape, sink.port)
@@ -89,8 +90,8 @@ def test_a_real_prometheus_scrapes_it(tmp_path) -> None:  # type: ignore[no-unty
     from poserun.services.broker import free_port
 
     exe = shutil.which("prometheus")
-    if exe is None:
-        pytest.skip("needs the prometheus binary (Debian package 'prometheus'); .ci/run installs it")
+    require(exe is not None, "the prometheus binary is missing (Debian package 'prometheus'; .ci/run installs it)")
+    assert exe is not None
 
     async def serve() -> None:
         sink = PrometheusSink(port=0, stale_s=600)
@@ -104,7 +105,7 @@ def test_a_real_prometheus_scrapes_it(tmp_path) -> None:  # type: ignore[no-unty
                                  f"--web.listen-address=127.0.0.1:{port}"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            deadline = time.monotonic() + 40
+            deadline = time.monotonic() + CEILING
             result: list = []
             url = f"http://127.0.0.1:{port}/api/v1/query?query=poserun_stances_total"
             while time.monotonic() < deadline and not result:
@@ -117,7 +118,7 @@ def test_a_real_prometheus_scrapes_it(tmp_path) -> None:  # type: ignore[no-unty
             assert {r["metric"]["athlete"]: float(r["value"][1]) for r in result} == {"p1": 2.0, "p2": 1.0}
         finally:
             proc.terminate()
-            proc.wait(10)
+            proc.wait(CEILING)
             await sink.close()
 
     asyncio.run(serve())

@@ -14,6 +14,7 @@ from poserun.services.gateway_sim import run_sim_gateway
 from poserun.settings import BrokerSettings, load_settings
 from poserun.sinks.base import SinkRunner
 from poserun.sinks.store import Database, StoreSink
+from tests.conftest import CEILING, require
 
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -38,7 +39,7 @@ def run_session(broker: BrokerSettings, session_id: str, url: str) -> tuple[int,
         svc = FusionService(settings, [SinkRunner(sink, queue_size=100_000)], session=session_id)
         stop, ready = asyncio.Event(), asyncio.Event()
         task = asyncio.create_task(svc.run(stop, ready))
-        await asyncio.wait_for(ready.wait(), 15)
+        await asyncio.wait_for(ready.wait(), CEILING)
         await asyncio.to_thread(run_sim_gateway, settings, duration=6.0)
         await asyncio.sleep(0.5)
         stop.set()  # a clean stop: everything queued must reach the database
@@ -88,8 +89,7 @@ def test_sqlite_store_keeps_every_record(broker: BrokerSettings, session_id: str
 
 @pytest.mark.broker
 def test_postgresql_store(broker: BrokerSettings, session_id: str, tmp_path: Path) -> None:
-    if not postgres_answers():
-        pytest.skip("no PostgreSQL at 127.0.0.1:5432 (this machine kind runs one)")
+    require(postgres_answers(), "no PostgreSQL answers at 127.0.0.1:5432 (this machine kind runs one)")
     made, written = run_session(broker, session_id, PG_URL)
     try:
         assert made == written > 20
