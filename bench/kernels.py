@@ -1,5 +1,5 @@
-"""Processor speed: samples/s per modality, one athlete's full sensor set as a share of
-one core, and numba start-up (cold compile vs cached).
+"""Processor speed: samples/s per modality and one athlete's full sensor set as a share of
+one core (numba start-up is bench/startup.py).
 
     python bench/kernels.py [--seconds 60]
 """

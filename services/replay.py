@@ -1,5 +1,9 @@
 """``poserun gateway replay``: republish a recording with its original timing (or faster).
 
+QoS 0 frames go out pre-encoded in batches on a connection of their own (as ``gateway sim
+--pregenerate`` does); retained meta and status go through paho, each acknowledged by the broker
+before a later frame is sent, so a listener has a source's meta before its frames.
+
 A replay stands in for the gateways, so by default it republishes only what gateways publish:
 sensor frames, device meta and gateway status (:data:`GATEWAY_CHANNELS`). Ground truth is
 added on request; the recorded outputs of poserun (records, haptic commands) only if asked for
@@ -16,6 +20,7 @@ from pathlib import Path
 
 from poserun.recording import TransferStats, read_messages
 from poserun.services.mqtt import Publisher
+from poserun.services.mqtt_stream import RawPublisher, publish_packet
 from poserun.settings import BrokerSettings
 from poserun.wire import topics
 
@@ -32,6 +37,15 @@ def rewrite_session(topic: str, session: str | None) -> str:
 
 
 GATEWAY_CHANNELS = ("data", "meta", "status")
+BATCH = 256  # frames written at once when replaying faster than they were recorded
+
+
+def _sleep(pub: Publisher, raw: RawPublisher, seconds: float, stop: threading.Event | None) -> None:
+    """Wait, keeping both connections alive through a long gap in the recording."""
+    end = time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0 and not (stop is not None and stop.is_set()):
+        pub.sleep(min(left, 5.0), stop)
+        raw.keepalive()
 
 
 def channel_of(topic: str) -> str | None:
@@ -55,6 +69,9 @@ def replay(broker: BrokerSettings, path: str | Path, *, speed: float = 1.0,
     first_message = next(messages, None)  # a file that is not a recording fails here, before connecting
     pub = Publisher(broker, "replay")
     pub.connect()
+    raw = RawPublisher(broker, "replay-frames")  # QoS 0 frames pre-encoded, written in batches
+    raw.connect()
+    batch: list[bytes] = []
     stats = TransferStats()
     start = time.monotonic()
     first: int | None = None
@@ -70,14 +87,27 @@ def replay(broker: BrokerSettings, path: str | Path, *, speed: float = 1.0,
             if speed > 0:
                 ahead = start + (m.log_time_ns - first) / 1e9 / speed - time.monotonic()
                 if ahead > 0.002:
+                    raw.send(batch)
+                    batch.clear()
                     pub.flush()
-                    pub.sleep(ahead, stop)
-            pub.publish(rewrite_session(m.topic, session), m.payload,
-                        qos=max(m.qos, 1 if m.retain else 0), retain=m.retain)
+                    _sleep(pub, raw, ahead, stop)
+            topic = rewrite_session(m.topic, session)
+            if m.qos == 0 and not m.retain:
+                batch.append(publish_packet(topic, m.payload))
+                if len(batch) >= BATCH:
+                    raw.send(batch)
+                    batch.clear()
+            else:  # meta, status (retained, QoS 1) through paho, acknowledged before any later frame
+                raw.send(batch)
+                batch.clear()
+                pub.publish(topic, m.payload, qos=max(m.qos, 1 if m.retain else 0), retain=m.retain)
+                pub.flush()
             stats.messages += 1
             stats.bytes += len(m.payload)
+        raw.send(batch)
         pub.flush()
     finally:
+        raw.close()
         pub.close()
         stats.seconds = time.monotonic() - start
     log.info("replayed %d messages in %.1f s", stats.messages, stats.seconds)
