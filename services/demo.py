@@ -30,6 +30,7 @@ from poserun.wire import topics
 
 log = logging.getLogger(__name__)
 EMBEDDED_MAX_ATHLETES = 4
+DRAIN_S = 5.0  # at the end of a --duration run, the longest wait for frames still on their way
 
 
 def choose_broker(url: str | None) -> tuple[str | None, str]:
@@ -115,10 +116,15 @@ async def run_demo(settings: Settings, *, broker: str | None = None, duration: f
         await asyncio.wait({gateway, stopper}, return_when=asyncio.FIRST_COMPLETED)
         t0 = time.monotonic()
         gw_stop.set()
+        sent = 0
         with contextlib.suppress(Exception):
-            await gateway
-        if not stop.is_set():
-            await asyncio.sleep(0.3)  # let the last frames arrive
+            published = await gateway
+            sent = published.messages - published.truth  # frames (truth is one message per stance)
+        # the run ended by itself: let the service take the last frames (up to DRAIN_S), not Ctrl-C
+        drain_until = time.monotonic() + DRAIN_S
+        while not stop.is_set() and service.snapshot()["totals"].get("frames", 0) < sent \
+                and time.monotonic() < drain_until:
+            await asyncio.sleep(0.02)
         stop.set()
         await fusion
         stopper.cancel()

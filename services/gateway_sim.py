@@ -21,6 +21,9 @@ CHUNK_SLICES = 50  # frame periods generated at once (0.5 s at 10 ms frames)
 
 @dataclass
 class GatewayStats:
+    """What the gateway published: ``messages`` (frames and truth), ``truth`` (truth messages,
+    one per stance), payload bytes, simulated and wall seconds."""
+
     messages: int = 0
     bytes: int = 0
     truth: int = 0

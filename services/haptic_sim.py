@@ -54,8 +54,10 @@ class Band:
 
 def run_band(broker: BrokerSettings, *, session: str | None = None, duration: float | None = None,
              stop: threading.Event | None = None, out: TextIO | None = None, quiet: bool = False,
-             ready: threading.Event | None = None) -> Band:
-    band = Band()
+             ready: threading.Event | None = None, band: Band | None = None) -> Band:
+    """Listen for haptic commands until ``duration`` or ``stop``; fills ``band`` (a new one if
+    None) as cues arrive, so a caller may watch it live, and returns it."""
+    band = band if band is not None else Band()
     out = out or sys.stdout
     lock = threading.Lock()
 

@@ -13,7 +13,6 @@ then loads the whole set from it. A warm cache loads in well under a second in-p
 from __future__ import annotations
 
 import os
-import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -128,21 +127,9 @@ def warm_up(*, jobs: int | None = None, progress: Callable[[str], None] | None =
                     progress(f"  {name} kernels ready ({seconds:.1f} s)")
     elif report.cold and progress:
         progress("compiling the processor's kernels (once per install)")
-    for name, sources in GROUPS.items():  # in-process: loads what the pool cached, compiles any rest
-        if name not in report.groups:
-            report.groups[name] = round(run_sources(sources), 2)
+    for name, sources in GROUPS.items():  # here: loads what the pool cached (or compiles, without a pool)
+        seconds = run_sources(sources)
+        report.groups.setdefault(name, round(seconds, 2))
     run_sources(ALL, seconds=1.0)  # the sources together (records that combine them)
     report.seconds = time.perf_counter() - t0
     return report
-
-
-def main() -> int:
-    """``poserun warm-up``: print what was compiled and how long it took."""
-    report = warm_up(progress=lambda line: print(line, flush=True))
-    state = "compiled" if report.cold else "loaded from the cache"
-    print(f"kernels {state} in {report.seconds:.1f} s", flush=True)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
@@ -9,6 +10,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -34,6 +36,20 @@ def wait_until(predicate: Callable[[], object], what: str, ceiling: float = CEIL
         if time.monotonic() > deadline:
             pytest.fail(f"waited {ceiling:.0f} s for {what}", pytrace=False)
         time.sleep(0.02)
+
+
+async def until(predicate: Callable[[], object], what: str, ceiling: float = CEILING) -> None:
+    """:func:`wait_until` for a test's event loop (the service under test keeps running)."""
+    deadline = time.monotonic() + ceiling
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"waited {ceiling:.0f} s for {what}", pytrace=False)
+        await asyncio.sleep(0.02)
+
+
+def frames_taken(service: Any, sent: int) -> Callable[[], bool]:
+    """True once the fusion service has counted ``sent`` frames (what a gateway published)."""
+    return lambda: service.snapshot()["totals"].get("frames", 0) >= sent
 
 
 def require(present: bool, what: str) -> None:

@@ -7,11 +7,11 @@ import pytest
 
 from poserun.services.fusion import FusionService
 from poserun.services.gateway_sim import run_sim_gateway
-from poserun.services.haptic_sim import run_band
+from poserun.services.haptic_sim import Band, run_band
 from poserun.settings import BrokerSettings, load_settings
 from poserun.sinks.base import SinkRunner
 from poserun.sinks.haptic import HapticConfig, HapticRules, HapticSink
-from tests.conftest import CEILING
+from tests.conftest import CEILING, frames_taken, until, wait_until
 
 
 def landing(athlete: str = "a", forced: bool = True, severity: float = 1.8) -> dict:
@@ -52,9 +52,9 @@ def test_band_buzzes_for_forced_landers_only(broker: BrokerSettings, session_id:
         "broker": {"url": broker.url}, "session": {"id": session_id},
         "sim": {"athletes": 4, "profiles": ["pose", "forced_lander"], "forced_share": 0.6, "speed": 1.0}})
     ready, stop = threading.Event(), threading.Event()
-    result: list = []
-    band = threading.Thread(target=lambda: result.append(
-        run_band(broker, session=session_id, stop=stop, quiet=True, ready=ready)))
+    live = Band()
+    band = threading.Thread(target=run_band, args=(broker,),
+                            kwargs={"session": session_id, "stop": stop, "quiet": True, "ready": ready, "band": live})
     band.start()
     assert ready.wait(CEILING)
 
@@ -64,20 +64,21 @@ def test_band_buzzes_for_forced_landers_only(broker: BrokerSettings, session_id:
         done, started = asyncio.Event(), asyncio.Event()
         task = asyncio.create_task(svc.run(done, started))
         await asyncio.wait_for(started.wait(), CEILING)
-        await asyncio.to_thread(run_sim_gateway, settings, duration=8.0)
-        await asyncio.sleep(0.5)
+        gw = await asyncio.to_thread(run_sim_gateway, settings, duration=8.0)
+        await until(frames_taken(svc, gw.messages), "the service to take every frame")
         done.set()
         await task
         return sink
 
     sink = asyncio.run(main())
+    wait_until(lambda: len(live.buzzes) >= sink.sent, "the band to receive every cue sent")
     stop.set()
     band.join(CEILING)
-    buzzes = result[0].buzzes
+    buzzes = live.buzzes
     assert sink.sent == len(buzzes) > 3
     assert {b["athlete"] for b in buzzes} <= {"a02", "a04"}  # the forced landers, never the pose runners
     assert all(b["reason"] == "forced_landing" for b in buzzes)
-    lat = result[0].latencies_ms
+    lat = live.latencies_ms
     assert len(lat) == len(buzzes) and all(x > 0 for x in lat)  # IC before the buzz; figures: bench/
 
 

@@ -11,7 +11,7 @@ from poserun.services.gateway_sim import run_sim_gateway
 from poserun.settings import BrokerSettings, load_settings
 from poserun.sinks.base import SinkRunner
 from poserun.sinks.prometheus import PrometheusSink
-from tests.conftest import CEILING, require
+from tests.conftest import CEILING, frames_taken, require, until
 
 
 def scrape(port: int) -> dict[str, list]:
@@ -59,8 +59,8 @@ def test_metrics_during_a_session(broker: BrokerSettings, session_id: str) -> No
         stop, ready = asyncio.Event(), asyncio.Event()
         task = asyncio.create_task(svc.run(stop, ready))
         await asyncio.wait_for(ready.wait(), CEILING)
-        await asyncio.to_thread(run_sim_gateway, settings, duration=6.0)
-        await asyncio.sleep(0.5)
+        gw = await asyncio.to_thread(run_sim_gateway, settings, duration=6.0)
+        await until(frames_taken(svc, gw.messages), "the service to take every frame")
         metrics = await asyncio.to_thread(scrape, sink.port)
         stop.set()
         await task

@@ -14,7 +14,7 @@ from poserun.services.gateway_sim import run_sim_gateway
 from poserun.settings import BrokerSettings, load_settings
 from poserun.sinks.base import SinkRunner
 from poserun.sinks.store import Database, StoreSink
-from tests.conftest import CEILING, require
+from tests.conftest import CEILING, frames_taken, require, until
 
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -40,8 +40,8 @@ def run_session(broker: BrokerSettings, session_id: str, url: str) -> tuple[int,
         stop, ready = asyncio.Event(), asyncio.Event()
         task = asyncio.create_task(svc.run(stop, ready))
         await asyncio.wait_for(ready.wait(), CEILING)
-        await asyncio.to_thread(run_sim_gateway, settings, duration=6.0)
-        await asyncio.sleep(0.5)
+        gw = await asyncio.to_thread(run_sim_gateway, settings, duration=6.0)
+        await until(frames_taken(svc, gw.messages), "the service to take every frame")
         stop.set()  # a clean stop: everything queued must reach the database
         await task
         return svc.records_out, sink.written
