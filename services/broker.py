@@ -59,10 +59,15 @@ def _wait_answers(port: int, timeout: float) -> bool:
     return False
 
 
+def mosquitto_exe() -> str | None:
+    """The ``mosquitto`` binary (Debian puts it in /usr/sbin, often off a user's PATH), or None."""
+    return shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+
+
 @contextlib.contextmanager
 def mosquitto_broker(port: int | None = None) -> Iterator[str]:
     """Run a private ``mosquitto`` on a free loopback port; yields its URL."""
-    exe = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+    exe = mosquitto_exe()
     if exe is None:
         raise FileNotFoundError("mosquitto is not installed")
     port = port or free_port()
@@ -75,7 +80,7 @@ def mosquitto_broker(port: int | None = None) -> Iterator[str]:
         proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE)
         try:
-            if not _wait_answers(port, 10.0):
+            if not _wait_answers(port, 30.0):
                 raise RuntimeError(f"mosquitto did not start on port {port}")
             yield f"mqtt://127.0.0.1:{port}"
         finally:
@@ -133,8 +138,9 @@ def embedded_broker(port: int | None = None) -> Iterator[str]:
             waiter = asyncio.create_task(ready.wait())
             await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
             waiter.cancel()
-            started.set()
-            await task  # raises a start-up failure
+            if ready.is_set():
+                started.set()
+            await task  # a start-up failure raises here and is recorded before started is set
 
         try:
             loop.run_until_complete(serve())
@@ -146,10 +152,10 @@ def embedded_broker(port: int | None = None) -> Iterator[str]:
 
     thread = threading.Thread(target=main, name="embedded-broker", daemon=True)
     thread.start()
-    started.wait(15)
+    started.wait(60)  # amqtt starts in well under a second; a loaded machine may take longer
     if errors and isinstance(errors[0], PortInUse):
         raise errors[0]
-    if errors or not _wait_answers(port, 10.0):
+    if errors or not _wait_answers(port, 30.0):
         raise RuntimeError(f"embedded broker failed to start: {errors[:1]}")
     try:
         yield f"mqtt://127.0.0.1:{port}"
@@ -167,7 +173,7 @@ def local_broker(*, amqtt: bool = False) -> Iterator[tuple[str, str]]:
     ``poserun broker`` (amqtt) in a child interpreter, ready once it prints its address.
     Leaving the block stops it within a second (SIGTERM, then SIGKILL).
     """
-    if not amqtt and (shutil.which("mosquitto") or Path("/usr/sbin/mosquitto").exists()):
+    if not amqtt and mosquitto_exe():
         with mosquitto_broker() as url:
             yield url, "mosquitto"
         return

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -14,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from poserun.services.broker import embedded_broker, mosquitto_broker
+from poserun.services.broker import embedded_broker, mosquitto_broker, mosquitto_exe
 from poserun.services.mqtt import broker_answers
 from poserun.settings import BrokerSettings
 
@@ -61,10 +60,6 @@ def require(present: bool, what: str) -> None:
     pytest.skip(what)
 
 
-def mosquitto_installed() -> bool:
-    return shutil.which("mosquitto") is not None or Path("/usr/sbin/mosquitto").exists()
-
-
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 BACH = SHARED / "data" / "real" / "bach2022"
@@ -90,7 +85,8 @@ def broker_url() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def private_mosquitto() -> Iterator[str]:
     """A mosquitto of the tests' own with a deep queue (for high-rate tests)."""
-    require(mosquitto_installed(), "the mosquitto binary is missing (Debian package 'mosquitto'; .ci/run installs it)")
+    require(mosquitto_exe() is not None,
+            "the mosquitto binary is missing (Debian package 'mosquitto'; .ci/run installs it)")
     with mosquitto_broker() as url:
         yield url
 
