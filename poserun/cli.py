@@ -164,6 +164,53 @@ def _print_stats(snap: dict[str, Any], path: str | None, *, brief: bool) -> None
     print(line, file=sys.stderr, flush=True)
 
 
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from poserun.services.analyze import analyze_files, format_summary, output_format, write_records
+
+    if args.output:
+        fmt = output_format(args.output)  # a wrong suffix fails before the work, not after
+        if fmt == "parquet":
+            _need("pyarrow", "store", "analyze -o FILE.parquet")
+    settings = load_settings(args.config)
+    bar = _progress_bar(sys.stderr) if not args.quiet else None
+    result = analyze_files(args.recordings, settings, progress=bar)
+    if bar is not None:
+        bar("", 0, 0)  # end the bar's line
+    if args.output:
+        n = write_records(result.records, args.output)
+        print(f"{n} records -> {args.output}", file=sys.stderr)
+    else:
+        for r in result.records:
+            sys.stdout.write(json.dumps(r, separators=(",", ":")) + "\n")
+    print(format_summary(result.summary()), file=sys.stderr)
+    for path, snap in result.files.items():
+        refused = {**snap["rejected"]}
+        if refused:
+            print(f"{path}: refused {refused}", file=sys.stderr)
+    return 0
+
+
+def _progress_bar(stream: Any) -> Any:
+    """A one-line progress bar on a terminal (nothing when ``stream`` is not one); ``("", 0, 0)`` ends it."""
+    if not stream.isatty():
+        return None
+    shown = [False]
+
+    def bar(name: str, n: int, total: int) -> None:
+        if not name:
+            if shown[0]:
+                stream.write("\n")
+            return
+        share = n / total if total else 0.0
+        filled = int(30 * share)
+        stream.write(f"\r{Path(name).name[:30]:<30} [{'#' * filled}{'.' * (30 - filled)}] {100 * share:5.1f} % "
+                     f"{n:,} messages")
+        stream.flush()
+        shown[0] = True
+
+    return bar
+
+
 def cmd_import(args: argparse.Namespace) -> int:
     from poserun.services import importer
     from poserun.wire import meta as wm
@@ -413,6 +460,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stats-file", help="write the full counters here (JSON) at every stats line")
     p.add_argument("--ready-file", help="write this file once subscribed, kernels loaded (for scripts)")
     p.set_defaults(func=cmd_process)
+
+    p = sub.add_parser("analyze", help="the fusion processor over recordings, offline: records and a summary")
+    p.add_argument("recordings", nargs="+", help="MCAP recordings (poserun record, poserun import)")
+    p.add_argument("--config", "-c", help="YAML config (athletes, processor settings)")
+    p.add_argument("-o", "--output", help="write the records to FILE.jsonl, .csv or .parquet (default: JSON lines "
+                                          "on stdout)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_analyze)
 
     p = sub.add_parser("import", help="convert lab data into a recording")
     p.add_argument("format", choices=["csv", "trc", "bach2022"], help="what INPUT is")

@@ -148,6 +148,16 @@ def read_messages(path: str | Path) -> Iterator[RecordedMessage]:
             raise NotARecording(f"{path}: damaged recording ({exc})") from None
 
 
+def message_count(path: str | Path) -> int:
+    """How many messages the recording holds (from its summary; 0 when it has none)."""
+    with _open_recording(path) as fh:
+        try:
+            summary = make_reader(fh).get_summary()
+        except McapError as exc:
+            raise NotARecording(f"{path}: damaged recording ({exc})") from None
+    return int(summary.statistics.message_count) if summary and summary.statistics else 0
+
+
 def read_metadata(path: str | Path) -> dict[str, dict[str, str]]:
     with _open_recording(path) as fh:
         try:

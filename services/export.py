@@ -34,6 +34,11 @@ def export(db: Database, session: str, path: str | Path, fmt: str) -> int:
         a = athletes.get(row.get("athlete"), {})
         row["athlete_name"] = a.get("name")
         row["body_mass_kg"] = a.get("body_mass_kg")
+    return write_rows(rows, path, fmt)
+
+
+def write_rows(rows: list[dict[str, Any]], path: str | Path, fmt: str) -> int:
+    """Flat rows to CSV or Parquet, columns in first-seen order; return how many rows."""
     columns: list[str] = []
     for row in rows:
         for k in row:

@@ -14,6 +14,7 @@ import logging
 import random
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,8 +67,11 @@ class _Route:
 
 class FusionService:
     def __init__(self, settings: Settings, sinks: list[SinkRunner] | None = None,
-                 session: str | None = None) -> None:
+                 session: str | None = None, clock: Callable[[], int] = time.time_ns) -> None:
+        """``clock`` stamps ``emitted_ns`` and times the processing latency: the wall clock live,
+        the recording's log time offline (``poserun analyze``), so that offline is deterministic."""
         self.settings = settings
+        self.clock = clock
         self.sinks = sinks or []
         self.session = session
         self.counters: dict[Key, SourceCounters] = {}
@@ -251,7 +255,7 @@ class FusionService:
         c.samples += data.shape[0]
         recs = route.state.push(route.key[2], frame.times_ns(), data)
         if recs:
-            now = time.time_ns()
+            now = self.clock()
             self._latency(max(0, now - recv_ns) / 1e9)
             session = route.key[0]
             for r in recs:
