@@ -539,16 +539,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args_list[:1] == ["validate"]:  # its own options (argparse cannot forward leading --flags)
         from poserun.services.validate import main as validate
 
-        validate(args_list[1:])
-        return 0
-    parser = build_parser()
-    args = parser.parse_args(args_list)
+        def run() -> int:
+            validate(args_list[1:])
+            return 0
+
+        verbose = 0
+    else:
+        args = build_parser().parse_args(args_list)
+
+        def run() -> int:
+            return int(args.func(args) or 0)
+
+        verbose = args.verbose
     logging.basicConfig(
-        level=logging.WARNING - 10 * min(args.verbose, 2),
+        level=logging.WARNING - 10 * min(verbose, 2),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        return int(args.func(args) or 0)
+        return run()
     except ConfigError as exc:
         print(f"poserun: invalid configuration\n{exc}", file=sys.stderr)
         return 2

@@ -1,11 +1,17 @@
 """``poserun validate``: accuracy of the fusion processor against ground truth.
 
-Simulated sessions (every technique profile, per sensor subset) with the
-simulator's exact truth, and the real Bach 2022 recording with force-plate
-truth, run through the same FusionService the live service uses (in-process,
-no broker). Prints the Markdown tables of docs/accuracy.md.
+Without files: simulated sessions (every technique profile, per sensor subset)
+with the simulator's exact truth, and the real Bach 2022 recording with
+force-plate truth, run through the same FusionService the live service uses
+(in-process, no broker); prints the Markdown tables of docs/accuracy.md.
 
-    poserun validate [--seconds 60] [--seed 7] [--bach2022 FOLDER]
+With files: any recordings that carry truth (``.../truth``: a lab import's
+force plates or belts, a simulator run recorded with ``--truth``) are analysed
+as ``poserun analyze`` does and scored per file and pooled: contacts matched
+(a detected IC within ``MATCH_MS`` of a true one, each used once), IC and TO
+bias and MAE, contact-time MAE, cadence error, detections that match nothing.
+
+    poserun validate [RECORDING...] [--seconds 60] [--seed 7] [--bach2022 FOLDER]
 """
 
 from __future__ import annotations
@@ -119,9 +125,124 @@ def fmt(v: float, digits: int = 1) -> str:
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
 
 
+MATCH_MS = 100.0  # a detection within this of a true IC is that contact (the issue's +-100 ms)
+
+
+def truth_events(path: str) -> dict[tuple[str, str], list[Any]]:
+    """The truth events of a recording by (session, athlete), in IC order."""
+    from poserun.recording import read_messages
+    from poserun.wire import topics
+    from poserun.wire.meta import TruthEvent
+
+    out: dict[tuple[str, str], list[Any]] = defaultdict(list)
+    for m in read_messages(path):
+        try:
+            t = topics.parse(m.topic)
+        except ValueError:
+            continue
+        if t.channel == "truth" and t.athlete:
+            try:
+                out[(t.session, t.athlete)].append(TruthEvent.model_validate_json(m.payload))
+            except ValueError:
+                continue  # a malformed truth message is no contact
+    return {k: sorted(v, key=lambda e: e.ic_ns) for k, v in out.items()}
+
+
+def true_cadence(events: list[Any]) -> dict[int, float]:
+    """Cadence (steps/min) at each true contact over the 8 steps before it; truth of one foot only
+    (a plate under one leg) counts strides as two steps."""
+    feet = {e.foot for e in events}
+    per = 1.0 if len(feet) > 1 else 2.0
+    ics = [e.ic_ns for e in events]
+    window = 8 if per == 1.0 else 4
+    out = {}
+    for k in range(1, len(ics)):
+        d = np.diff(ics[max(0, k - window):k + 1])
+        out[k] = 60e9 * per / float(np.median(d))
+    return out
+
+
+def score(records: list[dict[str, Any]], truth: dict[tuple[str, str], list[Any]]) -> dict[str, Any]:
+    """Match stance records to true contacts (nearest IC within MATCH_MS, each record used once) and
+    collect the errors; ``extra``: detections matching no true contact (within a trial's true span)."""
+    errors: dict[str, list[float]] = {"ic": [], "to": [], "ct": [], "cad": []}
+    contacts = matched = wrong_foot = extra = 0
+    by_key: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for r in records:
+        if r.get("type") == "stance":
+            by_key[(str(r.get("session")), str(r.get("athlete")))].append(r)
+    for key, events in truth.items():
+        recs = sorted(by_key.get(key, []), key=lambda r: r["ic_ns"])
+        cadence = true_cadence(events)
+        used: set[int] = set()
+        pairs = sorted((abs(r["ic_ns"] - e.ic_ns), k, j) for k, e in enumerate(events)
+                       for j, r in enumerate(recs) if abs(r["ic_ns"] - e.ic_ns) <= MATCH_MS * 1e6)
+        taken: dict[int, int] = {}
+        for _d, k, j in pairs:
+            if k not in taken and j not in used:
+                taken[k] = j
+                used.add(j)
+        contacts += len(events)
+        for k, j in taken.items():
+            e, r = events[k], recs[j]
+            matched += 1
+            wrong_foot += r.get("foot") != e.foot
+            errors["ic"].append((r["ic_ns"] - e.ic_ns) / 1e6)
+            errors["to"].append((r["to_ns"] - e.to_ns) / 1e6)
+            errors["ct"].append((r["to_ns"] - r["ic_ns"] - (e.to_ns - e.ic_ns)) / 1e6)
+            if r.get("cadence_spm") and k in cadence:
+                errors["cad"].append(float(r["cadence_spm"]) - cadence[k])
+        if events:
+            lo, hi = events[0].ic_ns - MATCH_MS * 1e6, events[-1].to_ns + MATCH_MS * 1e6
+            extra += sum(1 for j, r in enumerate(recs) if j not in used and lo <= r["ic_ns"] <= hi)
+    return {"contacts": contacts, "matched": matched, "wrong_foot": wrong_foot, "extra": extra,
+            "errors": {k: np.array(v) for k, v in errors.items()}}
+
+
+def pooled(scores: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {k: sum(s[k] for s in scores) for k in ("contacts", "matched", "wrong_foot", "extra")}
+    out["errors"] = {k: np.concatenate([s["errors"][k] for s in scores]) if scores else np.array([])
+                     for k in ("ic", "to", "ct", "cad")}
+    return out
+
+
+def score_recordings(paths: list[str]) -> list[tuple[str, dict[str, Any]]]:
+    """Each recording analysed (as ``poserun analyze``) and scored against its truth, then pooled."""
+    from poserun.services.analyze import analyze_file
+
+    settings = load_settings()
+    rows = []
+    for path in paths:
+        truth = truth_events(path)
+        if not truth:
+            raise ValueError(f"{path}: the recording carries no truth (.../truth) to validate against")
+        records, _snap = analyze_file(path, settings)
+        rows.append((path, score(records, truth)))
+    if len(rows) > 1:
+        rows.append(("pooled", pooled([s for _p, s in rows])))
+    return rows
+
+
+def print_scores(rows: list[tuple[str, dict[str, Any]]]) -> None:
+    def m(a: np.ndarray, f: Any) -> str:
+        return "-" if not len(a) else f"{float(f(a)):.1f}"
+
+    print(f"| recording | contacts matched (+-{MATCH_MS:g} ms) | IC bias / MAE (ms) | TO bias / MAE (ms) | "
+          "contact time bias / MAE (ms) | cadence MAE (spm) | wrong foot | unmatched detections |")
+    print("|---|---:|---|---|---|---:|---:|---:|")
+    for name, s in rows:
+        e = s["errors"]
+        share = 100.0 * s["matched"] / s["contacts"] if s["contacts"] else float("nan")
+        print(f"| {name} | {s['matched']}/{s['contacts']} ({share:.1f} %) | {m(e['ic'], np.mean)} / "
+              f"{m(np.abs(e['ic']), np.mean)} | {m(e['to'], np.mean)} / {m(np.abs(e['to']), np.mean)} | "
+              f"{m(e['ct'], np.mean)} / {m(np.abs(e['ct']), np.mean)} | {m(np.abs(e['cad']), np.mean)} | "
+              f"{s['wrong_foot']} | {s['extra']} |")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="poserun validate", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("recordings", nargs="*", help="recordings with truth to score (none: the built-in tables)")
     ap.add_argument("--seconds", type=float, default=60.0, help="simulated seconds per sensor subset")
     ap.add_argument("--seed", type=int, default=7, help="the simulated team's random seed")
     ap.add_argument("--bach2022", default="../shared/data/real/bach2022", help="folder of the real recording")
@@ -130,6 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    if args.recordings:
+        print_scores(score_recordings(args.recordings))
+        return
     rows = []
     t0 = time.time()
     records, truth, _ = run_session(SUBSETS["all sensors"], args.seconds, args.seed, clocks=CLOCKS)
