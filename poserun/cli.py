@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import signal
 import sys
 import threading
@@ -184,9 +185,10 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             sys.stdout.write(json.dumps(r, separators=(",", ":")) + "\n")
     print(format_summary(result.summary()), file=sys.stderr)
     for path, snap in result.files.items():
-        refused = {**snap["rejected"]}
-        if refused:
-            print(f"{path}: refused {refused}", file=sys.stderr)
+        if snap["rejected"]:
+            print(f"{path}: refused {snap['rejected']}", file=sys.stderr)
+        for who, counts in snap.get("warnings", {}).items():
+            print(f"{path}: {who}: warnings {counts}", file=sys.stderr)
     return 0
 
 
@@ -231,7 +233,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     else:
         if not args.source:
             raise ConfigError("import csv needs --source (e.g. imu_shank_left, force_left)")
-        times, _, _ = importer.read_csv_table(args.input)
+        times, table, _ = importer.read_csv_table(args.input)
         rate = args.rate or _rate(times)
         meta: Any
         if args.meta:
@@ -247,6 +249,8 @@ def cmd_import(args: argparse.Namespace) -> int:
             meta = wm.ForceMeta(source=args.source, rate_hz=rate, side=_side(args.source))
         else:
             raise ConfigError(f"import csv of {args.source} needs --meta FILE (a meta JSON)")
+        if isinstance(meta, wm.ImuMeta) and (warning := importer.accel_unit_warning(table, meta.accel_unit)):
+            print(f"poserun import: warning: {args.input}: {warning}", file=sys.stderr)
         messages = importer.import_csv(args.input, session=args.session or "lab",
                                        athlete=args.athlete, meta=meta, frame_ms=args.frame_ms)
         n = importer.write_recording(args.output, messages,
@@ -534,8 +538,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+AXIS_OPTIONS = ("--up", "--forward")  # take signed axes such as -x, which argparse would read as options
+
+
+def join_signed_values(args: list[str]) -> list[str]:
+    """``--forward -x`` as ``--forward=-x``: argparse refuses a value that starts with '-'."""
+    out: list[str] = []
+    k = 0
+    while k < len(args):
+        if args[k] in AXIS_OPTIONS and k + 1 < len(args) and re.fullmatch(r"-[xyzXYZ]", args[k + 1]):
+            out.append(f"{args[k]}={args[k + 1]}")
+            k += 2
+        else:
+            out.append(args[k])
+            k += 1
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args_list = list(sys.argv[1:] if argv is None else argv)
+    args_list = join_signed_values(list(sys.argv[1:] if argv is None else argv))
     if args_list[:1] == ["validate"]:  # its own options (argparse cannot forward leading --flags)
         from poserun.services.validate import main as validate
 

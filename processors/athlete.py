@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from poserun.processors.checks import GravityCheck
 from poserun.processors.clock import ClockOffset
 from poserun.processors.contact import EV_IC, EV_SHORT, EV_TO, ContactDetector, G
 from poserun.processors.imu import (
@@ -154,6 +155,7 @@ class AthleteState:
         self.params = p = params or AthleteParams()
         self.bw = p.body_mass_kg * G
         self.warnings: dict[str, int] = {}
+        self._units: dict[str, GravityCheck] = {}  # accelerometers whose declared unit is checked
         self._insole: dict[str, InsoleLayout] = {}
         self._contact: dict[str, ContactDetector] = {}
         self._insole_ring: dict[str, SampleRing] = {s: SampleRing() for s in SIDES}
@@ -209,6 +211,7 @@ class AthleteState:
         if side not in self._imu:
             self._imu[side] = _Imu(dict(axes), accel_unit, gyro_unit, FootImu(rate_hz),
                                    FootEvents(min_swing_s=self.params.min_swing_s))
+            self._units[f"imu_foot_{side}"] = GravityCheck(G_IMU if accel_unit == "g" else 1.0)
             self._sources_changed()
 
     def configure_shank(self, side: str, accel_unit: str, rate_hz: float) -> None:
@@ -216,14 +219,14 @@ class AthleteState:
         if side not in self._shank:
             self._shank[side] = ShankEvents()
             self._shank_scale[side] = G_IMU if accel_unit == "g" else 1.0
+            self._units[f"imu_shank_{side}"] = GravityCheck(self._shank_scale[side])
             self._sources_changed()
 
-    def configure_pelvis(self, axes: dict[str, str], placement: str) -> None:
+    def configure_pelvis(self, axes: dict[str, str], placement: str, rate_hz: float) -> None:
         """A pelvis/sacrum/trunk accelerometer (source ``imu_pelvis``) times both feet when
         nothing else does (see processors/pelvis.py)."""
         if self._pelvis is None:
-            self._pelvis = PelvisEvents(dict(axes), min_stance_s=self.params.min_stance_s,
-                                        min_swing_s=self.params.min_swing_s)
+            self._pelvis = PelvisEvents(dict(axes), rate_hz=rate_hz, min_stance_s=self.params.min_stance_s)
             self.pelvis_placement = placement
             self._sources_changed()
 
@@ -376,6 +379,7 @@ class AthleteState:
         if source.startswith("insole_"):
             self._src[source].handler(times_ns, data)
         elif source.startswith("imu_foot_"):
+            self._check_unit(source, times_ns, data)
             imu = self._imu[side]
             shift = 0
             if side in self._insole:  # a supporting IMU: put its samples on the insole's clock
@@ -390,6 +394,7 @@ class AthleteState:
                     self._match_clock(side, new)
                 self._events(side, ev, "imu")
         elif source.startswith("imu_shank_"):
+            self._check_unit(source, times_ns, data)
             acc = np.asarray(data[:, :3], dtype=np.float64) * self._shank_scale[side]
             ev = self._shank[side].update(times_ns, acc)
             if len(ev):
@@ -432,6 +437,11 @@ class AthleteState:
                 self._shank_peak[(foot, int(ic_ns))] = float(peak)
             elif kind == EV_SHORT:
                 self._warn("short_contact")
+
+    def _check_unit(self, source: str, times_ns: np.ndarray, data: np.ndarray) -> None:
+        check = self._units.get(source)
+        if check is not None and not check.done and check.feed(times_ns, data):
+            self._warn(f"{source}_accel_unit_implausible")  # e.g. a file in g declared as m/s^2
 
     def _warn(self, what: str) -> None:
         self.warnings[what] = self.warnings.get(what, 0) + 1

@@ -18,6 +18,14 @@ seen (the haptic cue must not wait), with the previous stance's peak and
 contact time (the first contact is left as measured). No constant is fitted
 to any recording.
 
+Between two contacts lies a flight, not a foot's swing: the one-foot minimum
+swing (a foot cannot land again within 0.1 s of leaving the ground) does not
+apply, since alternate contacts are on different feet, and uphill or slow
+running has flights of 40-60 ms. A flight has no physical minimum (it shrinks
+to nothing at the walk-run transition), so the only gap required between two
+contacts is two sample periods of the sensor (from its meta): one sample
+below the threshold can be a glitch, two are a flight.
+
 Which foot: stance on the left foot pushes the body to the right, so the
 sign of the lateral force over a stance (weighted by the vertical force)
 names its foot, from the meta's axes. Contacts alternate; the side is
@@ -69,13 +77,16 @@ def level_fraction(level: float, peak: float) -> float:
 class PelvisEvents:
     """Streaming contact events from a trunk accelerometer, with the foot of each contact."""
 
-    def __init__(self, axes: dict[str, str], *, on_bw: float = 0.55, off_bw: float = 0.45,
-                 min_stance_s: float = 0.08, min_swing_s: float = 0.10, tau_s: float = 2.0) -> None:
+    def __init__(self, axes: dict[str, str], *, rate_hz: float = 100.0, on_bw: float = 0.55, off_bw: float = 0.45,
+                 min_stance_s: float = 0.08, tau_s: float = 2.0) -> None:
         if not 0 < off_bw <= on_bw:
             raise ValueError("need 0 < off_bw <= on_bw")
+        if not rate_hz > 0:
+            raise ValueError("need rate_hz > 0")
         self.lateral = axes_matrix(axes)[1]  # sensor (x, y, z) -> the body's left component
         self.on_bw, self.off_bw = on_bw, off_bw
-        self.min_stance_ns, self.min_swing_ns = min_stance_s * 1e9, min_swing_s * 1e9
+        self.min_stance_ns = min_stance_s * 1e9
+        self.min_gap_ns = 2e9 / rate_hz  # a flight is at least two samples (module docstring)
         self.tau_s = tau_s
         self._gravity = np.zeros(6)
         self._contact = new_contact_state()
@@ -95,7 +106,7 @@ class PelvisEvents:
         vertical_force_kernel(times, raw, self.tau_s, self._gravity, f_bw)
         rows = np.empty((times.shape[0] + 1, 4))
         n = contact_kernel(times, np.nan_to_num(f_bw), self.on_bw, self.off_bw, self.min_stance_ns,
-                           self.min_swing_ns, self._contact, rows)
+                           self.min_gap_ns, self._contact, rows)
         with np.errstate(invalid="ignore", over="ignore"):
             lateral = np.nan_to_num((raw @ self.lateral) * np.clip(np.nan_to_num(f_bw), 0.0, None),
                                     nan=0.0, posinf=0.0, neginf=0.0)

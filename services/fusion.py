@@ -288,6 +288,8 @@ class FusionService:
         return {
             "totals": dict(totals), "rejected": dict(rejected), "records": self.records_out,
             "athletes": len(self.athletes),
+            "warnings": {f"{sess}/{ath}": dict(st.warnings) for (sess, ath), st in sorted(self.athletes.items())
+                         if st.warnings},
             "clocks": {f"{sess}/{ath}": st.clocks() for (sess, ath), st in sorted(self.athletes.items())
                        if st.clocks()},
             "sources": {"/".join(k): v.as_dict() for k, v in sorted(self.counters.items())},
@@ -399,7 +401,7 @@ def configure(state: AthleteState, meta: Any) -> None:
     elif isinstance(meta, ImuMeta) and meta.placement == "shank" and meta.side:
         state.configure_shank(meta.side, meta.accel_unit, meta.rate_hz)
     elif isinstance(meta, ImuMeta) and meta.placement in ("pelvis", "sacrum", "trunk"):
-        state.configure_pelvis(dict(meta.axes), meta.placement)
+        state.configure_pelvis(dict(meta.axes), meta.placement, meta.rate_hz)
     elif isinstance(meta, KeypointMeta):
         cam = meta.camera
         state.configure_keypoints(KeypointLayout.from_meta(

@@ -113,6 +113,19 @@ def read_csv_table(path: str | Path) -> tuple[np.ndarray, np.ndarray, list[str]]
     return np.asarray(times, dtype=np.int64), np.asarray(values, dtype=np.float64), header[1:]
 
 
+def accel_unit_warning(data: np.ndarray, accel_unit: str) -> str | None:
+    """A sentence when the file's mean acceleration is no gravity in the declared unit
+    (:class:`~poserun.processors.checks.GravityCheck`: a file in g declared as m/s², or the reverse)."""
+    from poserun.processors.checks import G, GravityCheck
+
+    check = GravityCheck(G if accel_unit == "g" else 1.0, seconds=0.0)
+    if len(data) == 0 or not check.feed(np.zeros(len(data)), data) or check.mean_g is None:
+        return None
+    other = "m/s^2" if accel_unit == "g" else "g"
+    return (f"the accelerometer's mean over the file is {check.mean_g:.2f} g read as {accel_unit}, not about 1 g of "
+            f"gravity: is the file in {other}? (--accel-unit {other})")
+
+
 def import_csv(path: str | Path, *, session: str, athlete: str, meta: Any,
                frame_ms: float = 10.0) -> list[RecordedMessage]:
     times, data, names = read_csv_table(path)

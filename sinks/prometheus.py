@@ -71,6 +71,13 @@ class _Pipeline(Collector):
             h.add_metric([], lat["buckets"], lat["sum"])
             yield h
         yield GaugeMetricFamily("poserun_athletes", "Athletes with state", value=snap.get("athletes", 0))
+        warned = CounterMetricFamily("poserun_processor_warnings",
+                                     "Processor warnings by athlete (an implausible unit, a wrong foot, ...)",
+                                     labels=["athlete", "warning"])
+        for who, counts in sorted(snap.get("warnings", {}).items()):
+            for what, n in sorted(counts.items()):
+                warned.add_metric([who.rsplit("/", 1)[-1], what], n)
+        yield warned
         ingest = snap.get("ingest") or {}
         if ingest:
             yield CounterMetricFamily("poserun_ingest_messages", "MQTT messages received",

@@ -55,3 +55,12 @@ def test_readme_lists_exactly_what_each_command_takes() -> None:
         unknown = sorted(listed - {o for f in flags for o in f})
         assert not unlisted and not unknown, (path, "README misses", unlisted, "and names", unknown)
     assert len(rows) == len(list(commands(build_parser())))
+
+
+def test_signed_axes_are_values_not_options() -> None:
+    from poserun.cli import join_signed_values
+
+    args = build_parser().parse_args(join_signed_values(
+        ["import", "trc", "in.trc", "-o", "x.mcap", "--forward", "-x", "--up", "+z"]))
+    assert args.forward == "-x" and args.up == "+z"
+    assert join_signed_values(["--forward", "-v"]) == ["--forward", "-v"]  # only axes are joined

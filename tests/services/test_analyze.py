@@ -117,3 +117,23 @@ def test_cli_refuses_bad_input_in_one_line(tmp_path: Path) -> None:
                               timeout=CEILING)
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_a_csv_in_g_read_as_metres_per_second_squared_is_warned_about(tmp_path: Path) -> None:
+    """At import (one line on stderr) and in the analysis (the processor's counted warning)."""
+    from tests.processors.test_checks import G, swinging_segment
+
+    t, acc = swinging_segment(seconds=15.0)
+    src = tmp_path / "shank.csv"
+    src.write_text("time_s,ax,ay,az\n" + "".join(f"{ti / 1e9:.4f},{a[0] / G:.5f},{a[1] / G:.5f},{a[2] / G:.5f}\n"
+                                                   for ti, a in zip(t, acc, strict=True)))
+    rec = tmp_path / "shank.mcap"
+    proc = subprocess.run([sys.executable, "-m", "poserun", "import", "csv", str(src), "-o", str(rec), "--source",
+                           "imu_shank_right", "--channels", "ax,ay,az"], capture_output=True, text=True,
+                          timeout=CEILING)
+    assert proc.returncode == 0, proc.stderr
+    assert "is the file in g? (--accel-unit g)" in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "poserun", "analyze", str(rec), "-o", str(tmp_path / "r.jsonl")],
+                          capture_output=True, text=True, timeout=CEILING)
+    assert proc.returncode == 0, proc.stderr
+    assert "imu_shank_right_accel_unit_implausible" in proc.stderr

@@ -122,3 +122,12 @@ def test_a_real_prometheus_scrapes_it(tmp_path) -> None:  # type: ignore[no-unty
             await sink.close()
 
     asyncio.run(serve())
+
+
+def test_processor_warnings_are_exported() -> None:
+    from poserun.sinks.prometheus import _Pipeline
+
+    fams = {f.name: f for f in _Pipeline(lambda: {"warnings": {"s/a01": {"imu_shank_left_accel_unit_implausible": 1,
+                                                                          "pelvis_side_flip": 3}}}).collect()}
+    got = {(s.labels["athlete"], s.labels["warning"]): s.value for s in fams["poserun_processor_warnings"].samples}
+    assert got == {("a01", "imu_shank_left_accel_unit_implausible"): 1, ("a01", "pelvis_side_flip"): 3}
