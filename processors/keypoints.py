@@ -11,6 +11,7 @@ plain finite difference has over a 60 fps window.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -34,8 +35,24 @@ _MARKERS: dict[str, list[list[str]]] = {
 }
 
 
+def _by_tokens(names: list[str]) -> dict[tuple[str, str], int]:
+    """(side letter, first word after the side) -> marker index, for names that spell the side as a word of
+    their own and describe the marker after it (``R_kneejoint_LA``, ``L.Ankle.Lat``, ``Right Knee``):
+    the first marker of each such pair wins."""
+    out: dict[tuple[str, str], int] = {}
+    for i, name in enumerate(names):
+        words = [w for w in re.split(r"[_.\s-]+", name.upper()) if w]
+        if len(words) >= 2 and words[0] in ("L", "R", "LEFT", "RIGHT"):
+            out.setdefault((words[0][0], words[1]), i)
+    return out
+
+
 def _marker_groups(names: list[str]) -> list[list[int]] | None:
+    """The markers of each joint (``_MARKERS``), left then right; None when a joint has none. A name
+    matches exactly (``LKNE``, ``KNEE_R``, ``LeftKnee``), or by its first word after a side word when that
+    word is an alias of four letters or more or starts with one (``R_kneejoint_LA``: knee)."""
     upper = {n.upper().replace("_", "").replace(".", "").replace(" ", ""): i for i, n in enumerate(names)}
+    words = _by_tokens(names)
     groups: list[list[int]] = []
     for side in ("L", "R"):
         for j in JOINTS:
@@ -47,6 +64,11 @@ def _marker_groups(names: list[str]) -> list[list[int]] | None:
                         if key in upper:
                             idx.append(upper[key])
                             break
+                    else:
+                        hit = next((i for (s, w), i in words.items()
+                                    if s == side and (w == part or (len(part) >= 4 and w.startswith(part)))), None)
+                        if hit is not None:
+                            idx.append(hit)
                 if len(idx) == len(alias):
                     found = idx
                     break

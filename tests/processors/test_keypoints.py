@@ -50,6 +50,30 @@ def test_motion_capture_markers_in_3d() -> None:
     assert np.isnan(lay.to_metric(frame)[0, 1]).all()
 
 
+@pytest.mark.parametrize(("names", "knee", "ankle"), [
+    (["R_acr", "L_acr", "R_asis", "L_asis", "R_psis", "L_psis", "R_kneejoint_LA", "L_kneejoint_LA",
+      "R_ankle_LA", "L_ankle_LA"], "L_kneejoint_LA", "L_ankle_LA"),
+    (["RSHO", "LSHO", "RASI", "LASI", "RKNE", "LKNE", "RANK", "LANK"], "LKNE", "LANK"),
+    (["Right.Shoulder", "Left.Shoulder", "Right.Hip", "Left.Hip", "Right.Knee", "Left.Knee", "Right.Ankle",
+      "Left.Ankle"], "Left.Knee", "Left.Ankle"),
+])
+def test_marker_names_of_several_conventions(names: list[str], knee: str, ankle: str) -> None:
+    from poserun.processors.keypoints import _marker_groups
+
+    groups = _marker_groups(names)
+    assert groups is not None
+    assert [names[i] for i in groups[1]] == [knee] and [names[i] for i in groups[2]] == [ankle]
+
+
+def test_a_marker_word_must_be_an_alias_not_a_fragment() -> None:
+    from poserun.processors.keypoints import _marker_groups
+
+    # "R_shank_TA" must not pass for a knee, nor "L_tibtub" for an ankle: no joint, no layout
+    assert _marker_groups(["R_acr", "L_acr", "R_asis", "L_asis", "R_shank_TA", "L_shank_TA", "R_tibtub",
+                           "L_tibtub"]) is None
+
+
+
 @pytest.mark.parametrize("profile", ["pose", "overstrider"])
 def test_geometry_against_truth(profile: str) -> None:
     r, t, pts = sim(profile)
