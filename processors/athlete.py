@@ -408,8 +408,10 @@ class AthleteState:
         elif source == "keypoints" and self._kp is not None:
             pts = self._kp.to_metric(data)
             self._kp_ring.push(times_ns, pts.reshape(len(times_ns), -1))
-            for foot in SIDES:
-                ev = self._camera[foot].update(times_ns, joint(pts, foot, "ankle")[:, 1])
+            toes = self._kp.toe_heights(data)
+            for k, foot in enumerate(SIDES):
+                ev = self._camera[foot].update(times_ns, joint(pts, foot, "ankle")[:, 1],
+                                               None if toes is None else toes[:, k])
                 if len(ev):
                     self._events(foot, ev, "camera")
 

@@ -79,6 +79,27 @@ def _marker_groups(names: list[str]) -> list[list[int]] | None:
 
 
 _AXIS = {"x": 0, "y": 1, "z": 2}
+# toe markers (the forefoot's tip: it leaves the ground last), best first; MediaPipe's foot_index
+_TOES = ("TOE", "TOE1", "HALLUX", "FOOTINDEX", "FOOT_INDEX")
+
+
+def _toe_markers(names: list[str]) -> tuple[int, int] | None:
+    """The left and right toe marker (``L_toe``, ``LTOE``, ``left_foot_index``), or None."""
+    found = []
+    for side, word in (("L", "LEFT"), ("R", "RIGHT")):
+        hit = None
+        for alias in _TOES:
+            for i, n in enumerate(names):
+                key = n.upper().replace(".", "_").replace(" ", "_")
+                if key in (f"{side}_{alias}", f"{side}{alias}", f"{word}_{alias}", f"{alias}_{side}"):
+                    hit = i
+                    break
+            if hit is not None:
+                break
+        if hit is None:
+            return None
+        found.append(hit)
+    return found[0], found[1]
 
 
 @dataclass(frozen=True)
@@ -93,6 +114,7 @@ class KeypointLayout:
     fwd: tuple[int, float]  # column within a keypoint and sign of the running direction
     up: tuple[int, float]  # column within a keypoint and sign of up
     min_conf: float = 0.3
+    toes: tuple[int, int] | None = None  # the left and right toe marker (toe-off from the toe), if any
 
     @classmethod
     def from_meta(cls, names: list[str], dims: str, unit: str, scale_m_per_px: float,
@@ -119,7 +141,7 @@ class KeypointLayout:
             origin = (0.0, 0.0)
         else:
             return None
-        return cls(tuple(tuple(g) for g in groups), dims, scale, origin, fwd, up)
+        return cls(tuple(tuple(g) for g in groups), dims, scale, origin, fwd, up, toes=_toe_markers(names))
 
     def to_metric(self, data: np.ndarray) -> np.ndarray:
         """(n, 8, 2) joint positions in metres (x forward, z up), NaN where not confident."""
@@ -131,6 +153,19 @@ class KeypointLayout:
                              self.fwd[1] * self.scale, self.up[1] * self.scale, self.origin[0], self.origin[1], out)
             return out
         return self.to_metric_numpy(data)
+
+    def toe_heights(self, data: np.ndarray) -> np.ndarray | None:
+        """(n, 2) left and right toe heights in metres (NaN where not confident), None without toes."""
+        if self.toes is None:
+            return None
+        stride = len(self.dims)
+        raw = np.asarray(data, dtype=np.float64)
+        cols = np.array(self.toes) * stride
+        up = self.up[1] * (raw[:, cols + self.up[0]] - self.origin[1]) * self.scale
+        conf = self.dims.find("c")
+        if conf >= 0:
+            up = np.where(raw[:, cols + conf] < self.min_conf, np.nan, up)
+        return up
 
     @cached_property
     def _single_columns(self) -> np.ndarray | None:
@@ -387,43 +422,57 @@ def landing_velocities(times_ns: np.ndarray, pts: np.ndarray, foot: str, ic_ns: 
 
 # ------------------------------------------------------------------ events
 
-(_K_GROUND, _K_INIT, _K_IN, _K_PREV_T, _K_PREV_Z, _K_HAVE, _K_IC, _K_LAST_TO) = range(8)
-CAM_STATE_SIZE = 8
+(_K_GROUND, _K_INIT, _K_IN, _K_PREV_T, _K_PREV_Z, _K_HAVE, _K_IC, _K_LAST_TO,
+ _K_GROUND_T, _K_INIT_T, _K_PREV_TT, _K_PREV_ZT, _K_HAVE_T, _K_ARMED, _K_LOW_SINCE) = range(15)
+CAM_STATE_SIZE = 15
 
 
 def new_camera_state() -> np.ndarray:
     s = np.zeros(CAM_STATE_SIZE)
     s[_K_LAST_TO] = -1e30
+    s[_K_LOW_SINCE] = -1.0
     return s
 
 
 @njit(**JIT)
-def camera_events_kernel(times_ns: np.ndarray, z: np.ndarray, touch_m: float, lift_m: float,
+def _ground(state: np.ndarray, init: int, level: int, prev_t: int, t: float, z: float, drift: float) -> float:
+    """The ground level of one height signal: its lowest value, allowed to drift up slowly."""
+    if state[init] < 0.5:
+        state[level] = z
+        state[init] = 1.0
+    else:
+        dt = (t - state[prev_t]) / 1e9
+        if dt > 0:
+            state[level] += drift * dt
+        if z < state[level]:
+            state[level] = z
+    return state[level]
+
+
+@njit(**JIT)
+def camera_events_kernel(times_ns: np.ndarray, z: np.ndarray, zt: np.ndarray, touch_m: float, lift_m: float,
                          ground_drift: float, min_stance_ns: float, min_swing_ns: float,
-                         state: np.ndarray, events: np.ndarray) -> int:
-    """Contact of one foot from its ankle height: IC when the ankle comes down to ``touch_m``
-    above the ground level, TO when it rises ``lift_m`` above it (crossings interpolated).
-    The ground level is the lowest ankle height seen, allowed to drift up slowly (a track is
-    not flat and cameras move). Rows: (1 IC | 2 TO, time, ic, 0)."""
+                         state: np.ndarray, events: np.ndarray, back_to_ground: bool = False) -> int:
+    """Contact of one foot from two heights: IC when ``z`` (the ankle) comes down to ``touch_m``
+    above its ground level, TO when ``zt`` (the toe, or the ankle again when there is no toe) rises
+    ``lift_m`` above its own (crossings interpolated; with ``back_to_ground`` the crossing is carried
+    back to the ground level along the rise's slope there, since a toe leaves the ground already
+    moving and reaches the threshold ``lift_m / v`` later). A ground level is the lowest height seen,
+    allowed to drift up slowly (a track is not flat and cameras move). Until the foot has once been
+    seen standing (within ``touch_m`` of its ground level for the minimum stance) and then lifting,
+    the lowest height seen may be a foot still in the air (a record that starts in flight), so no
+    IC is taken before that: the first stance of each foot is given up, never invented. A sample whose height is not
+    finite is skipped for that height. Rows: (1 IC | 2 TO, time, ic, 0)."""
     n_ev = 0
     for i in range(times_ns.shape[0]):
-        zi = z[i]
-        if not math.isfinite(zi):
-            continue
         t = float(times_ns[i])
-        if state[_K_INIT] < 0.5:
-            state[_K_GROUND] = zi
-            state[_K_INIT] = 1.0
-        else:
-            dt = (t - state[_K_PREV_T]) / 1e9
-            if dt > 0:
-                state[_K_GROUND] += ground_drift * dt
-            if zi < state[_K_GROUND]:
-                state[_K_GROUND] = zi
-        g = state[_K_GROUND]
-        if state[_K_HAVE] > 0.5:
-            pt, pz = state[_K_PREV_T], state[_K_PREV_Z]
-            if state[_K_IN] < 0.5:
+        zi = z[i]
+        wi = zt[i]
+        was_in = state[_K_IN] > 0.5
+        if math.isfinite(zi):
+            g = _ground(state, _K_INIT, _K_GROUND, _K_PREV_T, t, zi, ground_drift)
+            if state[_K_HAVE] > 0.5 and not was_in and state[_K_ARMED] > 0.5:
+                pt, pz = state[_K_PREV_T], state[_K_PREV_Z]
                 level = g + touch_m
                 if zi <= level < pz:
                     ic = pt + (pz - level) / (pz - zi) * (t - pt)
@@ -431,32 +480,59 @@ def camera_events_kernel(times_ns: np.ndarray, z: np.ndarray, touch_m: float, li
                         state[_K_IN] = 1.0
                         state[_K_IC] = ic
                         n_ev = emit(events, n_ev, 1.0, ic, ic, 0.0)
-            else:
-                level = g + lift_m
-                if pz < level <= zi:
-                    to = pt + (level - pz) / (zi - pz) * (t - pt)
+            state[_K_PREV_T] = t
+            state[_K_PREV_Z] = zi
+            state[_K_HAVE] = 1.0
+        if math.isfinite(wi):
+            gt = _ground(state, _K_INIT_T, _K_GROUND_T, _K_PREV_TT, t, wi, ground_drift)
+            if state[_K_ARMED] < 0.5:
+                if wi <= gt + touch_m:
+                    if state[_K_LOW_SINCE] < 0.0:
+                        state[_K_LOW_SINCE] = t
+                elif wi > gt + lift_m:
+                    if state[_K_LOW_SINCE] >= 0.0 and t - state[_K_LOW_SINCE] >= min_stance_ns:
+                        state[_K_ARMED] = 1.0  # the foot stood on this ground and left it: it is real
+                    state[_K_LOW_SINCE] = -1.0
+            if state[_K_HAVE_T] > 0.5 and was_in:
+                pt, pz = state[_K_PREV_TT], state[_K_PREV_ZT]
+                level = gt + lift_m
+                if pz < level <= wi:
+                    to = pt + (level - pz) / (wi - pz) * (t - pt)
+                    if back_to_ground:
+                        rise = (wi - pz) / (t - pt)  # m per ns, > 0 here
+                        to = max(to - lift_m / rise, state[_K_IC])
                     if to - state[_K_IC] >= min_stance_ns:
                         state[_K_IN] = 0.0
                         state[_K_LAST_TO] = to
                         n_ev = emit(events, n_ev, 2.0, to, state[_K_IC], 0.0)
-        state[_K_PREV_T] = t
-        state[_K_PREV_Z] = zi
-        state[_K_HAVE] = 1.0
+            state[_K_PREV_TT] = t
+            state[_K_PREV_ZT] = wi
+            state[_K_HAVE_T] = 1.0
     return n_ev
+
+
+#: How far the toe must rise above its ground level to have left it: a toe marker on a shoe moves
+#: a few millimetres while the forefoot is loaded (marker wobble, shoe flex), so twice that.
+TOE_LIFT_M = 0.01
 
 
 class CameraEvents:
     """Streaming IC/TO of one foot from keypoints (when the foot has no insole or IMU)."""
 
     def __init__(self, touch_m: float = 0.01, lift_m: float = 0.03, ground_drift_mps: float = 0.02,
-                 min_stance_s: float = 0.08, min_swing_s: float = 0.10) -> None:
+                 min_stance_s: float = 0.08, min_swing_s: float = 0.10, toe_lift_m: float = TOE_LIFT_M) -> None:
         self.touch_m, self.lift_m, self.drift = touch_m, lift_m, ground_drift_mps
+        self.toe_lift_m = toe_lift_m
         self.min_stance_ns, self.min_swing_ns = min_stance_s * 1e9, min_swing_s * 1e9
         self.state = new_camera_state()
 
-    def update(self, times_ns: np.ndarray, ankle_z: np.ndarray) -> np.ndarray:
+    def update(self, times_ns: np.ndarray, ankle_z: np.ndarray, toe_z: np.ndarray | None = None) -> np.ndarray:
+        """Event rows from the ankle's height (IC) and the toe's (TO; the ankle's without a toe)."""
         events = np.empty((len(times_ns) + 1, 4))
-        n = camera_events_kernel(np.ascontiguousarray(times_ns, dtype=np.int64),
-                                 np.ascontiguousarray(ankle_z, dtype=np.float64), self.touch_m, self.lift_m,
-                                 self.drift, self.min_stance_ns, self.min_swing_ns, self.state, events)
+        ankle = np.ascontiguousarray(ankle_z, dtype=np.float64)
+        toe = ankle if toe_z is None else np.ascontiguousarray(toe_z, dtype=np.float64)
+        lift = self.lift_m if toe_z is None else self.toe_lift_m
+        n = camera_events_kernel(np.ascontiguousarray(times_ns, dtype=np.int64), ankle, toe, self.touch_m, lift,
+                                 self.drift, self.min_stance_ns, self.min_swing_ns, self.state, events,
+                                 toe_z is not None)
         return events[:n].copy()
