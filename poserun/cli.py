@@ -234,6 +234,17 @@ def cmd_import(args: argparse.Namespace) -> int:
               f"{info['plates'] or 'none'}; contacts {info['contacts'] or 'none'}", file=sys.stderr)
         n = importer.write_recording(args.output, messages,
                                      metadata={"session": args.session or "lab", "source": "qtm"})
+    elif args.format == "c3d":
+        from poserun.services.import_c3d import import_c3d
+        from poserun.services.import_qtm import THRESHOLD_N
+
+        messages, info = import_c3d(args.input, session=args.session or "lab", athlete=args.athlete,
+                                    up=args.up or "+z", forward=args.forward or "+y",
+                                    threshold_n=args.force_threshold or THRESHOLD_N, frame_ms=args.frame_ms)
+        print(f"poserun import: {args.input}: {info['markers']} markers at {info['rate_hz']:g} Hz; loaded plates "
+              f"{info['plates'] or 'none'}; contacts {info['contacts'] or 'none'}", file=sys.stderr)
+        n = importer.write_recording(args.output, messages,
+                                     metadata={"session": args.session or "lab", "source": "c3d"})
     elif args.format == "trc":
         messages = importer.import_trc(args.input, session=args.session or "lab",
                                        athlete=args.athlete, up=args.up or "+y", forward=args.forward or "+x",
@@ -484,8 +495,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_analyze)
 
     p = sub.add_parser("import", help="convert lab data into a recording")
-    p.add_argument("format", choices=["csv", "trc", "qtm", "bach2022"],
-                   help="what INPUT is (qtm: a Qualisys 3-D TSV export)")
+    p.add_argument("format", choices=["csv", "trc", "qtm", "c3d", "bach2022"],
+                   help="what INPUT is (qtm: a Qualisys 3-D TSV export; c3d: markers and force plates)")
     p.add_argument("input", help="file (csv, trc) or folder (bach2022)")
     p.add_argument("-o", "--output", required=True, help="MCAP file to write")
     p.add_argument("--session", help="session id in the recording (default lab, or bach2022)")
@@ -497,12 +508,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gyro-unit", default="rad/s", choices=["rad/s", "deg/s"], help="csv IMU gyroscope unit")
     p.add_argument("--axes", help="csv IMU axes, e.g. x=forward,y=left,z=up")
     p.add_argument("--meta", help="csv: a device meta JSON file (insoles need one)")
-    p.add_argument("--up", help="trc, qtm: axis pointing up, e.g. +z or -y (default trc +y, qtm +z)")
-    p.add_argument("--forward", help="trc, qtm: running direction axis (default trc +x, qtm +y)")
+    p.add_argument("--up", help="trc, qtm, c3d: axis pointing up, e.g. +z or -y (default trc +y, else +z)")
+    p.add_argument("--forward", help="trc, qtm, c3d: running direction axis (default trc +x, else +y)")
     p.add_argument("--force", nargs="+", help="qtm: the force exports (NAME_f_1.tsv ...), one per plate or belt: "
                                               "contacts become truth")
     p.add_argument("--force-threshold", type=float,
-                   help="qtm: vertical force (N) above which a foot is in contact (default 30)")
+                   help="qtm, c3d: vertical force (N) above which a foot is in contact (default 30)")
     p.add_argument("--running-only", action="store_true", help="bach2022: skip walking trials")
     p.add_argument("--frame-ms", type=float, default=10.0, help="milliseconds of samples per frame written")
     p.set_defaults(func=cmd_import)

@@ -29,9 +29,9 @@ _NAMES = {(side, j): f"{side}_{j}" for side in ("left", "right") for j in JOINTS
 # a joint given by several markers (ASIS + PSIS for the hip) is their mean
 _MARKERS: dict[str, list[list[str]]] = {
     "hip": [["HIP"], ["GT"], ["TRO"], ["ASI", "PSI"], ["ASIS", "PSIS"], ["ASI"], ["ASIS"]],
-    "knee": [["KNE"], ["KNEE"], ["LEK"], ["KJC"], ["FLE"]],
+    "knee": [["KNE"], ["KNEE"], ["LEK"], ["KJC"], ["FLE"], ["LFE"], ["LEPI"], ["EPI"]],
     "ankle": [["ANK"], ["ANKLE"], ["LM"], ["LMAL"], ["MAL"], ["AJC"]],
-    "shoulder": [["SHO"], ["SHOULDER"], ["ACR"], ["ACROMION"]],
+    "shoulder": [["SHO"], ["SHOULDER"], ["ACR"], ["ACROMION"], ["SH"]],
 }
 
 

@@ -9,14 +9,16 @@ gap, which QTM writes as 0 0 0). The plates become truth events:
 * vertical force: each plate's ``Force_Z``, signed so that the body's weight is positive (QTM
   exports the force on the plate, negative under load; the sign is taken from the data: over a
   run the mean vertical ground force is the body's weight, so it must come out positive);
-* each plate's unloaded level removed (the median of its quietest tenth of samples: every
-  running stride has flights, a quarter or more of the time, with no load), then the plates
-  summed (one belt can see both feet), low-passed at ``LOWPASS_HZ`` (a second-order zero-lag
-  Butterworth: ground-force content of running is under 50 Hz, plate noise is not);
+* each plate low-passed at ``LOWPASS_HZ`` (a second-order zero-lag Butterworth: ground-force
+  content of running is under 50 Hz, plate noise is not), unless its unloaded samples all read
+  one value (a lab export already zeroed and cleaned), its unloaded level removed (the median of its quietest
+  tenth of samples: every running stride has flights, a quarter or more of the time, with no
+  load), then the plates summed (one belt can see both feet);
 * a contact where the sum exceeds ``--force-threshold`` (default ``THRESHOLD_N``) for at least
   the minimum stance, IC the first sample above, TO the first one back below;
-* its foot: the foot whose lowest foot marker (heel, else toe, else ankle) is lower at
-  mid-contact, since the stance foot is on the ground and the other swings above it.
+* its foot: the foot whose lowest foot marker (heel, toe or metatarsal; the ankle when a foot
+  has none of those) is lower at mid-contact, since the stance foot is on the ground and the
+  other swings above it.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from poserun.wire import topics
 LOWPASS_HZ = 50.0
 THRESHOLD_N = 30.0
 MIN_CONTACT_S = 0.05  # the shortest sprint contacts last about 0.08 s
-FOOT_ROLES = ("heel", "toe", "ankle")  # which markers say the foot is down, best first
+FOOT_ROLES = ("heel", "toe", "ankle")  # the markers that can say a foot is down
 
 
 def _header(lines: list[str], stop: str) -> tuple[dict[str, list[str]], int]:
@@ -97,33 +99,43 @@ def read_qtm_force(path: str | Path) -> tuple[np.ndarray, np.ndarray, float, str
 
 
 def vertical_force(plates: list[np.ndarray], rate: float, lowpass_hz: float = LOWPASS_HZ) -> np.ndarray:
-    """The plates' summed vertical ground force in N (module docstring: sign, zero, filter)."""
+    """The plates' summed vertical ground force in N (module docstring: sign, zero, filter). A plate
+    whose unloaded samples all read the same value has been zeroed and cleaned by the lab's software
+    (it has no noise to remove), so it is not filtered: a filter would only smear its contacts' edges."""
+    total = np.zeros(len(plates[0]))
+    for fz in plates:
+        f = np.asarray(fz, dtype=float)
+        if np.mean(f) < 0:  # the force on the plate: the body's weight comes out negative
+            f = -f
+        quiet = np.sort(f)[: max(2, len(f) // 10)]
+        if float(np.ptp(quiet)) > 0.0:
+            f = _lowpass(f, rate, lowpass_hz)
+            quiet = np.sort(f)[: max(2, len(f) // 10)]
+        total += f - float(np.median(quiet))
+    return total
+
+
+def _lowpass(f: np.ndarray, rate: float, cutoff_hz: float) -> np.ndarray:
     try:
         from scipy.signal import butter, filtfilt
     except ModuleNotFoundError:
-        raise ImportError_("force plates need scipy: pip install 'poserun[lab]'") from None
-    b, a = butter(1, min(lowpass_hz / (rate / 2), 0.99))
-    total = np.zeros(len(plates[0]))
-    for fz in plates:
-        f = filtfilt(b, a, np.asarray(fz, dtype=float))
-        if np.mean(f) < 0:  # the force on the plate: the body's weight comes out negative
-            f = -f
-        quiet = np.sort(f)[: max(1, len(f) // 10)]
-        total += f - float(np.median(quiet))
-    return total
+        raise ImportError_("noisy force plates need scipy to filter: pip install 'poserun[lab]'") from None
+    b, a = butter(1, min(cutoff_hz / (rate / 2), 0.99))
+    return np.asarray(filtfilt(b, a, f))
 
 
 _SIDES = {"L": "left", "LEFT": "left", "R": "right", "RIGHT": "right"}
 ROLE_ALIASES = {
     "heel": ("HEEL", "HEE", "CAL"),
-    "toe": ("TOE", "TOE1", "HALLUX"),
+    "toe": ("TOE", "TOE1", "HALLUX", "P1MT", "P5MT", "MT1", "MT5", "MET"),
     "ankle": ("ANKLE", "ANK", "LMAL", "MAL"),
 }
 
 
 def foot_markers(names: list[str]) -> dict[str, list[int]]:
-    """Per side, the indices of the markers that can tell a foot on the ground (``FOOT_ROLES``, best
-    first): names such as ``R_heel_B``, ``LHEE``, ``R.Heel.Bottom``, ``RTOE``, ``L_ankle_LA``."""
+    """Per side, the markers that can tell a foot on the ground: its heel and toe or metatarsal
+    markers (``R_heel_B``, ``LHEE``, ``R.Heel.Bottom``, ``RTOE``, ``LP5MT``, ``R_met_5``), else its ankle
+    (``L_ankle_LA``)."""
     found: dict[str, dict[str, list[int]]] = {"left": {}, "right": {}}
     for i, name in enumerate(names):
         tokens = [t for t in re.split(r"[_.\s-]+", name.upper()) if t]
@@ -139,9 +151,9 @@ def foot_markers(names: list[str]) -> dict[str, list[int]]:
                 break
     out = {}
     for side, roles in found.items():
-        best = next((roles[r] for r in FOOT_ROLES if r in roles), None)
-        if best:
-            out[side] = best
+        foot = roles.get("heel", []) + roles.get("toe", [])  # the foot's own markers, else the ankle
+        if foot or roles.get("ankle"):
+            out[side] = sorted(foot or roles["ankle"])
     return out
 
 
@@ -191,10 +203,19 @@ def import_qtm(path: str | Path, force_paths: list[str | Path], *, session: str,
     if len(feet) < 2:
         raise ImportError_(f"{path}: no heel, toe or ankle markers on both sides to tell the feet apart "
                            f"(found {sorted(feet)})")
+    truth, info["contacts"] = plate_truth(session, athlete, f_times, vgrf, f_rate, times, xyz, feet, up, threshold_n)
+    return messages + truth, info
+
+
+def plate_truth(session: str, athlete: str, f_times: np.ndarray, vgrf: np.ndarray, f_rate: float,
+                times: np.ndarray, xyz: np.ndarray, feet: dict[str, list[int]], up: str, threshold_n: float
+                ) -> tuple[list[RecordedMessage], dict[str, int]]:
+    """Truth events from the summed vertical force (contacts above ``threshold_n`` for the minimum
+    contact), each given to the foot whose foot markers are lower at mid-contact; and the counts."""
     up_axis, up_sign = "xyz".index(up[-1]), -1.0 if up.startswith("-") else 1.0
     truth_topic = topics.athlete_topic(session, athlete, "truth")
     counts = {"left": 0, "right": 0, "unknown": 0}
-    step = 0
+    out = []
     for ic, to in force_contacts(vgrf, f_rate, threshold_n, min_contact_s=MIN_CONTACT_S, min_gap_s=0.0):
         mid = (int(f_times[ic]) + int(f_times[to])) // 2
         k = int(np.clip(np.searchsorted(times, mid), 0, len(times) - 1))
@@ -203,9 +224,9 @@ def import_qtm(path: str | Path, force_paths: list[str | Path], *, session: str,
             counts["unknown"] += 1
             continue
         counts[foot] += 1
-        ev = wm.TruthEvent(foot=foot, step=step, ic_ns=int(f_times[ic]), to_ns=int(f_times[to]),  # type: ignore[arg-type]
+        ev = wm.TruthEvent(foot=foot, step=len(out), ic_ns=int(f_times[ic]), to_ns=int(f_times[to]),  # type: ignore[arg-type]
                            source="force plate")
-        messages.append(RecordedMessage(truth_topic, wm.dump(ev), int(f_times[to]), qos=1))
-        step += 1
-    info["contacts"] = counts
-    return messages, info
+        out.append(RecordedMessage(truth_topic, wm.dump(ev), int(f_times[to]), qos=1))
+    return out, counts
+
+

@@ -96,9 +96,10 @@ def test_force_sign_and_zero_come_from_the_data() -> None:
 
 
 @pytest.mark.parametrize(("names", "expect"), [
-    (["R_heel_B", "R_heel_T", "L_heel_B", "R_toe"], {"right": [0, 1], "left": [2]}),
-    (["LHEE", "RHEE", "LTOE"], {"left": [0], "right": [1]}),
-    (["R.Heel.Bottom", "L.Heel.Bottom", "R.MT1"], {"right": [0], "left": [1]}),
+    (["R_heel_B", "R_heel_T", "L_heel_B", "R_toe"], {"right": [0, 1, 3], "left": [2]}),
+    (["LHEE", "RHEE", "LTOE"], {"left": [0, 2], "right": [1]}),
+    (["R.Heel.Bottom", "L.Heel.Bottom", "R.MT1"], {"right": [0, 2], "left": [1]}),
+    (["LHEEL", "LP5MT", "RHEEL", "RTOE", "RLMAL"], {"left": [0, 1], "right": [2, 3]}),
     (["L_toe", "R_ankle_LA", "L_ankle_LA"], {"left": [0], "right": [1]}),
     (["RASI", "LASI"], {}),
 ])
@@ -127,3 +128,33 @@ def test_the_davis_treadmill_run(tmp_path: Path) -> None:
     [(_, s)] = score_recordings([str(path)])
     # the marker layout is recognised (R_kneejoint_LA, R_ankle_LA, R_acr ...): contacts are found
     assert s["matched"] >= 0.9 * s["contacts"] and abs(s["errors"]["ic"]).mean() < 10.0
+
+
+DORN = SHARED / "data" / "real" / "dorn2012" / "JA1Gait35.c3d"
+
+
+def test_a_file_that_is_not_c3d(tmp_path: Path) -> None:
+    from poserun.services.import_c3d import read_c3d
+
+    bad = tmp_path / "x.c3d"
+    bad.write_bytes(b"\x00" * 600)
+    with pytest.raises(ImportError_, match="not a readable C3D file"):
+        read_c3d(bad)
+
+
+@pytest.mark.skipif(not DORN.exists(), reason="shared/data/real/dorn2012 absent")
+def test_the_dorn_sprint_c3d(tmp_path: Path) -> None:
+    """The dataset's README: plates 2, 4, 7, 8 loaded; 4 contacts R L R L of about 0.119 s."""
+    from poserun.services.import_c3d import import_c3d
+    from poserun.wire.meta import TruthEvent
+
+    messages, info = import_c3d(DORN, session="dorn", athlete="ja1")
+    assert info["plates"] == [2, 4, 7, 8] and info["markers"] == 53
+    truth = [TruthEvent.model_validate_json(m.payload) for m in messages if m.topic.endswith("/truth")]
+    assert [e.foot for e in truth] == ["right", "left", "right", "left"]
+    assert all(0.110 < (e.to_ns - e.ic_ns) / 1e9 < 0.125 for e in truth)
+    assert abs(truth[0].ic_ns / 1e9 - 3.681) < 0.003  # the README's first IC (lab time)
+    path = tmp_path / "dorn.mcap"
+    write_recording(path, messages)
+    [(_, s)] = score_recordings([str(path)])
+    assert s["matched"] >= 3 and s["extra"] == 0  # the first right contact starts in flight: given up

@@ -1,0 +1,97 @@
+"""C3D files (Vicon, Qualisys, Motion Analysis ...) into a recording: markers and force plates.
+
+Read with the ``c3d`` package (pip ``poserun[lab]``): pure Python on numpy, maintained, a wheel
+for every platform and Python, and it reads points, analog channels and the FORCE_PLATFORM and
+EVENT groups, all this import needs (``ezc3d`` reads the same values but is a compiled extension
+that pins its own numpy builds). Markers become a ``keypoints`` source as in the QTM import (m,
+confidence 0 for a gap, which C3D stores as 0 0 0); the plates' vertical force channels
+(``FORCE_PLATFORM:CHANNEL``, the third of each plate's six) become truth exactly as the QTM
+import does (:func:`poserun.services.import_qtm.plate_truth`: sign and zero from the data, 50 Hz
+unless the lab already cleaned the channel, the contact threshold, the foot by its lower foot
+markers). Vicon puts frame ``n`` at
+``(n - 1) / rate`` s, and the analog samples on the same clock.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from poserun.recording import RecordedMessage
+from poserun.services.import_qtm import THRESHOLD_N, foot_markers, plate_truth, vertical_force
+from poserun.services.importer import ImportError_, frames_from_table, meta_message
+from poserun.wire import meta as wm
+
+UNITS = {"mm": 0.001, "cm": 0.01, "m": 1.0}
+
+
+def read_c3d(path: str | Path) -> dict[str, object]:
+    """Markers (times_ns, xyz in m with NaN gaps, names, rate) and plates (times_ns, Fz per plate, rate)."""
+    try:
+        import c3d
+    except ModuleNotFoundError:
+        raise ImportError_("C3D files need the c3d package: pip install 'poserun[lab]'") from None
+    try:
+        with open(path, "rb") as fh:
+            r = c3d.Reader(fh)
+            names = [s.strip() for s in r.point_labels]
+            pts, ana = [], []
+            for _i, p, a in r.read_frames():
+                pts.append(p[:, :3])
+                ana.append(a)
+            rate, a_rate, first = float(r.point_rate), float(r.analog_rate), int(r.first_frame)
+            unit_param = r.get("POINT:UNITS")
+            unit = unit_param.string_value.strip().lower() if unit_param is not None else "mm"
+            fp = r.get("FORCE_PLATFORM")
+            channel = fp.get("CHANNEL").int16_array if fp is not None and fp.get("CHANNEL") is not None else None
+    except (ValueError, OSError, AssertionError, IndexError, KeyError, AttributeError) as exc:
+        raise ImportError_(f"{path}: not a readable C3D file ({exc})") from None
+    if unit not in UNITS:
+        raise ImportError_(f"{path}: point units {unit!r}; poserun reads mm, cm or m")
+    xyz = np.array(pts, dtype=float)
+    xyz[(xyz == 0).all(axis=2)] = np.nan
+    xyz *= UNITS[unit]
+    t0 = (first - 1) / rate
+    times = np.round((t0 + np.arange(len(xyz)) / rate) * 1e9).astype(np.int64)
+    out: dict[str, object] = {"times": times, "xyz": xyz, "names": names, "rate": rate, "plates": []}
+    if channel is not None and a_rate > 0 and ana and np.size(ana[0]):
+        analog = np.concatenate(ana, axis=1).T  # (samples, channels)
+        fz = [analog[:, int(row[2]) - 1] for row in np.atleast_2d(channel) if 0 < int(row[2]) <= analog.shape[1]]
+        out["plates"] = fz
+        out["f_rate"] = a_rate
+        out["f_times"] = np.round((t0 + np.arange(len(analog)) / a_rate) * 1e9).astype(np.int64)
+    return out
+
+
+def import_c3d(path: str | Path, *, session: str, athlete: str, up: str = "+z", forward: str = "+y",
+               threshold_n: float = THRESHOLD_N, frame_ms: float = 10.0
+               ) -> tuple[list[RecordedMessage], dict[str, object]]:
+    """The recording's messages, and what was found (markers, loaded plates, contacts per foot)."""
+    d = read_c3d(path)
+    times, xyz, names, rate = d["times"], d["xyz"], d["names"], d["rate"]
+    assert isinstance(times, np.ndarray) and isinstance(xyz, np.ndarray) and isinstance(names, list)
+    present = np.isfinite(xyz).all(axis=2)
+    data = np.concatenate([np.nan_to_num(xyz, nan=0.0), present[..., None].astype(float)], axis=2)
+    meta = wm.KeypointMeta(
+        source="keypoints", rate_hz=float(rate), schema="markers", names=names, dims="xyzc",  # type: ignore[arg-type]
+        unit="m", device=f"C3D markers from {Path(path).name}",
+        camera=wm.CameraMeta(scale_m_per_px=1.0, view="3d", up_axis=up, forward_axis=forward),  # type: ignore[arg-type]
+    )
+    messages = [meta_message(session, athlete, meta, int(times[0]) if len(times) else 0),
+                *frames_from_table(session, athlete, "keypoints", times, data.reshape(len(times), -1),
+                                   frame_ms=frame_ms)]
+    plates = d["plates"]
+    assert isinstance(plates, list)
+    loaded = [k + 1 for k, fz in enumerate(plates) if np.nanmax(np.abs(fz)) > threshold_n]
+    info: dict[str, object] = {"markers": len(names), "rate_hz": rate, "plates": loaded, "contacts": {}}
+    if not loaded:
+        return messages, info
+    feet = foot_markers(names)
+    if len(feet) < 2:
+        raise ImportError_(f"{path}: no heel, toe or ankle markers on both sides to tell the feet apart")
+    f_rate, f_times = d["f_rate"], d["f_times"]
+    assert isinstance(f_rate, float) and isinstance(f_times, np.ndarray)
+    vgrf = vertical_force([plates[k - 1] for k in loaded], f_rate)
+    truth, info["contacts"] = plate_truth(session, athlete, f_times, vgrf, f_rate, times, xyz, feet, up, threshold_n)
+    return messages + truth, info
