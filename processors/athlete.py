@@ -40,7 +40,6 @@ from poserun.processors.keypoints import (
     JOINTS,
     CameraEvents,
     KeypointLayout,
-    joint,
     landing_velocities,
     stance_geometry,
 )
@@ -50,6 +49,7 @@ from poserun.processors.score import pose_score
 from poserun.processors.shank import ShankEvents
 
 SIDES = ("left", "right")
+ANKLES = [JOINTS.index("ankle"), len(JOINTS) + JOINTS.index("ankle")]  # left, right ankle in a metric frame
 POSE_NAMES = tuple(f"{side}_{j}" for side in SIDES for j in JOINTS)  # the rows of the joints array
 LAZY_SPAN_NS = 300e6  # a supporting source is processed at least this often (data time)
 SYMMETRY_METRICS = ("support_time_s", "flight_time_s", "loading_rate_bw_per_s", "ball_load_fraction",
@@ -171,7 +171,7 @@ class AthleteState:
         self._pelvis: PelvisEvents | None = None
         self._cell_maps: dict[str, tuple[InsoleLayout, dict[str, list[float]]]] = {}
         self.pelvis_placement: str | None = None  # pelvis, sacrum or trunk, from the meta
-        self._camera: dict[str, CameraEvents] = {}
+        self._camera: CameraEvents | None = None  # both feet's contacts from keypoints
         self._cands: dict[str, list[tuple[str, str]]] = {}
         self._active_cache: dict[str, tuple[float, str | None]] = {}
         self._newest = -math.inf
@@ -248,8 +248,9 @@ class AthleteState:
                 cands.append(("imu_shank", f"imu_shank_{foot}"))
             if self._kp is not None:
                 cands.append(("camera", "keypoints"))
-                self._camera.setdefault(foot, CameraEvents(min_stance_s=self.params.min_stance_s,
-                                                           min_swing_s=self.params.min_swing_s))
+                if self._camera is None:
+                    self._camera = CameraEvents(min_stance_s=self.params.min_stance_s,
+                                                min_swing_s=self.params.min_swing_s)
             if self._pelvis is not None:
                 cands.append(("imu_pelvis", "imu_pelvis"))
             self._cands[foot] = cands
@@ -408,12 +409,14 @@ class AthleteState:
         elif source == "keypoints" and self._kp is not None:
             pts = self._kp.to_metric(data)
             self._kp_ring.push(times_ns, pts.reshape(len(times_ns), -1))
-            toes = self._kp.toe_heights(data)
-            for k, foot in enumerate(SIDES):
-                ev = self._camera[foot].update(times_ns, joint(pts, foot, "ankle")[:, 1],
-                                               None if toes is None else toes[:, k])
-                if len(ev):
-                    self._events(foot, ev, "camera")
+            assert self._camera is not None
+            rows = self._camera.update(times_ns, pts[:, ANKLES, 1], self._kp.toe_heights(data))
+            if len(rows):
+                for k, foot in enumerate(SIDES):
+                    mine = rows[rows[:, 3] == k]
+                    if len(mine):
+                        mine[:, 3] = 0.0  # (the column is the foot here; a camera event has no peak)
+                        self._events(foot, mine, "camera")
 
     def _events(self, foot: str, rows: np.ndarray, ev_source: str) -> None:
         if self.active(foot) != ev_source:

@@ -450,64 +450,79 @@ def _ground(state: np.ndarray, init: int, level: int, prev_t: int, t: float, z: 
 
 
 @njit(**JIT)
+def _camera_step(t: float, zi: float, wi: float, touch_m: float, lift_m: float, ground_drift: float,
+                 min_stance_ns: float, min_swing_ns: float, st: np.ndarray, other: np.ndarray, foot: float,
+                 events: np.ndarray, n_ev: int, back_to_ground: bool) -> int:
+    """One sample of one foot (``st``; ``other`` is the other foot's state); returns the event count."""
+    was_in = st[_K_IN] > 0.5
+    if st[_K_ARMED] < 0.5 and other[_K_ARMED] > 0.5 and st[_K_HAVE] > 0.5 and st[_K_HAVE_T] > 0.5:
+        # both feet stand on one floor: the other foot has found it, so this one need not wait
+        st[_K_GROUND], st[_K_GROUND_T] = other[_K_GROUND], other[_K_GROUND_T]
+        st[_K_INIT], st[_K_INIT_T], st[_K_ARMED] = 1.0, 1.0, 1.0
+    if math.isfinite(zi):
+        g = _ground(st, _K_INIT, _K_GROUND, _K_PREV_T, t, zi, ground_drift)
+        if st[_K_HAVE] > 0.5 and not was_in and st[_K_ARMED] > 0.5:
+            pt, pz = st[_K_PREV_T], st[_K_PREV_Z]
+            level = g + touch_m
+            if zi <= level < pz:
+                ic = pt + (pz - level) / (pz - zi) * (t - pt)
+                if ic - st[_K_LAST_TO] >= min_swing_ns:
+                    st[_K_IN] = 1.0
+                    st[_K_IC] = ic
+                    n_ev = emit(events, n_ev, 1.0, ic, ic, foot)
+        st[_K_PREV_T] = t
+        st[_K_PREV_Z] = zi
+        st[_K_HAVE] = 1.0
+    if math.isfinite(wi):
+        gt = _ground(st, _K_INIT_T, _K_GROUND_T, _K_PREV_TT, t, wi, ground_drift)
+        if st[_K_ARMED] < 0.5:
+            if wi <= gt + touch_m:
+                if st[_K_LOW_SINCE] < 0.0:
+                    st[_K_LOW_SINCE] = t
+            elif wi > gt + lift_m:
+                if st[_K_LOW_SINCE] >= 0.0 and t - st[_K_LOW_SINCE] >= min_stance_ns:
+                    st[_K_ARMED] = 1.0  # the foot stood on this ground and left it: it is real
+                st[_K_LOW_SINCE] = -1.0
+        if st[_K_HAVE_T] > 0.5 and was_in:
+            pt, pz = st[_K_PREV_TT], st[_K_PREV_ZT]
+            level = gt + lift_m
+            if pz < level <= wi:
+                to = pt + (level - pz) / (wi - pz) * (t - pt)
+                if back_to_ground:
+                    rise = (wi - pz) / (t - pt)  # m per ns, > 0 here
+                    to = max(to - lift_m / rise, st[_K_IC])
+                if to - st[_K_IC] >= min_stance_ns:
+                    st[_K_IN] = 0.0
+                    st[_K_LAST_TO] = to
+                    n_ev = emit(events, n_ev, 2.0, to, st[_K_IC], foot)
+        st[_K_PREV_TT] = t
+        st[_K_PREV_ZT] = wi
+        st[_K_HAVE_T] = 1.0
+    return n_ev
+
+
+@njit(**JIT)
 def camera_events_kernel(times_ns: np.ndarray, z: np.ndarray, zt: np.ndarray, touch_m: float, lift_m: float,
                          ground_drift: float, min_stance_ns: float, min_swing_ns: float,
                          state: np.ndarray, events: np.ndarray, back_to_ground: bool = False) -> int:
-    """Contact of one foot from two heights: IC when ``z`` (the ankle) comes down to ``touch_m``
-    above its ground level, TO when ``zt`` (the toe, or the ankle again when there is no toe) rises
-    ``lift_m`` above its own (crossings interpolated; with ``back_to_ground`` the crossing is carried
-    back to the ground level along the rise's slope there, since a toe leaves the ground already
-    moving and reaches the threshold ``lift_m / v`` later). A ground level is the lowest height seen,
-    allowed to drift up slowly (a track is not flat and cameras move). Until the foot has once been
-    seen standing (within ``touch_m`` of its ground level for the minimum stance) and then lifting,
-    the lowest height seen may be a foot still in the air (a record that starts in flight), so no
-    IC is taken before that: the first stance of each foot is given up, never invented. A sample whose height is not
-    finite is skipped for that height. Rows: (1 IC | 2 TO, time, ic, 0)."""
+    """Contacts of both feet (column 0 left, 1 right of ``z``, ``zt`` and ``state``) from two heights
+    each: IC when ``z`` (the ankle) comes down to ``touch_m`` above its ground level, TO when ``zt``
+    (the toe, or the ankle again when there is no toe) rises ``lift_m`` above its own (crossings
+    interpolated; with ``back_to_ground`` the crossing is carried back to the ground level along the
+    rise's slope there, since a toe leaves the ground already moving and reaches the threshold
+    ``lift_m / v`` later). A ground level is the lowest height seen, allowed to drift up slowly (a
+    track is not flat and cameras move). Until a foot has once been seen standing (within ``touch_m``
+    of its ground level for the minimum stance) and then lifting, the lowest height seen may be a
+    foot still in the air (a record that starts in flight), so it takes no IC before that, unless
+    the other foot has found the floor first: both stand on one floor, and the unarmed foot takes
+    the other's ground levels. A sample whose height is not finite is skipped for that height.
+    Rows: (1 IC | 2 TO, time, ic, foot 0 | 1), in sample order."""
     n_ev = 0
     for i in range(times_ns.shape[0]):
         t = float(times_ns[i])
-        zi = z[i]
-        wi = zt[i]
-        was_in = state[_K_IN] > 0.5
-        if math.isfinite(zi):
-            g = _ground(state, _K_INIT, _K_GROUND, _K_PREV_T, t, zi, ground_drift)
-            if state[_K_HAVE] > 0.5 and not was_in and state[_K_ARMED] > 0.5:
-                pt, pz = state[_K_PREV_T], state[_K_PREV_Z]
-                level = g + touch_m
-                if zi <= level < pz:
-                    ic = pt + (pz - level) / (pz - zi) * (t - pt)
-                    if ic - state[_K_LAST_TO] >= min_swing_ns:
-                        state[_K_IN] = 1.0
-                        state[_K_IC] = ic
-                        n_ev = emit(events, n_ev, 1.0, ic, ic, 0.0)
-            state[_K_PREV_T] = t
-            state[_K_PREV_Z] = zi
-            state[_K_HAVE] = 1.0
-        if math.isfinite(wi):
-            gt = _ground(state, _K_INIT_T, _K_GROUND_T, _K_PREV_TT, t, wi, ground_drift)
-            if state[_K_ARMED] < 0.5:
-                if wi <= gt + touch_m:
-                    if state[_K_LOW_SINCE] < 0.0:
-                        state[_K_LOW_SINCE] = t
-                elif wi > gt + lift_m:
-                    if state[_K_LOW_SINCE] >= 0.0 and t - state[_K_LOW_SINCE] >= min_stance_ns:
-                        state[_K_ARMED] = 1.0  # the foot stood on this ground and left it: it is real
-                    state[_K_LOW_SINCE] = -1.0
-            if state[_K_HAVE_T] > 0.5 and was_in:
-                pt, pz = state[_K_PREV_TT], state[_K_PREV_ZT]
-                level = gt + lift_m
-                if pz < level <= wi:
-                    to = pt + (level - pz) / (wi - pz) * (t - pt)
-                    if back_to_ground:
-                        rise = (wi - pz) / (t - pt)  # m per ns, > 0 here
-                        to = max(to - lift_m / rise, state[_K_IC])
-                    if to - state[_K_IC] >= min_stance_ns:
-                        state[_K_IN] = 0.0
-                        state[_K_LAST_TO] = to
-                        n_ev = emit(events, n_ev, 2.0, to, state[_K_IC], 0.0)
-            state[_K_PREV_TT] = t
-            state[_K_PREV_ZT] = wi
-            state[_K_HAVE_T] = 1.0
+        for f in range(2):
+            n_ev = _camera_step(t, z[i, f], zt[i, f], touch_m, lift_m, ground_drift, min_stance_ns, min_swing_ns,
+                                state[f], state[1 - f], float(f), events, n_ev, back_to_ground)
     return n_ev
 
 
@@ -517,18 +532,19 @@ TOE_LIFT_M = 0.01
 
 
 class CameraEvents:
-    """Streaming IC/TO of one foot from keypoints (when the foot has no insole or IMU)."""
+    """Streaming IC/TO of both feet from keypoints (for feet that have no insole or IMU)."""
 
     def __init__(self, touch_m: float = 0.01, lift_m: float = 0.03, ground_drift_mps: float = 0.02,
                  min_stance_s: float = 0.08, min_swing_s: float = 0.10, toe_lift_m: float = TOE_LIFT_M) -> None:
         self.touch_m, self.lift_m, self.drift = touch_m, lift_m, ground_drift_mps
         self.toe_lift_m = toe_lift_m
         self.min_stance_ns, self.min_swing_ns = min_stance_s * 1e9, min_swing_s * 1e9
-        self.state = new_camera_state()
+        self.state = np.stack([new_camera_state(), new_camera_state()])
 
     def update(self, times_ns: np.ndarray, ankle_z: np.ndarray, toe_z: np.ndarray | None = None) -> np.ndarray:
-        """Event rows from the ankle's height (IC) and the toe's (TO; the ankle's without a toe)."""
-        events = np.empty((len(times_ns) + 1, 4))
+        """Event rows (kind, time, ic, foot 0 left | 1 right) from the ankles' heights (n, 2) (IC) and
+        the toes' (TO; the ankles' without toes)."""
+        events = np.empty((2 * len(times_ns) + 2, 4))
         ankle = np.ascontiguousarray(ankle_z, dtype=np.float64)
         toe = ankle if toe_z is None else np.ascontiguousarray(toe_z, dtype=np.float64)
         lift = self.lift_m if toe_z is None else self.toe_lift_m

@@ -310,57 +310,63 @@ def pose_score_ref(metrics: dict, weights: dict | None = None) -> tuple[float | 
 
 # ---- camera contact events: the plain-Python statement of camera_events_kernel's rules
 
-def camera_events_ref(times: list[int], z: list[float], zt: list[float], touch: float, lift: float, drift: float,
-                      min_stance_ns: float, min_swing_ns: float, back_to_ground: bool) -> list[tuple[float, ...]]:
-    """IC when ``z`` comes down through its ground level + ``touch``; TO when ``zt`` rises through its
-    own ground level + ``lift`` (optionally carried back along the slope to the ground level); a ground
-    level is the lowest height seen, rising at ``drift`` m/s; no IC before the foot has stood (within
-    ``touch`` of ``zt``'s ground for the minimum stance) and lifted off once."""
+def camera_events_ref(times: list[int], z: list[list[float]], zt: list[list[float]], touch: float, lift: float,
+                      drift: float, min_stance_ns: float, min_swing_ns: float,
+                      back_to_ground: bool) -> list[tuple[float, ...]]:
+    """Both feet (``z[i] = [left, right]``): IC when ``z`` comes down through its ground level +
+    ``touch``; TO when ``zt`` rises through its own ground level + ``lift`` (optionally carried back
+    along the slope to the ground level); a ground level is the lowest height seen, rising at
+    ``drift`` m/s; no IC before the foot has stood (within ``touch`` of ``zt``'s ground for the
+    minimum stance) and lifted off once, or the other foot has, whose ground levels it then takes."""
     out: list[tuple[float, ...]] = []
-    ground: dict[str, float | None] = {"z": None, "t": None}
-    prev: dict[str, tuple[float, float] | None] = {"z": None, "t": None}
-    inside, ic, last_to, armed, low_since = False, 0.0, -1e30, False, None
+    feet = [{"ground": {"z": None, "t": None}, "prev": {"z": None, "t": None}, "inside": False, "ic": 0.0,
+             "last_to": -1e30, "armed": False, "low_since": None} for _ in range(2)]
 
-    def level(key: str, t: float, v: float) -> float:
-        g = ground[key]
+    def level(f: dict, key: str, t: float, v: float) -> float:
+        g = f["ground"][key]
         if g is None:
             g = v
         else:
-            p = prev[key]
-            assert p is not None
-            if t > p[0]:
+            p = f["prev"][key]
+            if p is not None and t > p[0]:
                 g += drift * (t - p[0]) / 1e9
             g = min(g, v)
-        ground[key] = g
+        f["ground"][key] = g
         return g
 
-    for t_i, zi, wi in zip(times, z, zt, strict=True):
+    for i, t_i in enumerate(times):
         t = float(t_i)
-        was_in = inside
-        if math.isfinite(zi):
-            g = level("z", t, zi)
-            p = prev["z"]
-            if p is not None and not was_in and armed and zi <= g + touch < p[1]:
-                cross = p[0] + (p[1] - (g + touch)) / (p[1] - zi) * (t - p[0])
-                if cross - last_to >= min_swing_ns:
-                    inside, ic = True, cross
-                    out.append((1.0, cross, cross, 0.0))
-            prev["z"] = (t, zi)
-        if math.isfinite(wi):
-            g = level("t", t, wi)
-            p = prev["t"]
-            if not armed:
-                if wi <= g + touch:
-                    low_since = t if low_since is None else low_since
-                elif wi > g + lift:
-                    armed = low_since is not None and t - low_since >= min_stance_ns
-                    low_since = None
-            if p is not None and was_in and p[1] < g + lift <= wi:
-                cross = p[0] + (g + lift - p[1]) / (wi - p[1]) * (t - p[0])
-                if back_to_ground:
-                    cross = max(cross - lift / ((wi - p[1]) / (t - p[0])), ic)
-                if cross - ic >= min_stance_ns:
-                    inside, last_to = False, cross
-                    out.append((2.0, cross, ic, 0.0))
-            prev["t"] = (t, wi)
+        for k in range(2):
+            f, other = feet[k], feet[1 - k]
+            zi, wi = z[i][k], zt[i][k]
+            was_in = f["inside"]
+            if not f["armed"] and other["armed"] and f["prev"]["z"] is not None and f["prev"]["t"] is not None:
+                f["ground"] = dict(other["ground"])
+                f["armed"] = True
+            if math.isfinite(zi):
+                g = level(f, "z", t, zi)
+                p = f["prev"]["z"]
+                if p is not None and not was_in and f["armed"] and zi <= g + touch < p[1]:
+                    cross = p[0] + (p[1] - (g + touch)) / (p[1] - zi) * (t - p[0])
+                    if cross - f["last_to"] >= min_swing_ns:
+                        f["inside"], f["ic"] = True, cross
+                        out.append((1.0, cross, cross, float(k)))
+                f["prev"]["z"] = (t, zi)
+            if math.isfinite(wi):
+                g = level(f, "t", t, wi)
+                p = f["prev"]["t"]
+                if not f["armed"]:
+                    if wi <= g + touch:
+                        f["low_since"] = t if f["low_since"] is None else f["low_since"]
+                    elif wi > g + lift:
+                        f["armed"] = f["low_since"] is not None and t - f["low_since"] >= min_stance_ns
+                        f["low_since"] = None
+                if p is not None and was_in and p[1] < g + lift <= wi:
+                    cross = p[0] + (g + lift - p[1]) / (wi - p[1]) * (t - p[0])
+                    if back_to_ground:
+                        cross = max(cross - lift / ((wi - p[1]) / (t - p[0])), f["ic"])
+                    if cross - f["ic"] >= min_stance_ns:
+                        f["inside"], f["last_to"] = False, cross
+                        out.append((2.0, cross, f["ic"], float(k)))
+                f["prev"]["t"] = (t, wi)
     return out
