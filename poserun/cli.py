@@ -224,27 +224,19 @@ def cmd_import(args: argparse.Namespace) -> int:
         n = importer.write_recording(args.output, messages, athletes=athletes,
                                      metadata={"session": args.session or "bach2022",
                                                "source": "Bach et al. 2022 (GPL-3.0)"})
-    elif args.format == "qtm":
+    elif args.format in ("qtm", "c3d"):
+        from poserun.services.import_c3d import import_c3d
         from poserun.services.import_qtm import THRESHOLD_N, import_qtm
 
-        messages, info = import_qtm(args.input, args.force or [], session=args.session or "lab",
-                                    athlete=args.athlete, up=args.up or "+z", forward=args.forward or "+y",
-                                    threshold_n=args.force_threshold or THRESHOLD_N, frame_ms=args.frame_ms)
+        common = {"session": args.session or "lab", "athlete": args.athlete, "up": args.up or "+z",
+                  "forward": args.forward or "+y", "threshold_n": args.force_threshold or THRESHOLD_N,
+                  "frame_ms": args.frame_ms}
+        messages, info = (import_qtm(args.input, args.force or [], **common) if args.format == "qtm"
+                          else import_c3d(args.input, **common))
         print(f"poserun import: {args.input}: {info['markers']} markers at {info['rate_hz']:g} Hz; plates "
               f"{info['plates'] or 'none'}; contacts {info['contacts'] or 'none'}", file=sys.stderr)
         n = importer.write_recording(args.output, messages,
-                                     metadata={"session": args.session or "lab", "source": "qtm"})
-    elif args.format == "c3d":
-        from poserun.services.import_c3d import import_c3d
-        from poserun.services.import_qtm import THRESHOLD_N
-
-        messages, info = import_c3d(args.input, session=args.session or "lab", athlete=args.athlete,
-                                    up=args.up or "+z", forward=args.forward or "+y",
-                                    threshold_n=args.force_threshold or THRESHOLD_N, frame_ms=args.frame_ms)
-        print(f"poserun import: {args.input}: {info['markers']} markers at {info['rate_hz']:g} Hz; loaded plates "
-              f"{info['plates'] or 'none'}; contacts {info['contacts'] or 'none'}", file=sys.stderr)
-        n = importer.write_recording(args.output, messages,
-                                     metadata={"session": args.session or "lab", "source": "c3d"})
+                                     metadata={"session": args.session or "lab", "source": args.format})
     elif args.format == "trc":
         messages = importer.import_trc(args.input, session=args.session or "lab",
                                        athlete=args.athlete, up=args.up or "+y", forward=args.forward or "+x",

@@ -20,8 +20,7 @@ import numpy as np
 
 from poserun.recording import RecordedMessage
 from poserun.services.import_qtm import THRESHOLD_N, foot_markers, plate_truth, vertical_force
-from poserun.services.importer import ImportError_, frames_from_table, meta_message
-from poserun.wire import meta as wm
+from poserun.services.importer import ImportError_, marker_messages
 
 UNITS = {"mm": 0.001, "cm": 0.01, "m": 1.0}
 
@@ -71,16 +70,8 @@ def import_c3d(path: str | Path, *, session: str, athlete: str, up: str = "+z", 
     d = read_c3d(path)
     times, xyz, names, rate = d["times"], d["xyz"], d["names"], d["rate"]
     assert isinstance(times, np.ndarray) and isinstance(xyz, np.ndarray) and isinstance(names, list)
-    present = np.isfinite(xyz).all(axis=2)
-    data = np.concatenate([np.nan_to_num(xyz, nan=0.0), present[..., None].astype(float)], axis=2)
-    meta = wm.KeypointMeta(
-        source="keypoints", rate_hz=float(rate), schema="markers", names=names, dims="xyzc",  # type: ignore[arg-type]
-        unit="m", device=f"C3D markers from {Path(path).name}",
-        camera=wm.CameraMeta(scale_m_per_px=1.0, view="3d", up_axis=up, forward_axis=forward),  # type: ignore[arg-type]
-    )
-    messages = [meta_message(session, athlete, meta, int(times[0]) if len(times) else 0),
-                *frames_from_table(session, athlete, "keypoints", times, data.reshape(len(times), -1),
-                                   frame_ms=frame_ms)]
+    messages = marker_messages(session, athlete, times, xyz, names, float(rate), up=up,  # type: ignore[arg-type]
+                               forward=forward, device=f"C3D markers from {Path(path).name}", frame_ms=frame_ms)
     plates = d["plates"]
     assert isinstance(plates, list)
     loaded = [k + 1 for k, fz in enumerate(plates) if np.nanmax(np.abs(fz)) > threshold_n]

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from poserun.recording import RecordedMessage
-from poserun.services.importer import ImportError_, force_contacts, frames_from_table, meta_message
+from poserun.services.importer import ImportError_, force_contacts, marker_messages
 from poserun.wire import meta as wm
 from poserun.wire import topics
 
@@ -175,16 +175,8 @@ def import_qtm(path: str | Path, force_paths: list[str | Path], *, session: str,
                ) -> tuple[list[RecordedMessage], dict[str, object]]:
     """The recording's messages, and what was found (marker count, plates, contacts per foot)."""
     times, xyz, names, rate = read_qtm_markers(path)
-    present = np.isfinite(xyz).all(axis=2)
-    data = np.concatenate([np.nan_to_num(xyz, nan=0.0), present[..., None].astype(float)], axis=2)
-    meta = wm.KeypointMeta(
-        source="keypoints", rate_hz=rate, schema="markers", names=names, dims="xyzc", unit="m",
-        device=f"QTM markers from {Path(path).name}",
-        camera=wm.CameraMeta(scale_m_per_px=1.0, view="3d", up_axis=up, forward_axis=forward),  # type: ignore[arg-type]
-    )
-    messages = [meta_message(session, athlete, meta, int(times[0]) if len(times) else 0),
-                *frames_from_table(session, athlete, "keypoints", times, data.reshape(len(times), -1),
-                                   frame_ms=frame_ms)]
+    messages = marker_messages(session, athlete, times, xyz, names, rate, up=up, forward=forward,
+                               device=f"QTM markers from {Path(path).name}", frame_ms=frame_ms)
     info: dict[str, object] = {"markers": len(names), "rate_hz": rate, "plates": [], "contacts": {}}
     if not force_paths:
         return messages, info

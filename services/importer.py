@@ -187,11 +187,18 @@ def import_trc(path: str | Path, *, session: str, athlete: str, up: str = "+y",
                forward: str = "+x", frame_ms: float = 10.0) -> list[RecordedMessage]:
     """Markers become a ``keypoints`` source (schema ``markers``, x y z in m + confidence)."""
     times, xyz, names, rate, _ = read_trc(path)
+    return marker_messages(session, athlete, times, xyz, names, rate, up=up, forward=forward,
+                           device=f"markers from {Path(path).name}", frame_ms=frame_ms)
+
+
+def marker_messages(session: str, athlete: str, times: np.ndarray, xyz: np.ndarray, names: list[str], rate: float,
+                    *, up: str, forward: str, device: str, frame_ms: float = 10.0) -> list[RecordedMessage]:
+    """3-D markers (n, markers, 3) in m, NaN for a gap, as a ``keypoints`` source: its meta (schema
+    ``markers``, the lab's axes) and frames of x y z and a confidence of 1, or 0 for a gap."""
     present = np.isfinite(xyz).all(axis=2)
     data = np.concatenate([np.nan_to_num(xyz, nan=0.0), present[..., None].astype(float)], axis=2)
     meta = wm.KeypointMeta(
-        source="keypoints", rate_hz=rate, schema="markers", names=names, dims="xyzc", unit="m",
-        device=f"markers from {Path(path).name}",
+        source="keypoints", rate_hz=rate, schema="markers", names=names, dims="xyzc", unit="m", device=device,
         camera=wm.CameraMeta(scale_m_per_px=1.0, view="3d", up_axis=up, forward_axis=forward),  # type: ignore[arg-type]
     )
     return [meta_message(session, athlete, meta, int(times[0]) if len(times) else 0),
