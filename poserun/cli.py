@@ -262,7 +262,8 @@ def cmd_import(args: argparse.Namespace) -> int:
             meta = wm.ForceMeta(source=args.source, rate_hz=rate, side=_side(args.source))
         else:
             raise ConfigError(f"import csv of {args.source} needs --meta FILE (a meta JSON)")
-        if isinstance(meta, wm.ImuMeta) and (warning := importer.accel_unit_warning(table, meta.accel_unit)):
+        if isinstance(meta, wm.ImuMeta) and meta.placement in ("foot", "shank") and \
+                (warning := importer.accel_unit_warning(table, meta.accel_unit)):
             print(f"poserun import: warning: {args.input}: {warning}", file=sys.stderr)
         messages = importer.import_csv(args.input, session=args.session or "lab",
                                        athlete=args.athlete, meta=meta, frame_ms=args.frame_ms)

@@ -35,7 +35,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class PortInUse(OSError):
+class BrokerStartError(OSError):
+    """A broker of our own did not start (the message says why, in one line)."""
+
+
+class PortInUse(BrokerStartError):
     """The port a broker should listen on is taken."""
 
 
@@ -77,18 +81,21 @@ def mosquitto_broker(port: int | None = None) -> Iterator[str]:
             f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
             "max_queued_messages 1000000\nset_tcp_nodelay true\n"
         )
-        proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE)
-        try:
-            if not _wait_answers(port, 30.0):
-                raise RuntimeError(f"mosquitto did not start on port {port}")
-            yield f"mqtt://127.0.0.1:{port}"
-        finally:
-            proc.terminate()
+        log_path = Path(tmp) / "mosquitto.log"
+        with open(log_path, "wb") as log:  # a file, not a pipe nobody reads: a full pipe would stall the broker
+            proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=log)
             try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+                if not _wait_answers(port, 30.0):
+                    tail = log_path.read_text(errors="replace").strip().splitlines()[-1:]
+                    raise BrokerStartError(f"mosquitto did not start on port {port}: {' '.join(tail)}")
+                yield f"mqtt://127.0.0.1:{port}"
+            finally:
+                proc.terminate()
+                try:
+                    proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
 
 
 def amqtt_config(port: int) -> dict[str, object]:
@@ -156,7 +163,7 @@ def embedded_broker(port: int | None = None) -> Iterator[str]:
     if errors and isinstance(errors[0], PortInUse):
         raise errors[0]
     if errors or not _wait_answers(port, 30.0):
-        raise RuntimeError(f"embedded broker failed to start: {errors[:1]}")
+        raise BrokerStartError(f"embedded broker failed to start: {errors[:1]}")
     try:
         yield f"mqtt://127.0.0.1:{port}"
     finally:
@@ -178,21 +185,27 @@ def local_broker(*, amqtt: bool = False) -> Iterator[tuple[str, str]]:
             yield url, "mosquitto"
         return
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "poserun", "broker", "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()  # the readiness line, or EOF if it failed
-        if "embedded broker at" not in line:
-            err = proc.stderr.read() if proc.stderr and proc.wait(10) is not None else ""
-            raise RuntimeError(f"embedded broker did not start: {(line + err).strip()[-400:]}")
-        yield f"mqtt://127.0.0.1:{port}", "amqtt"
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(1.0)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    with tempfile.TemporaryFile() as log:  # stderr to a file: a pipe nobody reads could fill and stall it
+        proc = subprocess.Popen([sys.executable, "-m", "poserun", "broker", "--port", str(port)],
+                                stdout=subprocess.PIPE, stderr=log, text=True,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        try:
+            assert proc.stdout is not None
+            line = proc.stdout.readline()  # the readiness line, or EOF if it failed
+            if "embedded broker at" not in line:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(10)
+                log.seek(0)
+                err = log.read().decode(errors="replace")
+                raise BrokerStartError(f"embedded broker did not start: {(line + err).strip()[-400:]}")
+            yield f"mqtt://127.0.0.1:{port}", "amqtt"
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(1.0)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            if proc.stdout is not None:
+                proc.stdout.close()

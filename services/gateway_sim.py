@@ -21,8 +21,8 @@ CHUNK_SLICES = 50  # frame periods generated at once (0.5 s at 10 ms frames)
 
 @dataclass
 class GatewayStats:
-    """What the gateway published: ``messages`` (frames and truth), ``truth`` (truth messages,
-    one per stance), payload bytes, simulated and wall seconds."""
+    """What the gateway published: ``messages`` (frames and truth), ``truth`` (truth messages, one
+    per stance, when ``sim.truth`` asks for them; else 0), payload bytes, simulated and wall seconds."""
 
     messages: int = 0
     bytes: int = 0
@@ -108,7 +108,8 @@ def run_sim_gateway(settings: Settings, *, duration: float | None = None,
                 stats.bytes += len(m.payload)
             if stop is not None and stop.is_set():
                 break
-            stats.truth += truth
+            if sim.truth:  # truth messages go out only when asked for
+                stats.truth += truth
             stats.sim_seconds = t_end
         if raw is not None:
             raw.send(batch)

@@ -4,8 +4,9 @@ Read with the ``c3d`` package (pip ``poserun[lab]``): pure Python on numpy, main
 for every platform and Python, and it reads points, analog channels and the FORCE_PLATFORM and
 EVENT groups, all this import needs (``ezc3d`` reads the same values but is a compiled extension
 that pins its own numpy builds). Markers become a ``keypoints`` source as in the QTM import (m,
-confidence 0 for a gap, which C3D stores as 0 0 0); the plates' vertical force channels
-(``FORCE_PLATFORM:CHANNEL``, the third of each plate's six) become truth exactly as the QTM
+confidence 0 for a gap, which C3D stores as 0 0 0); the plates' vertical force (``FORCE_PLATFORM:CHANNEL``
+by ``FORCE_PLATFORM:TYPE``: the third channel of types 1, 2 and 4, the sum of the four vertical
+channels of type 3) becomes truth exactly as the QTM
 import does (:func:`poserun.services.import_qtm.plate_truth`: sign and zero from the data, 50 Hz
 unless the lab already cleaned the channel, the contact threshold, the foot by its lower foot
 markers). Vicon puts frame ``n`` at
@@ -44,6 +45,7 @@ def read_c3d(path: str | Path) -> dict[str, object]:
             unit = unit_param.string_value.strip().lower() if unit_param is not None else "mm"
             fp = r.get("FORCE_PLATFORM")
             channel = fp.get("CHANNEL").int16_array if fp is not None and fp.get("CHANNEL") is not None else None
+            types = fp.get("TYPE").int16_array if fp is not None and fp.get("TYPE") is not None else None
     except (ValueError, OSError, AssertionError, IndexError, KeyError, AttributeError) as exc:
         raise ImportError_(f"{path}: not a readable C3D file ({exc})") from None
     if unit not in UNITS:
@@ -56,11 +58,27 @@ def read_c3d(path: str | Path) -> dict[str, object]:
     out: dict[str, object] = {"times": times, "xyz": xyz, "names": names, "rate": rate, "plates": []}
     if channel is not None and a_rate > 0 and ana and np.size(ana[0]):
         analog = np.concatenate(ana, axis=1).T  # (samples, channels)
-        fz = [analog[:, int(row[2]) - 1] for row in np.atleast_2d(channel) if 0 < int(row[2]) <= analog.shape[1]]
-        out["plates"] = fz
+        kinds = np.atleast_1d(types) if types is not None else np.full(len(np.atleast_2d(channel)), 2)
+        out["plates"] = [_vertical_channel(analog, row, int(kind), path)
+                         for row, kind in zip(np.atleast_2d(channel), kinds, strict=False)]
         out["f_rate"] = a_rate
         out["f_times"] = np.round((t0 + np.arange(len(analog)) / a_rate) * 1e9).astype(np.int64)
     return out
+
+
+def _vertical_channel(analog: np.ndarray, channels: np.ndarray, plate_type: int, path: str | Path) -> np.ndarray:
+    """A plate's vertical force from its analog channels (1-based in ``channels``), by C3D plate type:
+    types 1, 2 and 4 (AMTI-style: Fx Fy Fz ...) carry it in their third channel; type 3 (Kistler:
+    Fx12 Fx34 Fy14 Fy23 Fz1 Fz2 Fz3 Fz4) as the sum of channels five to eight."""
+    cols = [int(c) - 1 for c in np.atleast_1d(channels)]
+    if any(not 0 <= c < analog.shape[1] for c in cols):
+        raise ImportError_(f"{path}: FORCE_PLATFORM:CHANNEL names an analog channel the file lacks")
+    if plate_type in (1, 2, 4) and len(cols) >= 3:
+        return analog[:, cols[2]]
+    if plate_type == 3 and len(cols) >= 8:
+        return analog[:, cols[4:8]].sum(axis=1)
+    raise ImportError_(f"{path}: force plate type {plate_type} with {len(cols)} channels: poserun reads "
+                       "types 1-4")
 
 
 def import_c3d(path: str | Path, *, session: str, athlete: str, up: str = "+z", forward: str = "+y",

@@ -513,6 +513,7 @@ class RawPublisher:
         self.role = role
         self._sock: socket.socket | None = None
         self._last = time.monotonic()
+        self._pings = 0  # PINGREQs whose PINGRESP has not been read
 
     def connect(self, timeout: float = 10.0) -> None:
         b = self.broker
@@ -545,10 +546,29 @@ class RawPublisher:
 
     def keepalive(self) -> None:
         """Ping when nothing was sent for half the keep-alive period (the two-byte PINGRESPs are
-        left unread: hours of them would not fill the socket's receive buffer)."""
+        left unread until :meth:`barrier`: hours of them would not fill the socket's receive buffer)."""
         if self._sock is not None and time.monotonic() - self._last > self.broker.keepalive_s / 2:
             self._sock.sendall(b"\xc0\x00")
+            self._pings += 1
             self._last = time.monotonic()
+
+    def barrier(self, timeout: float = 30.0) -> None:
+        """Return once the broker has handled everything sent so far: a PINGREQ is answered only
+        after the packets before it (so a message on another connection cannot overtake them)."""
+        if self._sock is None:
+            return
+        self._sock.sendall(b"\xc0\x00")
+        self._pings += 1
+        self._last = time.monotonic()
+        self._sock.settimeout(timeout)
+        try:
+            while self._pings > 0:
+                chunk = self._sock.recv(4096)
+                if not chunk:
+                    raise BrokerUnavailable(f"broker {self.broker.url} closed the connection")
+                self._pings -= chunk.count(b"\xd0")  # PINGRESP (d0 00): a QoS 0 publisher receives nothing else
+        finally:
+            self._sock.settimeout(None)
 
     def close(self) -> None:
         sock, self._sock = self._sock, None

@@ -1,8 +1,9 @@
 """``poserun gateway replay``: republish a recording with its original timing (or faster).
 
 QoS 0 frames go out pre-encoded in batches on a connection of their own (as ``gateway sim
---pregenerate`` does); retained meta and status go through paho, each acknowledged by the broker
-before a later frame is sent, so a listener has a source's meta before its frames.
+--pregenerate`` does); retained meta and status go through paho, each only once the broker has
+handled every frame before it (a PINGREQ on the frames' connection is the barrier) and each
+acknowledged before a later frame is sent: the recorded order holds across the two connections.
 
 A replay stands in for the gateways, so by default it republishes only what gateways publish:
 sensor frames, device meta and gateway status (:data:`GATEWAY_CHANNELS`). Ground truth is
@@ -97,9 +98,10 @@ def replay(broker: BrokerSettings, path: str | Path, *, speed: float = 1.0,
                 if len(batch) >= BATCH:
                     raw.send(batch)
                     batch.clear()
-            else:  # meta, status (retained, QoS 1) through paho, acknowledged before any later frame
+            else:  # meta, status (retained, QoS 1) through paho: after every frame before it, acked before any after
                 raw.send(batch)
                 batch.clear()
+                raw.barrier()
                 pub.publish(topic, m.payload, qos=max(m.qos, 1 if m.retain else 0), retain=m.retain)
                 pub.flush()
             stats.messages += 1

@@ -64,11 +64,17 @@ def _kernels() -> list[object]:
 
 
 def cache_is_cold() -> bool:
-    """True if some kernel has no on-disk cache index yet (first run after an install or an edit)."""
+    """True if some kernel has nothing valid in the on-disk cache (first run after an install, or
+    after an edit of its module: numba then finds the index stale and reads it as empty)."""
     for kernel in _kernels():
-        cache = getattr(kernel, "_cache", None)
-        index = getattr(getattr(cache, "_cache_file", None), "_index_path", None)
+        cache_file = getattr(getattr(kernel, "_cache", None), "_cache_file", None)
+        index = getattr(cache_file, "_index_path", None)
         if index is None or not os.path.exists(index):
+            return True
+        try:
+            if not cache_file._load_index():  # type: ignore[union-attr]
+                return True
+        except Exception:  # an unreadable index is as good as none
             return True
     return False
 

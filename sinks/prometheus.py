@@ -73,10 +73,11 @@ class _Pipeline(Collector):
         yield GaugeMetricFamily("poserun_athletes", "Athletes with state", value=snap.get("athletes", 0))
         warned = CounterMetricFamily("poserun_processor_warnings",
                                      "Processor warnings by athlete (an implausible unit, a wrong foot, ...)",
-                                     labels=["athlete", "warning"])
+                                     labels=["session", "athlete", "warning"])
         for who, counts in sorted(snap.get("warnings", {}).items()):
+            session, _, athlete = who.rpartition("/")
             for what, n in sorted(counts.items()):
-                warned.add_metric([who.rsplit("/", 1)[-1], what], n)
+                warned.add_metric([session, athlete, what], n)
         yield warned
         ingest = snap.get("ingest") or {}
         if ingest:

@@ -64,7 +64,7 @@ class Database:
                 raise ValueError("PostgreSQL needs psycopg: pip install 'poserun[store]'") from None
             try:
                 self.conn = psycopg.connect(url)
-            except psycopg.OperationalError as exc:
+            except psycopg.Error as exc:  # unreachable, refused, or a malformed URL
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 raise StoreMissing(f"cannot open the session store {url}: {first}") from None
             self.kind = "postgresql"

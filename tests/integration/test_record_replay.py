@@ -201,3 +201,27 @@ def test_replay_republishes_only_gateway_channels(broker: BrokerSettings, sessio
     assert by_channel["all"] == {"data", "meta", "status", "truth", "records", "haptic"}
     with pytest.raises(ValueError, match="unknown channel"):
         replay(broker, path, channels=("data", "video"))
+
+
+def test_replay_keeps_the_recorded_order_across_its_two_connections(broker: BrokerSettings, session_id: str,
+                                                                     tmp_path: Path) -> None:
+    """Frames go out on a raw connection, meta and status through paho: a status recorded after
+    frames must not overtake them (the broker answers a PINGREQ only after what came before it)."""
+    from poserun.recording import RecordingWriter
+
+    team = SimTeam(session_id, load_settings(overrides={"sim": {"athletes": 2}}).sim)
+    frames = [m for m in team.step(100)[0] if "/data/" in m.topic]
+    status = Message(topics.status_topic(session_id, "gw1"), b'{"gateway":"gw1","state":"offline"}', retain=True,
+                     qos=1)
+    path = tmp_path / "ordered.mcap"
+    w = RecordingWriter(path)
+    for k, m in enumerate([*team.meta_messages(), *frames[:400], status, *frames[400:]]):
+        w.write(m.topic, m.payload, k + 1, retain=m.retain, qos=m.qos)
+    w.close()
+    again = session_id + "o"
+    out = tmp_path / "again.mcap"
+    rec = start_recorder(broker, out, again, replayed(path, GATEWAY_CHANNELS))
+    replay(broker, path, speed=0, session=again)
+    rec.join(CEILING)
+    got = [topics.parse(m.topic).channel for m in read_messages(out) if topics.parse(m.topic).channel != "meta"]
+    assert got.index("status") == 400 and len(got) == len(frames) + 1

@@ -8,9 +8,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from poserun.processors.shank import ShankEvents
-from tests.conftest import BACH
+from tests.conftest import BACH, require
 
-pytestmark = pytest.mark.skipif(not (BACH / "walk+run.mat").exists(), reason="shared/data/real/bach2022 not present")
+
+@pytest.fixture(autouse=True)
+def _bach2022() -> None:
+    require((BACH / "walk+run.mat").exists(), "shared/data/real/bach2022 is absent")
 
 
 def trials() -> list[dict]:

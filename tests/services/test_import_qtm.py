@@ -11,7 +11,7 @@ from poserun.recording import read_messages
 from poserun.services.import_qtm import foot_markers, import_qtm, read_qtm_force, read_qtm_markers, vertical_force
 from poserun.services.importer import ImportError_, write_recording
 from poserun.services.validate import score_recordings
-from tests.conftest import SHARED
+from tests.conftest import SHARED, require
 
 DAVIS = SHARED / "data" / "real" / "davis_treadmill"
 NAMES = ["R_heel_B", "R_toe", "L_heel_B", "L_toe"]
@@ -116,9 +116,9 @@ def test_bad_files_are_one_line_errors(tmp_path: Path) -> None:
         read_qtm_force(bad)
 
 
-@pytest.mark.skipif(not (DAVIS / "JDX_S999_run_0021.tsv").exists(), reason="shared/data/real/davis_treadmill absent")
 def test_the_davis_treadmill_run(tmp_path: Path) -> None:
     """The dataset's README: 29 complete contacts, 15 left and 14 right, alternating."""
+    require((DAVIS / "JDX_S999_run_0021.tsv").exists(), "shared/data/real/davis_treadmill is absent")
     run = DAVIS / "JDX_S999_run_0021.tsv"
     messages, info = import_qtm(run, [DAVIS / "JDX_S999_run_0021_f_1.tsv", DAVIS / "JDX_S999_run_0021_f_2.tsv"],
                                 session="davis", athlete="s999")
@@ -142,9 +142,9 @@ def test_a_file_that_is_not_c3d(tmp_path: Path) -> None:
         read_c3d(bad)
 
 
-@pytest.mark.skipif(not DORN.exists(), reason="shared/data/real/dorn2012 absent")
 def test_the_dorn_sprint_c3d(tmp_path: Path) -> None:
     """The dataset's README: plates 2, 4, 7, 8 loaded; 4 contacts R L R L of about 0.119 s."""
+    require(DORN.exists(), "shared/data/real/dorn2012 is absent")
     from poserun.services.import_c3d import import_c3d
     from poserun.wire.meta import TruthEvent
 
@@ -158,3 +158,16 @@ def test_the_dorn_sprint_c3d(tmp_path: Path) -> None:
     write_recording(path, messages)
     [(_, s)] = score_recordings([str(path)])
     assert s["matched"] >= 3 and s["extra"] == 0  # the first right contact starts in flight: given up
+
+
+def test_c3d_vertical_force_by_plate_type() -> None:
+    from poserun.services.import_c3d import _vertical_channel
+
+    analog = np.arange(40, dtype=float).reshape(4, 10)
+    assert list(_vertical_channel(analog, np.array([1, 2, 3, 4, 5, 6]), 2, "x")) == list(analog[:, 2])
+    kistler = _vertical_channel(analog, np.arange(1, 9), 3, "x")  # Fz1..Fz4 are channels 5-8
+    assert list(kistler) == list(analog[:, 4:8].sum(axis=1))
+    with pytest.raises(ImportError_, match="type 5"):
+        _vertical_channel(analog, np.arange(1, 7), 5, "x")
+    with pytest.raises(ImportError_, match="lacks"):
+        _vertical_channel(analog, np.array([1, 2, 30]), 2, "x")

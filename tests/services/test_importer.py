@@ -13,7 +13,7 @@ from poserun.services.fusion import FusionService
 from poserun.settings import Settings
 from poserun.wire import decode, topics
 from poserun.wire import meta as wm
-from tests.conftest import BACH
+from tests.conftest import BACH, require
 
 
 def test_csv_import_round_trip(tmp_path: Path) -> None:
@@ -84,8 +84,8 @@ def test_trc_markers_become_keypoints(tmp_path: Path) -> None:
         importer.read_trc(f)
 
 
-@pytest.mark.skipif(not (BACH / "walk+run.mat").exists(), reason="shared/data/real/bach2022 not present")
 def test_bach2022_imports_as_a_session(tmp_path: Path) -> None:
+    require((BACH / "walk+run.mat").exists(), "shared/data/real/bach2022 is absent")
     out = tmp_path / "bach.mcap"
     assert main(["import", "bach2022", str(BACH), "-o", str(out), "--running-only"]) == 0
     athletes = athletes_metadata(out)

@@ -129,5 +129,6 @@ def test_processor_warnings_are_exported() -> None:
 
     fams = {f.name: f for f in _Pipeline(lambda: {"warnings": {"s/a01": {"imu_shank_left_accel_unit_implausible": 1,
                                                                           "pelvis_side_flip": 3}}}).collect()}
-    got = {(s.labels["athlete"], s.labels["warning"]): s.value for s in fams["poserun_processor_warnings"].samples}
-    assert got == {("a01", "imu_shank_left_accel_unit_implausible"): 1, ("a01", "pelvis_side_flip"): 3}
+    got = {(s.labels["session"], s.labels["athlete"], s.labels["warning"]): s.value
+           for s in fams["poserun_processor_warnings"].samples}
+    assert got == {("s", "a01", "imu_shank_left_accel_unit_implausible"): 1, ("s", "a01", "pelvis_side_flip"): 3}
