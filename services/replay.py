@@ -66,6 +66,7 @@ def replay(broker: BrokerSettings, path: str | Path, *, speed: float = 1.0,
     if unknown:
         raise ValueError(f"unknown channel(s) {sorted(unknown)}: use {', '.join(topics.CHANNELS)}")
     wanted = frozenset(channels)
+    routes: dict[str, str | None] = {}  # recorded topic -> topic to publish on (None: left out); topics repeat
     messages = read_messages(path)
     first_message = next(messages, None)  # a file that is not a recording fails here, before connecting
     pub = Publisher(broker, "replay")
@@ -80,7 +81,10 @@ def replay(broker: BrokerSettings, path: str | Path, *, speed: float = 1.0,
         for m in itertools.chain([first_message] if first_message else [], messages):
             if stop is not None and stop.is_set():
                 break
-            if channel_of(m.topic) not in wanted:
+            if m.topic not in routes:
+                routes[m.topic] = rewrite_session(m.topic, session) if channel_of(m.topic) in wanted else None
+            topic = routes[m.topic]
+            if topic is None:
                 stats.skipped += 1
                 continue
             if first is None:
@@ -92,7 +96,6 @@ def replay(broker: BrokerSettings, path: str | Path, *, speed: float = 1.0,
                     batch.clear()
                     pub.flush()
                     _sleep(pub, raw, ahead, stop)
-            topic = rewrite_session(m.topic, session)
             if m.qos == 0 and not m.retain:
                 batch.append(publish_packet(topic, m.payload))
                 if len(batch) >= BATCH:
