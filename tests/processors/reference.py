@@ -370,3 +370,90 @@ def camera_events_ref(times: list[int], z: list[list[float]], zt: list[list[floa
                         out.append((2.0, cross, f["ic"], float(k)))
                 f["prev"]["t"] = (t, wi)
     return out
+
+
+# ---- shank accelerometer
+
+def shank_events_ref(times: list[int], acc: list[list[float]], tau_s: float, impact: float,
+                     min_stance_ns: float, max_stance_ns: float, min_swing_ns: float
+                     ) -> list[tuple[float, float, float, float]]:
+    """The twin of processors/shank.py: first the per-sample signals, then the swing/impact/stance
+    walk over them; (kind, time, ic, peak) rows."""
+    g0 = 9.80665
+
+    def vertex(y0: float, y1: float, y2: float) -> float:
+        den = y0 - 2.0 * y1 + y2
+        if den == 0.0 or not math.isfinite(den):
+            return 0.0
+        return min(0.5, max(-0.5, 0.5 * (y0 - y2) / den))
+
+    # 1. the signals: gravity as a running then exponential mean, the dynamic size, the lift along gravity
+    samples = []  # (t, period, dyn, up, usable)
+    mean: list[float] | None = None
+    t0 = prev = 0.0
+    for t, (ax, ay, az) in zip(times, acc, strict=True):
+        if not all(math.isfinite(v) for v in (ax, ay, az)):
+            continue
+        t = float(t)
+        period = t - prev if mean is not None else 0.0
+        if mean is None:
+            mean, t0 = [ax, ay, az], t
+        else:
+            dt, elapsed = (t - prev) / 1e9, (t - t0) / 1e9
+            k = dt / tau_s if elapsed >= tau_s else dt / (elapsed + dt)
+            k = min(max(k, 0.0), 1.0) if k > 0.0 else 0.0
+            mean = [m + k * (v - m) for m, v in zip(mean, (ax, ay, az), strict=True)]
+        gn = math.sqrt(mean[0] ** 2 + mean[1] ** 2 + mean[2] ** 2)
+        if gn < 1e-6:
+            prev = t
+            continue
+        up = (ax * mean[0] + ay * mean[1] + az * mean[2]) / gn - gn
+        settled = t - t0 >= tau_s * 0.5e9
+        if settled:
+            dyn = math.sqrt((ax - mean[0]) ** 2 + (ay - mean[1]) ** 2 + (az - mean[2]) ** 2)
+        else:
+            dyn = abs(math.sqrt(ax * ax + ay * ay + az * az) - g0)
+        samples.append((t, period, dyn, up, bool(samples) and (settled or 0.5 * g0 <= gn <= 2.0 * g0)))
+        prev = t
+
+    # 2. the walk
+    events: list[tuple[float, float, float, float]] = []
+    mode = "swing"
+    last_to = -1e30
+    trough: list[float] | None = None  # [t, value, value before, value after]
+    peak = peak_t = ic = 0.0
+    low: list[float] = []  # [t, value, value before, value after] of the deepest deceleration
+    prev_dyn = prev_up = 0.0
+    for t, period, dyn, up, usable in samples:
+        if usable:
+            if mode == "swing":
+                if trough is None or dyn < prev_dyn:
+                    trough = [t, dyn, prev_dyn, math.nan]
+                elif math.isnan(trough[3]):
+                    trough[3] = dyn
+                if dyn >= impact > prev_dyn and t - last_to >= min_swing_ns:
+                    mode, peak, peak_t = "impact", dyn, t
+            elif mode == "impact":
+                if dyn > peak:
+                    peak, peak_t = dyn, t
+                else:
+                    assert trough is not None
+                    ic = trough[0]
+                    if ic != peak_t:
+                        ic += vertex(trough[2], trough[1], trough[3]) * period
+                    mode, low = "stance", []
+                    events.append((1.0, ic, ic, peak))
+            else:
+                since = t - ic
+                if since >= min_stance_ns:
+                    if not low or up < low[1]:
+                        low = [t, up, prev_up, math.nan]
+                    elif math.isnan(low[3]):
+                        low[3] = up
+                if since >= max_stance_ns and low:
+                    step = vertex(low[2], low[1], low[3]) if math.isfinite(low[3]) else 0.0
+                    to = low[0] + step * period
+                    last_to, mode, trough = to, "swing", None
+                    events.append((2.0, to, ic, low[1]))
+        prev_dyn, prev_up = dyn, up
+    return events
