@@ -215,62 +215,115 @@ def _progress_bar(stream: Any) -> Any:
 
 def cmd_import(args: argparse.Namespace) -> int:
     from poserun.services import importer
-    from poserun.wire import meta as wm
+
+    session = args.session or ("bach2022" if args.format == "bach2022" else "lab")
+
+    def say(text: str) -> None:
+        print(f"poserun import: {text}", file=sys.stderr)
 
     if args.format == "bach2022":
         messages, athletes = importer.import_bach2022(
-            args.input, session=args.session or "bach2022", running_only=args.running_only,
-            frame_ms=args.frame_ms)
+            args.input, session=session, running_only=args.running_only, frame_ms=args.frame_ms)
         n = importer.write_recording(args.output, messages, athletes=athletes,
-                                     metadata={"session": args.session or "bach2022",
-                                               "source": "Bach et al. 2022 (GPL-3.0)"})
-    elif args.format in ("qtm", "c3d"):
-        from poserun.services.import_c3d import import_c3d
-        from poserun.services.import_qtm import THRESHOLD_N, import_qtm
+                                     metadata={"session": session, "source": "Bach et al. 2022 (GPL-3.0)"})
+        print(json.dumps({"messages": n, "file": str(args.output)}))
+        return 0
+    subject = {"body_mass_kg": args.body_mass, "leg_length_m": args.leg_length, "height_m": args.height}
+    importer.athlete_entry(args.athlete, **subject)  # a bad subject is refused before any file is read
+    extra: dict[str, Any] = {}
+    if args.format in ("qtm", "c3d", "trc", "text"):
+        if args.format == "trc":
+            messages, info = importer.import_trc(args.input, session=session, athlete=args.athlete,
+                                                 up=args.up or "+y", forward=args.forward or "+x",
+                                                 markers=args.markers, frame_ms=args.frame_ms)
+        elif args.format == "text":
+            from poserun.services.import_text import import_text
 
-        common = {"session": args.session or "lab", "athlete": args.athlete, "up": args.up or "+z",
-                  "forward": args.forward or "+y", "threshold_n": args.force_threshold or THRESHOLD_N,
-                  "frame_ms": args.frame_ms}
-        messages, info = (import_qtm(args.input, args.force or [], **common) if args.format == "qtm"
-                          else import_c3d(args.input, **common))
-        print(f"poserun import: {args.input}: {info['markers']} markers at {info['rate_hz']:g} Hz; plates "
-              f"{info['plates'] or 'none'}; contacts {info['contacts'] or 'none'}", file=sys.stderr)
-        n = importer.write_recording(args.output, messages,
-                                     metadata={"session": args.session or "lab", "source": args.format})
-    elif args.format == "trc":
-        messages = importer.import_trc(args.input, session=args.session or "lab",
-                                       athlete=args.athlete, up=args.up or "+y", forward=args.forward or "+x",
-                                       frame_ms=args.frame_ms)
-        n = importer.write_recording(args.output, messages,
-                                     metadata={"session": args.session or "lab", "source": "trc"})
-    else:
-        if not args.source:
-            raise ConfigError("import csv needs --source (e.g. imu_shank_left, force_left)")
-        times, table, _ = importer.read_csv_table(args.input)
-        rate = args.rate or _rate(times)
-        meta: Any
-        if args.meta:
-            meta = wm.parse_meta(Path(args.meta).read_bytes())
-        elif args.source.startswith("imu_"):
-            axes = dict(kv.split("=") for kv in args.axes.split(",")) if args.axes else None
-            meta = wm.ImuMeta(source=args.source, rate_hz=rate,
-                              placement=args.source.split("_")[1],  # type: ignore[arg-type]
-                              side=_side(args.source), channels=args.channels.split(","),
-                              accel_unit=args.accel_unit, gyro_unit=args.gyro_unit,
-                              **({"axes": axes} if axes else {}))
-        elif args.source.startswith("force_"):
-            meta = wm.ForceMeta(source=args.source, rate_hz=rate, side=_side(args.source))
+            messages, info = import_text(args.input, session=session, athlete=args.athlete, up=args.up or "+z",
+                                         forward=args.forward or "+y", rate=args.rate, unit=args.unit,
+                                         markers=args.markers, frame_ms=args.frame_ms)
         else:
-            raise ConfigError(f"import csv of {args.source} needs --meta FILE (a meta JSON)")
-        if isinstance(meta, wm.ImuMeta) and meta.placement in ("foot", "shank") and \
-                (warning := importer.accel_unit_warning(table, meta.accel_unit)):
-            print(f"poserun import: warning: {args.input}: {warning}", file=sys.stderr)
-        messages = importer.import_csv(args.input, session=args.session or "lab",
-                                       athlete=args.athlete, meta=meta, frame_ms=args.frame_ms)
-        n = importer.write_recording(args.output, messages,
-                                     metadata={"session": args.session or "lab", "source": "csv"})
+            from poserun.services.import_c3d import import_c3d
+            from poserun.services.import_qtm import THRESHOLD_N, import_qtm
+
+            common = {"session": session, "athlete": args.athlete, "up": args.up or "+z",
+                      "forward": args.forward or "+y", "threshold_n": args.force_threshold or THRESHOLD_N,
+                      "markers": args.markers, "frame_ms": args.frame_ms}
+            messages, info = (import_qtm(args.input, args.force or [], **common) if args.format == "qtm"
+                              else import_c3d(args.input, **common))
+        found = f"{args.input}: {info['markers']} markers at {info['rate_hz']:g} Hz"
+        if "plates" in info:
+            found += f"; plates {info['plates'] or 'none'}; contacts {info['contacts'] or 'none'}"
+        say(found)
+        for note in info.get("notes", []):
+            say(f"{args.input}: {note}")
+        if info.get("warning"):
+            say(f"warning: {args.input}: {info['warning']}")
+        roles = info["roles"]
+        say(f"marker roles ({'mapping file and names' if roles.mapped else 'from the names'}):\n{roles.report()}")
+        extra["markers"] = roles.as_metadata()
+    else:
+        messages, extra = _import_sensor_csv(args, session, say)
+    athlete = importer.athlete_entry(args.athlete, **subject, **extra)
+    n = importer.write_recording(args.output, messages, athletes=[athlete],
+                                 metadata={"session": session, "source": args.format})
     print(json.dumps({"messages": n, "file": str(args.output)}))
     return 0
+
+
+def _import_sensor_csv(args: argparse.Namespace, session: str, say: Any) -> tuple[list[Any], dict[str, Any]]:
+    """``poserun import csv``: the table, its meta from the options (services/import_sensor.py), frames."""
+    from poserun.services import import_sensor as sensor
+    from poserun.services import importer
+    from poserun.wire import meta as wm
+
+    times, table, _ = importer.read_csv_table(args.input)
+    rate = args.rate or _rate(times)
+    extra: dict[str, Any] = {}
+    meta: Any
+    if args.meta:
+        meta = wm.parse_meta(Path(args.meta).read_bytes())
+    else:
+        source, placement, side, notes = sensor.sensor_source(args.source, args.placement, args.side)
+        if source.startswith("imu_"):
+            given = [c.strip() for c in args.channels.split(",")]
+            if table.shape[1] != len(given):
+                raise importer.ImportError_(f"{args.input}: {table.shape[1]} channel columns, --channels names "
+                                            f"{len(given)} ({args.channels})")
+            table, channels, pad_notes = sensor.pad_channels(table, given, placement)
+            notes += pad_notes
+            axes = sensor.imu_axes(args.axes, args.up, args.forward)
+            if placement not in sensor.SIDED and len(given) < 3 and sensor.lateral_missing(axes, given):
+                notes.append("no lateral accelerometer axis: the pelvis detector cannot tell left from right")
+            accel_unit = args.accel_unit
+            if accel_unit == "mg":
+                table = table.copy()
+                table[:, :3] /= 1000.0
+                accel_unit = "g"
+            unknown = args.side == "unknown" and placement in sensor.SIDED
+            meta = sensor.imu_meta(source, placement or "pelvis", side, rate, channels, accel_unit,
+                                   args.gyro_unit, axes,
+                                   device="side not known: imported as this side" if unknown else None)
+            if unknown:
+                extra["sensor_side_unknown"] = [source]
+        elif source.startswith("force_"):
+            meta = wm.ForceMeta(source=source, rate_hz=rate, side=side)  # type: ignore[arg-type]
+        else:
+            raise ConfigError(f"import csv of {source} needs --meta FILE (a meta JSON)")
+        for note in notes:
+            say(f"{args.input}: {note}")
+        extra["sensors"] = {source: {k: v for k, v in (("placement", placement), ("side", args.side or side))
+                                     if v}}
+    if isinstance(meta, wm.ImuMeta) and meta.placement in ("foot", "shank") and \
+            (warning := importer.accel_unit_warning(table, meta.accel_unit)):
+        say(f"warning: {args.input}: {warning}")
+    if len(meta.channels) != table.shape[1]:
+        raise importer.ImportError_(f"{args.input}: {table.shape[1]} channel columns, the {meta.kind} meta "
+                                    f"needs {len(meta.channels)}")
+    messages = [importer.meta_message(session, args.athlete, meta, int(times[0])),
+                *importer.frames_from_table(session, args.athlete, meta.source, times, table,
+                                            frame_ms=args.frame_ms)]
+    return messages, extra
 
 
 def _rate(times_ns: Any) -> float:
@@ -279,10 +332,6 @@ def _rate(times_ns: Any) -> float:
     if len(times_ns) < 2:
         raise ConfigError("cannot infer the sample rate from one sample: pass --rate")
     return float(1e9 / np.median(np.diff(times_ns)))
-
-
-def _side(source: str) -> Any:
-    return "left" if source.endswith("_left") else "right" if source.endswith("_right") else None
 
 
 def cmd_haptic_sim(args: argparse.Namespace) -> int:
@@ -488,21 +537,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_analyze)
 
     p = sub.add_parser("import", help="convert lab data into a recording")
-    p.add_argument("format", choices=["csv", "trc", "qtm", "c3d", "bach2022"],
-                   help="what INPUT is (qtm: a Qualisys 3-D TSV export; c3d: markers and force plates)")
-    p.add_argument("input", help="file (csv, trc) or folder (bach2022)")
+    p.add_argument("format", choices=["csv", "text", "trc", "qtm", "c3d", "bach2022"],
+                   help="what INPUT is (csv: one sensor stream; text: a delimited marker export with Time or "
+                        "Frame and NAME X/Y/Z columns; qtm: a Qualisys 3-D TSV export; c3d: markers and force "
+                        "plates)")
+    p.add_argument("input", help="file (csv, text, trc, qtm, c3d) or folder (bach2022)")
     p.add_argument("-o", "--output", required=True, help="MCAP file to write")
     p.add_argument("--session", help="session id in the recording (default lab, or bach2022)")
-    p.add_argument("--athlete", default="athlete1", help="athlete id in the recording (csv, trc)")
-    p.add_argument("--source", help="csv: the source, e.g. imu_shank_left, force_left")
-    p.add_argument("--rate", type=float, help="csv: sample rate (default: from the time column)")
-    p.add_argument("--channels", default="ax,ay,az,gx,gy,gz", help="csv IMU channel names")
-    p.add_argument("--accel-unit", default="m/s^2", choices=["m/s^2", "g"], help="csv IMU accelerometer unit")
+    p.add_argument("--athlete", default="athlete1", help="athlete id in the recording (all but bach2022)")
+    p.add_argument("--source", help="csv: the source, e.g. imu_shank_left, force_left (or give --placement)")
+    p.add_argument("--placement", choices=["foot", "shank", "pelvis", "sacrum", "trunk"],
+                   help="csv IMU: where the sensor was worn (with --side, instead of --source)")
+    p.add_argument("--side", choices=["left", "right", "unknown"],
+                   help="csv IMU: the sensor's leg; unknown: imported as right, with a warning")
+    p.add_argument("--rate", type=float, help="csv, text: sample rate in Hz (default: from the time column; "
+                                              "text with a Frame column needs it)")
+    p.add_argument("--channels", default="ax,ay,az,gx,gy,gz",
+                   help="csv IMU channel names in column order; ax..az, gx..gz: 1 or 2 accelerometer axes are "
+                        "padded with zeros")
+    p.add_argument("--accel-unit", default="m/s^2", choices=["m/s^2", "g", "mg"], help="csv IMU accelerometer unit")
     p.add_argument("--gyro-unit", default="rad/s", choices=["rad/s", "deg/s"], help="csv IMU gyroscope unit")
-    p.add_argument("--axes", help="csv IMU axes, e.g. x=forward,y=left,z=up")
+    p.add_argument("--axes", help="csv IMU axes, e.g. x=forward,y=left,z=up (two are enough; or --up/--forward)")
     p.add_argument("--meta", help="csv: a device meta JSON file (insoles need one)")
-    p.add_argument("--up", help="trc, qtm, c3d: axis pointing up, e.g. +z or -y (default trc +y, else +z)")
-    p.add_argument("--forward", help="trc, qtm, c3d: running direction axis (default trc +x, else +y)")
+    p.add_argument("--unit", choices=["mm", "cm", "m"],
+                   help="text: marker unit when the file does not say (default mm)")
+    p.add_argument("--up", help="axis pointing up, e.g. +z or -y (trc default +y, text/qtm/c3d +z); csv IMU: the "
+                                "sensor axis pointing up")
+    p.add_argument("--forward", help="running direction axis (trc default +x, text/qtm/c3d +y); csv IMU: the "
+                                     "sensor axis pointing forward")
+    p.add_argument("--markers", metavar="MAP", help="text, trc, qtm, c3d: a TOML or JSON file naming the marker of "
+                                                    "each role per side (default: recognised from the names)")
+    p.add_argument("--body-mass", type=float, metavar="KG", help="the subject's body mass in kg (used by analyze)")
+    p.add_argument("--leg-length", type=float, metavar="M",
+                   help="the subject's leg length (greater trochanter to floor) in m")
+    p.add_argument("--height", type=float, metavar="M",
+                   help="the subject's height in m (gives the leg length, 0.53 x height, when it is not given)")
     p.add_argument("--force", nargs="+", help="qtm: the force exports (NAME_f_1.tsv ...), one per plate or belt: "
                                               "contacts become truth")
     p.add_argument("--force-threshold", type=float,

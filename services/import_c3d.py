@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from poserun.recording import RecordedMessage
-from poserun.services.import_qtm import THRESHOLD_N, foot_markers, plate_truth, vertical_force
+from poserun.services.import_qtm import THRESHOLD_N, plate_truth, vertical_force
+from poserun.services.import_roles import foot_indices, resolve
 from poserun.services.importer import ImportError_, marker_messages
 
 UNITS = {"mm": 0.001, "cm": 0.01, "m": 1.0}
@@ -82,21 +83,24 @@ def _vertical_channel(analog: np.ndarray, channels: np.ndarray, plate_type: int,
 
 
 def import_c3d(path: str | Path, *, session: str, athlete: str, up: str = "+z", forward: str = "+y",
-               threshold_n: float = THRESHOLD_N, frame_ms: float = 10.0
+               threshold_n: float = THRESHOLD_N, markers: str | Path | None = None, frame_ms: float = 10.0
                ) -> tuple[list[RecordedMessage], dict[str, object]]:
-    """The recording's messages, and what was found (markers, loaded plates, contacts per foot)."""
+    """The recording's messages, and what was found (markers, roles, loaded plates, contacts per foot)."""
     d = read_c3d(path)
     times, xyz, names, rate = d["times"], d["xyz"], d["names"], d["rate"]
     assert isinstance(times, np.ndarray) and isinstance(xyz, np.ndarray) and isinstance(names, list)
+    roles = resolve(names, markers)
     messages = marker_messages(session, athlete, times, xyz, names, float(rate), up=up,  # type: ignore[arg-type]
-                               forward=forward, device=f"C3D markers from {Path(path).name}", frame_ms=frame_ms)
+                               forward=forward, roles=roles, device=f"C3D markers from {Path(path).name}",
+                               frame_ms=frame_ms)
     plates = d["plates"]
     assert isinstance(plates, list)
     loaded = [k + 1 for k, fz in enumerate(plates) if np.nanmax(np.abs(fz)) > threshold_n]
-    info: dict[str, object] = {"markers": len(names), "rate_hz": rate, "plates": loaded, "contacts": {}}
+    info: dict[str, object] = {"markers": len(names), "rate_hz": rate, "plates": loaded, "contacts": {},
+                               "roles": roles}
     if not loaded:
         return messages, info
-    feet = foot_markers(names)
+    feet = foot_indices(names, roles)
     if len(feet) < 2:
         raise ImportError_(f"{path}: no heel, toe or ankle markers on both sides to tell the feet apart")
     f_rate, f_times = d["f_rate"], d["f_times"]

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from poserun.recording import RecordedMessage
+from poserun.services.import_roles import foot_indices, resolve
 from poserun.services.importer import ImportError_, force_contacts, marker_messages
 from poserun.wire import meta as wm
 from poserun.wire import topics
@@ -171,13 +172,15 @@ def stance_foot(xyz: np.ndarray, up: int, up_sign: float, feet: dict[str, list[i
 
 
 def import_qtm(path: str | Path, force_paths: list[str | Path], *, session: str, athlete: str, up: str = "+z",
-               forward: str = "+y", threshold_n: float = THRESHOLD_N, frame_ms: float = 10.0
-               ) -> tuple[list[RecordedMessage], dict[str, object]]:
-    """The recording's messages, and what was found (marker count, plates, contacts per foot)."""
+               forward: str = "+y", threshold_n: float = THRESHOLD_N, markers: str | Path | None = None,
+               frame_ms: float = 10.0) -> tuple[list[RecordedMessage], dict[str, object]]:
+    """The recording's messages, and what was found (marker count, roles, plates, contacts per foot)."""
     times, xyz, names, rate = read_qtm_markers(path)
-    messages = marker_messages(session, athlete, times, xyz, names, rate, up=up, forward=forward,
+    roles = resolve(names, markers)
+    messages = marker_messages(session, athlete, times, xyz, names, rate, up=up, forward=forward, roles=roles,
                                device=f"QTM markers from {Path(path).name}", frame_ms=frame_ms)
-    info: dict[str, object] = {"markers": len(names), "rate_hz": rate, "plates": [], "contacts": {}}
+    info: dict[str, object] = {"markers": len(names), "rate_hz": rate, "plates": [], "contacts": {},
+                               "roles": roles}
     if not force_paths:
         return messages, info
     plates, f_rate, f_times = [], None, None
@@ -191,10 +194,10 @@ def import_qtm(path: str | Path, force_paths: list[str | Path], *, session: str,
         info["plates"].append(name)  # type: ignore[attr-defined]
     assert f_rate is not None and f_times is not None
     vgrf = vertical_force(plates, f_rate)
-    feet = foot_markers(names)
+    feet = foot_indices(names, roles)
     if len(feet) < 2:
         raise ImportError_(f"{path}: no heel, toe or ankle markers on both sides to tell the feet apart "
-                           f"(found {sorted(feet)})")
+                           f"(found {sorted(feet)}; name them in --markers)")
     truth, info["contacts"] = plate_truth(session, athlete, f_times, vgrf, f_rate, times, xyz, feet, up, threshold_n)
     return messages + truth, info
 

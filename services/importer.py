@@ -3,7 +3,9 @@
 Formats: a CSV per stream (time + channels), a TRC marker table (OpenSim /
 motion-capture export), and the Bach et al. (2022) shank-accelerometer and
 force-plate dataset (``shared/data/real/bach2022``), whose force plate
-becomes a ``force_*`` stream plus truth events at a 50 N threshold.
+becomes a ``force_*`` stream plus truth events at a 50 N threshold. The
+other formats have modules of their own (``import_*.py``); every marker
+format goes through :func:`marker_messages`.
 """
 
 from __future__ import annotations
@@ -183,18 +185,33 @@ def read_trc(path: str | Path) -> tuple[np.ndarray, np.ndarray, list[str], float
     return np.asarray(times, dtype=np.int64), arr, names, rate, units
 
 
-def import_trc(path: str | Path, *, session: str, athlete: str, up: str = "+y",
-               forward: str = "+x", frame_ms: float = 10.0) -> list[RecordedMessage]:
-    """Markers become a ``keypoints`` source (schema ``markers``, x y z in m + confidence)."""
-    times, xyz, names, rate, _ = read_trc(path)
-    return marker_messages(session, athlete, times, xyz, names, rate, up=up, forward=forward,
-                           device=f"markers from {Path(path).name}", frame_ms=frame_ms)
+def import_trc(path: str | Path, *, session: str, athlete: str, up: str = "+y", forward: str = "+x",
+               markers: str | Path | None = None, frame_ms: float = 10.0
+               ) -> tuple[list[RecordedMessage], dict[str, Any]]:
+    """Markers become a ``keypoints`` source (schema ``markers``, x y z in m + confidence); and what was
+    found (marker count, rate, roles, a unit warning)."""
+    from poserun.services.import_roles import resolve
+
+    times, xyz, names, rate, units = read_trc(path)
+    roles = resolve(names, markers)
+    info: dict[str, Any] = {"markers": len(names), "rate_hz": rate, "roles": roles,
+                            "warning": height_warning(xyz, up, units)}
+    return marker_messages(session, athlete, times, xyz, names, rate, up=up, forward=forward, roles=roles,
+                           device=f"markers from {Path(path).name}", frame_ms=frame_ms), info
 
 
 def marker_messages(session: str, athlete: str, times: np.ndarray, xyz: np.ndarray, names: list[str], rate: float,
-                    *, up: str, forward: str, device: str, frame_ms: float = 10.0) -> list[RecordedMessage]:
+                    *, up: str, forward: str, device: str, roles: Any = None,
+                    frame_ms: float = 10.0) -> list[RecordedMessage]:
     """3-D markers (n, markers, 3) in m, NaN for a gap, as a ``keypoints`` source: its meta (schema
-    ``markers``, the lab's axes) and frames of x y z and a confidence of 1, or 0 for a gap."""
+    ``markers``, the lab's axes) and frames of x y z and a confidence of 1, or 0 for a gap. The role
+    markers (``roles``, else recognised from the names) are renamed for the processor
+    (:func:`poserun.services.import_roles.apply_roles`)."""
+    from poserun.services.import_roles import apply_roles, recognise
+
+    if up[-1:] not in ("x", "y", "z") or forward[-1:] not in ("x", "y", "z") or up[-1] == forward[-1]:
+        raise ImportError_(f"--up {up} and --forward {forward} must be two different axes, e.g. +z and +y")
+    names, xyz = apply_roles(names, xyz, roles if roles is not None else recognise(names))
     present = np.isfinite(xyz).all(axis=2)
     data = np.concatenate([np.nan_to_num(xyz, nan=0.0), present[..., None].astype(float)], axis=2)
     meta = wm.KeypointMeta(
@@ -204,6 +221,57 @@ def marker_messages(session: str, athlete: str, times: np.ndarray, xyz: np.ndarr
     return [meta_message(session, athlete, meta, int(times[0]) if len(times) else 0),
             *frames_from_table(session, athlete, "keypoints", times,
                                data.reshape(len(times), -1), frame_ms=frame_ms)]
+
+
+#: the span of marker heights (m) a runner's marker set can have: feet only (a few cm of swing) to the
+#: whole body on a raised treadmill; a span outside it is the unit off by 1000 (mm read as m or back)
+HEIGHT_SPAN_M = (0.02, 5.0)
+
+
+def height_warning(xyz_m: np.ndarray, up: str, unit: str) -> str | None:
+    """A sentence when the markers' heights (after reading them as ``unit``) span an implausible range."""
+    if up[-1:] not in ("x", "y", "z") or xyz_m.size == 0:
+        return None
+    h = xyz_m[..., "xyz".index(up[-1])]
+    h = h[np.isfinite(h)]
+    if len(h) < 2:
+        return None
+    span = float(np.percentile(h, 99) - np.percentile(h, 1))
+    if HEIGHT_SPAN_M[0] <= span <= HEIGHT_SPAN_M[1]:
+        return None
+    other = "m" if span < HEIGHT_SPAN_M[0] else "mm"
+    return (f"the markers' heights span {span:.3g} m read as {unit}: implausible for a runner; is the file in "
+            f"{other}? (--unit {other}; or another up axis, --up)")
+
+
+def athlete_entry(athlete: str, *, body_mass_kg: float | None = None, leg_length_m: float | None = None,
+                  height_m: float | None = None, **extra: Any) -> dict[str, Any]:
+    """The ``poserun.athletes`` entry of an imported subject (read by ``analyze`` and ``validate``).
+    Without a leg length, a height gives one: greater trochanter height = 0.530 x stature (Winter's
+    segment proportions). Values outside the processor's ranges are refused here, not at analysis."""
+    from poserun.settings import AthleteSettings
+
+    entry: dict[str, Any] = {"id": athlete}
+    if height_m is not None:
+        if not 1.0 <= height_m <= 2.5:
+            raise ImportError_(f"--height {height_m:g}: give the stature in metres (1.0-2.5)")
+        entry["height_m"] = height_m
+        if leg_length_m is None:
+            leg_length_m = round(0.530 * height_m, 3)
+            entry["leg_length_from"] = "0.530 x height"
+    if body_mass_kg is not None:
+        entry["body_mass_kg"] = body_mass_kg
+    if leg_length_m is not None:
+        entry["leg_length_m"] = leg_length_m
+    known = {k: entry[k] for k in ("body_mass_kg", "leg_length_m") if k in entry}
+    try:
+        AthleteSettings(id=athlete, **known)
+    except ValueError as exc:
+        first = exc.errors()[0] if hasattr(exc, "errors") else {"loc": ("?",), "msg": str(exc)}
+        flag = {"body_mass_kg": "--body-mass", "leg_length_m": "--leg-length", "id": "--athlete"}.get(
+            str(first["loc"][0]), str(first["loc"][0]))
+        raise ImportError_(f"{flag}: {first['msg']}") from None
+    return {**entry, **{k: v for k, v in extra.items() if v is not None}}
 
 
 # --------------------------------------------------------------- bach2022

@@ -72,9 +72,10 @@ Frame#\tTime\tRHEE\t\t\tRTOE\t\t
 def test_trc_markers_become_keypoints(tmp_path: Path) -> None:
     f = tmp_path / "run.trc"
     f.write_text(TRC)
-    msgs = importer.import_trc(f, session="lab", athlete="p1", up="+y")
+    msgs, info = importer.import_trc(f, session="lab", athlete="p1", up="+y")
     meta = wm.parse_meta(msgs[0].payload)
-    assert isinstance(meta, wm.KeypointMeta) and meta.names == ["RHEE", "RTOE"]
+    assert isinstance(meta, wm.KeypointMeta) and meta.names == ["right_heel", "right_toe"]  # roles, renamed
+    assert info["roles"].get("right", "heel") == ["RHEE"] and info["markers"] == 2
     assert meta.dims == "xyzc" and meta.unit == "m" and meta.camera.up_axis == "+y"
     data = np.concatenate([decode(m.payload).data for m in msgs[1:]])
     np.testing.assert_allclose(data[0], [0.1, 0.05, 0.01, 1, 0.3, 0.04, 0.012, 1], atol=1e-6)
@@ -135,7 +136,7 @@ def test_motion_capture_markers_drive_the_processor(tmp_path: Path) -> None:
         lines.append("\t".join(row))
     f = tmp_path / "run.trc"
     f.write_text("\n".join(lines) + "\n")
-    msgs = importer.import_trc(f, session="lab", athlete="p1", up="+z", forward="+x")
+    msgs, _ = importer.import_trc(f, session="lab", athlete="p1", up="+z", forward="+x")
     svc = FusionService(Settings(), session="lab")
     recs = []
     for m in sorted(msgs, key=lambda m: (m.log_time_ns, not m.retain)):
