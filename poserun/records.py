@@ -1,44 +1,61 @@
-"""The records poserun emits, as pydantic models (their JSON is the wire form).
+"""The records poserun emits, as pydantic models derived from ``processors/records.py``.
 
-The service builds records as plain dicts on the hot path; these models
-define and document them and validate them in tests and in consumers.
+The processor builds records as plain dicts on the hot path, typed by the ``TypedDict``s
+of ``poserun.processors.records``, the one source of truth. The models here are made from
+those (same keys, same types, no other key allowed) to validate records in tests and in
+consumers, and to give the JSON schema (:func:`json_schema`).
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import types
+import typing
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
-
-class _Record(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    session: str
-    athlete: str
-    foot: Literal["left", "right"]
-    ic_ns: int = Field(description="initial contact on the athlete's time base (gateway clock), ns")
-    emitted_ns: int | None = Field(None, description="wall clock when poserun emitted the record")
+from poserun.processors import records as schema
 
 
-class LandingRecord(_Record):
-    """Emitted as soon as an initial contact is certain (drives haptic cues)."""
-
-    type: Literal["landing"]
-    source: str
-    step: int
+def _is_typed_dict(t: Any) -> bool:
+    return isinstance(t, type) and hasattr(t, "__required_keys__")
 
 
-class StanceRecord(_Record):
-    """Emitted at toe-off with the stance's metrics; null where no source supports one."""
+def _convert(hint: Any) -> Any:
+    """A hint with any nested ``TypedDict`` made a model (pydantic reads ``typing.TypedDict``
+    only from Python 3.12)."""
+    if _is_typed_dict(hint):
+        return _model(hint, hint.__name__)
+    args = typing.get_args(hint)
+    if args and isinstance(hint, types.UnionType):
+        out = _convert(args[0])
+        for a in args[1:]:
+            out = out | _convert(a)
+        return out
+    return hint
 
-    type: Literal["stance"]
-    to_ns: int
-    support_time_s: Annotated[float, Field(gt=0)]
-    flight_time_s: float | None = None
-    cadence_spm: float | None = None
-    peak_force_bw: float | None = None
-    sources: list[str]
+
+def _model(td: type, name: str) -> type[BaseModel]:
+    hints = typing.get_type_hints(td)  # NotRequired stripped: the optional keys are below
+    fields: dict[str, Any] = {}
+    for key, raw in hints.items():
+        hint = _convert(raw)
+        if key in td.__required_keys__:  # type: ignore[attr-defined]
+            fields[key] = (hint, ...)
+        else:
+            fields[key] = (hint | None, None)
+    model = create_model(name, __config__=ConfigDict(extra="forbid"), **fields)
+    model.__doc__ = td.__doc__
+    return model
 
 
-Record = Annotated[LandingRecord | StanceRecord, Field(discriminator="type")]
+LandingRecord = _model(schema.LandingRecord, "LandingRecord")
+StanceRecord = _model(schema.StanceRecord, "StanceRecord")
+Record = Annotated[LandingRecord | StanceRecord, Field(discriminator="type")]  # type: ignore[valid-type]
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON schema of a record (landing or stance), for consumers of the sinks."""
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(Record).json_schema()

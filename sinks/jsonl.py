@@ -10,21 +10,28 @@ from typing import Any, TextIO
 from poserun.sinks.base import Record
 
 
+def _num(value: object, spec: str, width: int) -> str:
+    """A number in ``spec``, or a dash of the same width where the record has none (a metric no
+    source supports is null: a stance without an insole has no peak force)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return format(value, spec)
+    return "-".center(width)
+
+
 def describe(rec: Record, names: dict[str, str] | None = None) -> str:
-    """One human line for a record (used by the demo)."""
-    who = rec.get("athlete", "?")
+    """One human line for a record (the ``text`` format)."""
+    who = str(rec.get("athlete", "?"))
     if names and who in names:
         who = f"{who} {names[who]}"
     foot = "L" if rec.get("foot") == "left" else "R"
     if rec.get("type") == "landing":
-        return f"{who:<24} {foot} landing  step {rec.get('step')}"
-    cad = rec.get("cadence_spm")
-    flight = rec.get("flight_time_s")
+        forced = "  FORCED" if rec.get("forced_landing") else ""
+        return f"{who:<24} {foot} landing  step {rec.get('step')}{forced}"
     return (
-        f"{who:<24} {foot} stance   support {rec.get('support_time_s', 0):.3f} s"
-        f"  flight {'  -  ' if flight is None else f'{flight:.3f}'} s"
-        f"  cadence {'  - ' if cad is None else f'{cad:.0f}'} spm"
-        f"  peak {rec.get('peak_force_bw', 0):.2f} BW"
+        f"{who:<24} {foot} stance   support {_num(rec.get('support_time_s'), '.3f', 5)} s"
+        f"  flight {_num(rec.get('flight_time_s'), '.3f', 5)} s"
+        f"  cadence {_num(rec.get('cadence_spm'), '.0f', 3)} spm"
+        f"  peak {_num(rec.get('peak_force_bw'), '.2f', 4)} BW"
     )
 
 

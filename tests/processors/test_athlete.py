@@ -124,9 +124,10 @@ def test_state_stays_bounded_over_a_long_session() -> None:
         for m in sorted(msgs, key=lambda m: m.at_ns):
             fr = decode(m.payload)
             state.push(m.topic.rsplit("/", 1)[1], fr.times_ns(), np.array(fr.data))
-        sizes.append((len(state._pending), state._kp_ring.size, state._insole_ring["left"].size,
-                      state._imu["left"].ring.size, len(state._landing),
-                      sum(len(src.times) for src in state._src.values())))
+        assert state.camera is not None
+        sizes.append((len(state._pending), state.camera.ring.size, state.insoles["left"].ring.size,
+                      state.imus["left"].ring.size, len(state._landing),
+                      sum(len(s.times) for s in state._streams.values())))
     late = np.array(sizes[30:])
     early = np.array(sizes[5:30])
     assert (late.max(axis=0) <= early.max(axis=0) * 1.05 + 2).all()

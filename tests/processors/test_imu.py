@@ -87,7 +87,7 @@ def test_any_samples_never_crash(rows: list[list[float]]) -> None:
 def test_fused_kernel_equals_the_separate_steps(cuts: list[int], unit: str, with_gyro: bool, dtype: type) -> None:
     """The athlete's one-call IMU path (axes and units, strapdown, events) against the three
     steps it fuses, run on the whole trace in numpy and the separate kernels."""
-    from poserun.processors.athlete import _Imu
+    from poserun.processors.sources import FootImuSource
 
     _, t, imu = sim("forced_lander", 8.0)
     axes = {"x": "down", "y": "left", "z": "forward"}
@@ -98,15 +98,15 @@ def test_fused_kernel_equals_the_separate_steps(cuts: list[int], unit: str, with
     if not with_gyro:
         raw = raw[:, :3]
     raw = raw.astype(dtype)  # (frames carry float32)
-    ref = _Imu(axes, unit, "rad/s", FootImu(400), FootEvents())
+    ref = FootImuSource("left", axes, unit, "rad/s", FootImu(400), FootEvents())
     body = ref.to_body(raw)
     vz, still, dev, awz = ref.strapdown.update(t, body)
     ev_want = ref.events.update(t, awz, vz, body[:, 4], still)
-    fused = _Imu(axes, unit, "rad/s", FootImu(400), FootEvents())
+    fused = FootImuSource("left", axes, unit, "rad/s", FootImu(400), FootEvents())
     edges = sorted({c for c in cuts if c < len(t)})
-    evs = [fused.update(t[a:b], raw[a:b])
-           for a, b in zip([0, *edges], [*edges, len(t)], strict=True)]
-    np.testing.assert_allclose(np.concatenate(evs), ev_want, rtol=1e-9, atol=1e-6)
+    evs = [rows for a, b in zip([0, *edges], [*edges, len(t)], strict=True)
+           for _foot, rows in fused.feed(t[a:b], raw[a:b])]
+    np.testing.assert_allclose(np.concatenate(evs) if evs else np.empty((0, 4)), ev_want, rtol=1e-9, atol=1e-6)
     got_t, cols = fused.ring.window(t[0], t[-1])
     np.testing.assert_array_equal(got_t, t)
     np.testing.assert_allclose(cols, np.column_stack((vz, still, dev, awz)), rtol=1e-9, atol=1e-9)

@@ -1,0 +1,103 @@
+"""Which source times each foot, and which of its events become records.
+
+A foot may be timed by several sources; they take turns by priority (insole, foot IMU,
+shank IMU, camera, pelvis/sacrum IMU): the first whose data is fresh, within ``STALE_NS``
+of the newest sample of any source, times the foot; one that drops out hands over to the
+next and takes over again when it returns. Events of the other sources are ignored here
+(they serve clock alignment). An IC seen again after a hand-over, and a TO whose IC another
+source timed, are counted and dropped, so a contact gives one landing and one stance.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+
+from poserun.processors.contact import EV_IC, EV_SHORT, EV_TO
+
+STALE_NS = 300e6  # a timing source with no data for this long hands over to the next
+DUPLICATE_NS = 250e6  # two ICs of one foot closer than this are the same contact
+TO_MATCH_NS = 30e6  # a TO belongs to the foot's last IC when its IC column is this close
+REJUDGE_NS = 20e6  # the active source is judged afresh every this much data time
+
+
+@dataclass
+class Pending:
+    """A record to be: a landing at IC, or a stance at TO, waiting for its supporting data."""
+
+    kind: str  # "landing" or "stance"
+    foot: str
+    ic_ns: float
+    to_ns: float = math.nan
+    source: str = "insole"  # the kind of source that timed it
+    peak: float = math.nan  # a stance: the TO row's peak
+    impact: float = math.nan  # a stance timed by a shank: its impact's dynamic acceleration, m/s^2
+
+
+def source_name(kind: str, foot: str) -> str:
+    """The stream (topic source) of a timing source kind for a foot."""
+    if kind == "camera":
+        return "keypoints"
+    if kind == "imu_pelvis":
+        return "imu_pelvis"
+    return {"insole": "insole_", "imu": "imu_foot_", "imu_shank": "imu_shank_"}[kind] + foot
+
+
+class Timing:
+    """The active source per foot, and the events it accepts (as :class:`Pending` records)."""
+
+    def __init__(self) -> None:
+        self.candidates: dict[str, list[tuple[str, str]]] = {}  # foot -> [(kind, stream)] by priority
+        self.warnings: Counter[str] = Counter()
+        self._cache: dict[str, tuple[float, str | None]] = {}
+        self._ic: dict[str, float] = {}  # the last accepted IC per foot
+        self._to_of: dict[str, float] = {}  # the IC of the last accepted TO per foot
+        self._impact: dict[str, tuple[int, float]] = {}  # the last shank IC per foot and its peak
+
+    def set_candidates(self, candidates: dict[str, list[tuple[str, str]]]) -> None:
+        self.candidates = candidates
+        self._cache = {}
+
+    def active(self, foot: str, clocks: dict[str, float], newest: float) -> str | None:
+        """The kind of source timing ``foot`` now (``clocks``: each stream's newest sample on the
+        athlete's time base; ``newest``: the newest of all)."""
+        cached = self._cache.get(foot)
+        if cached is not None and newest - cached[0] < REJUDGE_NS:
+            return cached[1]
+        cands = self.candidates.get(foot) or []
+        kind = cands[0][0] if cands else None
+        for k, stream in cands:
+            clock = clocks.get(stream)
+            if clock is not None and clock >= newest - STALE_NS:
+                kind = k
+                break
+        self._cache[foot] = (newest, kind)
+        return kind
+
+    def accept(self, foot: str, rows: np.ndarray, kind: str) -> list[Pending]:
+        """The records-to-be of the active source's event rows for ``foot``."""
+        out: list[Pending] = []
+        for ev, t_ns, ic_ns, peak in rows:
+            if ev == EV_IC:
+                last = self._ic.get(foot)
+                if last is not None and ic_ns - last < DUPLICATE_NS:
+                    self.warnings["duplicate_ic"] += 1  # the same contact seen again after a hand-over
+                    continue
+                self._ic[foot] = ic_ns
+                out.append(Pending("landing", foot, ic_ns, source=kind))
+                if kind == "imu_shank":
+                    self._impact[foot] = (int(ic_ns), float(peak))
+            elif ev == EV_TO:
+                if abs(ic_ns - self._ic.get(foot, -1e30)) > TO_MATCH_NS or self._to_of.get(foot) == ic_ns:
+                    self.warnings["unmatched_to"] += 1  # its IC was timed by another source
+                    continue
+                self._to_of[foot] = ic_ns
+                impact = self._impact.pop(foot, None)
+                shank = impact[1] if impact is not None and impact[0] == int(ic_ns) else math.nan
+                out.append(Pending("stance", foot, ic_ns, t_ns, kind, peak, shank))
+            elif ev == EV_SHORT:
+                self.warnings["short_contact"] += 1
+        return out

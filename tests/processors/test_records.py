@@ -1,0 +1,52 @@
+"""Every record the processor emits has exactly the keys of processors/records.py, and the
+pydantic models and JSON schema derived from it agree with it."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from poserun.processors.records import KEYS, REQUIRED
+from poserun.records import LandingRecord, StanceRecord, json_schema
+from poserun.services.validate import SUBSETS, run_session
+
+MODELS = {"landing": LandingRecord, "stance": StanceRecord}
+
+
+@pytest.fixture(scope="module")
+def records() -> list[dict]:
+    out: list[dict] = []
+    for sensors in (SUBSETS["all sensors"], SUBSETS["sacrum IMU only"], ["imu_foot_left", "insole_right"]):
+        recs, _truth, _profiles = run_session(sensors, 4.0, 11, per_profile=1)
+        out += recs
+    return out
+
+
+def test_emitted_keys_are_the_schema(records: list[dict]) -> None:
+    seen: dict[str, set[str]] = {"landing": set(), "stance": set()}
+    for r in records:
+        kind = r["type"]
+        keys = set(r)
+        assert keys <= KEYS[kind], f"{kind} keys not in processors/records.py: {sorted(keys - KEYS[kind])}"
+        assert REQUIRED[kind] <= keys, f"{kind} record lacks {sorted(REQUIRED[kind] - keys)}"
+        seen[kind] |= keys
+        MODELS[kind].model_validate(r)  # types too
+    for kind in seen:  # and no key in the schema that nothing emits
+        assert seen[kind] == KEYS[kind], f"{kind}: never emitted {sorted(KEYS[kind] - seen[kind])}"
+
+
+def test_models_are_made_from_the_typed_dicts() -> None:
+    for kind, model in MODELS.items():
+        assert set(model.model_fields) == KEYS[kind]
+        assert {k for k, f in model.model_fields.items() if f.is_required()} == REQUIRED[kind]
+    schema = json_schema()
+    assert {d["title"] for d in schema["$defs"].values()} >= {"LandingRecord", "StanceRecord", "PressureMap"}
+
+
+def test_a_key_outside_the_schema_is_refused(records: list[dict]) -> None:
+    stance = next(r for r in records if r["type"] == "stance")
+    with pytest.raises(ValidationError):
+        StanceRecord.model_validate({**stance, "support_time": 0.2})
+    missing = {k: v for k, v in stance.items() if k != "cadence_spm"}
+    with pytest.raises(ValidationError):
+        StanceRecord.model_validate(missing)
