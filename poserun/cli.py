@@ -213,10 +213,25 @@ def _progress_bar(stream: Any) -> Any:
     return bar
 
 
+#: options of ``poserun import`` that only some formats take (the others refuse them)
+IMPORT_ONLY = {
+    "--source": ("csv",), "--placement": ("csv",), "--side": ("csv",), "--axes": ("csv",), "--meta": ("csv",),
+    "--rate": ("csv", "text"), "--unit": ("text",), "--markers": ("text", "trc", "qtm", "c3d"),
+    "--up": ("csv", "text", "trc", "qtm", "c3d"), "--forward": ("csv", "text", "trc", "qtm", "c3d"),
+    "--force": ("qtm",), "--force-threshold": ("qtm", "c3d"), "--running-only": ("bach2022",),
+    "--body-mass": ("csv", "text", "trc", "qtm", "c3d"), "--leg-length": ("csv", "text", "trc", "qtm", "c3d"),
+    "--height": ("csv", "text", "trc", "qtm", "c3d"),
+}
+
+
 def cmd_import(args: argparse.Namespace) -> int:
     from poserun.services import importer
 
     session = args.session or ("bach2022" if args.format == "bach2022" else "lab")
+    for flag, formats in IMPORT_ONLY.items():
+        value = getattr(args, flag.lstrip("-").replace("-", "_"))
+        if value not in (None, False) and args.format not in formats:
+            raise importer.ImportError_(f"{flag} is for import {' or '.join(formats)}, not {args.format}")
 
     def say(text: str) -> None:
         print(f"poserun import: {text}", file=sys.stderr)

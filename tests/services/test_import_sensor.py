@@ -184,3 +184,14 @@ def test_meta_topic_and_truthless_import(tmp_path: Path) -> None:
     out = run(tmp_path, f, "--placement", "foot", "--side", "left", "--channels", "ax,ay,az")
     first = next(read_messages(out))
     assert topics.parse(first.topic).source == "imu_foot_left" and json.loads(first.payload)["placement"] == "foot"
+
+
+@pytest.mark.parametrize(("fmt", "flags", "needle"), [
+    ("csv", ["--markers", "m.toml"], "--markers is for import text or trc or qtm or c3d, not csv"),
+    ("trc", ["--unit", "m"], "--unit is for import text, not trc"),
+    ("bach2022", ["--body-mass", "70"], "--body-mass is for import csv"),
+])
+def test_options_a_format_does_not_take_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str], fmt: str,
+                                                    flags: list[str], needle: str) -> None:
+    assert main(["import", fmt, str(tmp_path / "in"), "-o", str(tmp_path / "x.mcap"), *flags]) == 2
+    assert needle in capsys.readouterr().err
