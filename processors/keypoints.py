@@ -30,7 +30,8 @@ _NAMES = {(side, j): f"{side}_{j}" for side in ("left", "right") for j in JOINTS
 _MARKERS: dict[str, list[list[str]]] = {
     "hip": [["HIP"], ["GT"], ["TRO"], ["ASI", "PSI"], ["ASIS", "PSIS"], ["ASI"], ["ASIS"]],
     "knee": [["KNE"], ["KNEE"], ["LEK"], ["KJC"], ["FLE"], ["LFE"], ["LEPI"], ["EPI"]],
-    "ankle": [["ANK"], ["ANKLE"], ["LM"], ["LMAL"], ["MAL"], ["AJC"]],
+    # (a heel marker stands in for a missing ankle: the foot's lowest rear point, it lands first)
+    "ankle": [["ANK"], ["ANKLE"], ["LM"], ["LMAL"], ["MAL"], ["AJC"], ["HEE"], ["HEEL"], ["CAL"], ["CALC"]],
     "shoulder": [["SHO"], ["SHOULDER"], ["ACR"], ["ACROMION"], ["SH"]],
 }
 
@@ -47,10 +48,11 @@ def _by_tokens(names: list[str]) -> dict[tuple[str, str], int]:
     return out
 
 
-def _marker_groups(names: list[str]) -> list[list[int]] | None:
-    """The markers of each joint (``_MARKERS``), left then right; None when a joint has none. A name
-    matches exactly (``LKNE``, ``KNEE_R``, ``LeftKnee``), or by its first word after a side word when that
-    word is an alias of four letters or more or starts with one (``R_kneejoint_LA``: knee)."""
+def _marker_groups(names: list[str]) -> list[list[int]]:
+    """The markers of each joint (``_MARKERS``), left then right; an empty list for a joint the set
+    lacks. A name matches exactly (``LKNE``, ``KNEE_R``, ``LeftKnee``), or by its first word after a
+    side word when that word is an alias of four letters or more or starts with one
+    (``R_kneejoint_LA``: knee)."""
     upper = {n.upper().replace("_", "").replace(".", "").replace(" ", ""): i for i, n in enumerate(names)}
     words = _by_tokens(names)
     groups: list[list[int]] = []
@@ -72,15 +74,15 @@ def _marker_groups(names: list[str]) -> list[list[int]] | None:
                 if len(idx) == len(alias):
                     found = idx
                     break
-            if found is None:
-                return None
-            groups.append(found)
+            groups.append(found or [])
     return groups
 
 
 _AXIS = {"x": 0, "y": 1, "z": 2}
 # toe markers (the forefoot's tip: it leaves the ground last), best first; MediaPipe's foot_index
-_TOES = ("TOE", "TOE1", "HALLUX", "FOOTINDEX", "FOOT_INDEX")
+# and, where a set has no toe marker, the first or fifth metatarsal head (the forefoot, which
+# leaves the ground just before the toe tip)
+_TOES = ("TOE", "TOE1", "HALLUX", "FOOTINDEX", "FOOT_INDEX", "MT1", "MT2", "MET1", "P1MT", "MT5", "MET5", "P5MT")
 
 
 def _toe_markers(names: list[str]) -> tuple[int, int] | None:
@@ -120,16 +122,17 @@ class KeypointLayout:
     def from_meta(cls, names: list[str], dims: str, unit: str, scale_m_per_px: float,
                   origin_px: tuple[float, float], y_axis: str, view: str,
                   up_axis: str | None = None, forward_axis: str | None = None) -> KeypointLayout | None:
-        """``None`` when the keypoint set lacks hips, knees, ankles or shoulders, or its geometry
-        cannot be put in the sagittal plane (a frontal camera; 3-D markers without axes)."""
+        """``None`` when the keypoint set has no ankle (or heel) on a side, the feet that time the
+        contacts, or its geometry cannot be put in the sagittal plane (a frontal camera; 3-D markers
+        without axes). A joint the set lacks (no shoulders in a lower-body marker set) is NaN in
+        every frame: the contacts are timed all the same, the metrics that need it are None."""
         pos = {n: i for i, n in enumerate(names)}
-        if all(_NAMES[(side, j)] in pos for side in ("left", "right") for j in JOINTS):
-            groups = [[pos[_NAMES[(side, j)]]] for side in ("left", "right") for j in JOINTS]
-        else:
-            found = _marker_groups(names)
-            if found is None:
-                return None
-            groups = found
+        keys = [(side, j) for side in ("left", "right") for j in JOINTS]
+        markers = None if all(_NAMES[k] in pos for k in keys) else _marker_groups(names)
+        groups = [[pos[_NAMES[k]]] if _NAMES[k] in pos else (markers[i] if markers else [])
+                  for i, k in enumerate(keys)]
+        if not groups[JOINTS.index("ankle")] or not groups[len(JOINTS) + JOINTS.index("ankle")]:
+            return None
         scale = {"px": scale_m_per_px, "m": 1.0, "mm": 0.001}[unit]
         if view in ("sagittal_right", "sagittal_left") and dims in ("xyc", "xy"):
             fwd = (0, 1.0 if view == "sagittal_right" else -1.0)
@@ -191,7 +194,10 @@ class KeypointLayout:
             f = np.empty((raw.shape[0], 8))
             u = np.empty((raw.shape[0], 8))
             for j, group in enumerate(self.groups):
-                cols = np.asarray(group) * stride
+                if not group:  # a joint the set lacks
+                    f[:, j] = u[:, j] = np.nan
+                    continue
+                cols = np.asarray(group, dtype=np.int64) * stride
                 fj, uj = raw[:, cols + self.fwd[0]], raw[:, cols + self.up[0]]
                 if conf >= 0:
                     bad = raw[:, cols + conf] < self.min_conf

@@ -163,3 +163,31 @@ def test_a_source_dropping_out_hands_over_and_takes_back() -> None:
     for foot in ("left", "right"):  # never the same contact twice
         ics = sorted(r["ic_ns"] for r in stances if r["foot"] == foot)
         assert np.min(np.diff(ics)) > 0.4e9
+
+
+def test_a_set_without_shoulders_or_hips_still_times_every_contact() -> None:
+    """A lower-body marker set (no shoulders; here not even hips or knees) times the same contacts;
+    the metrics that need the missing joints are null, not the events."""
+    team, blocks = streams(["keypoints"], seconds=8.0, profile="pose")
+    full = feed(new_state(team), blocks)
+    meta = device_meta("keypoints", 60.0)
+    names = list(meta.names)
+    for dropped, kept_metrics in ((("shoulder",), ("overstride_m", "knee_flexion_ic_deg")),
+                                  (("shoulder", "hip", "knee"), ())):
+        keep = [i for i, n in enumerate(names) if not any(n.endswith(j) for j in dropped)]
+        assert len(keep) < len(names)
+        width = len(meta.dims)
+        cols = [i * width + k for i in keep for k in range(width)]
+        spec = team.specs[0]
+        state = AthleteState("a01", AthleteParams(body_mass_kg=spec.body_mass_kg, leg_length_m=spec.leg_length_m))
+        configure(state, meta.model_copy(update={"names": [names[i] for i in keep]}))
+        part = feed(state, [(s, t, d[:, cols], at) for s, t, d, at in blocks])
+        stances = [(r["foot"], r["ic_ns"], r["to_ns"]) for r in part if r["type"] == "stance"]
+        assert stances == [(r["foot"], r["ic_ns"], r["to_ns"]) for r in full if r["type"] == "stance"]
+        assert len(stances) >= 10
+        last = [r for r in part if r["type"] == "stance"][-1]
+        assert last["waist_bend_deg"] is None  # needs the shoulders
+        for k in kept_metrics:
+            assert last[k] is not None
+        if "hip" in dropped:
+            assert last["overstride_m"] is None and "pose_ic" not in last

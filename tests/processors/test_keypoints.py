@@ -69,8 +69,35 @@ def test_a_marker_word_must_be_an_alias_not_a_fragment() -> None:
     from poserun.processors.keypoints import _marker_groups
 
     # "R_shank_TA" must not pass for a knee, nor "L_tibtub" for an ankle: no joint, no layout
-    assert _marker_groups(["R_acr", "L_acr", "R_asis", "L_asis", "R_shank_TA", "L_shank_TA", "R_tibtub",
-                           "L_tibtub"]) is None
+    names = ["R_acr", "L_acr", "R_asis", "L_asis", "R_shank_TA", "L_shank_TA", "R_tibtub", "L_tibtub"]
+    groups = _marker_groups(names)
+    assert groups[1] == groups[2] == groups[5] == groups[6] == []  # knees and ankles
+    assert KeypointLayout.from_meta(names, "xyzc", "m", 1.0, (0, 0), "up", "3d", "+z", "+x") is None
+
+
+LOWER_PIG = ["LASI", "RASI", "LPSI", "RPSI", "LTHI", "RTHI", "LKNE", "RKNE", "LTIB", "RTIB", "LANK", "RANK",
+             "LHEE", "RHEE", "LTOE", "RTOE"]
+RBDS = ["R.ASIS", "L.ASIS", "R.PSIS", "L.PSIS", "R.Knee", "L.Knee", "R.Heel.Bottom", "L.Heel.Bottom",
+        "R.Heel.Top", "L.Heel.Top", "R.MT1", "L.MT1", "R.MT5", "L.MT5"]
+
+
+def test_a_lower_body_marker_set_gives_a_layout_without_shoulders() -> None:
+    lay = KeypointLayout.from_meta(LOWER_PIG, "xyzc", "m", 1.0, (0, 0), "up", "3d", "+z", "+y")
+    assert lay is not None
+    assert lay.groups[3] == lay.groups[7] == ()  # no shoulders
+    assert [LOWER_PIG[i] for i in lay.groups[2]] == ["LANK"] and lay.toes == (14, 15)
+    frame = np.ones((2, len(LOWER_PIG) * 4))
+    pts = lay.to_metric(frame)
+    assert np.isnan(pts[:, 3]).all() and np.isnan(pts[:, 7]).all()
+    assert np.isfinite(pts[:, [0, 1, 2, 4, 5, 6]]).all()
+
+
+def test_a_heel_stands_in_for_a_missing_ankle_and_a_metatarsal_for_the_toe() -> None:
+    lay = KeypointLayout.from_meta(RBDS, "xyzc", "m", 1.0, (0, 0), "up", "3d", "+z", "+y")
+    assert lay is not None
+    assert [RBDS[i] for i in lay.groups[2]] == ["L.Heel.Bottom"]
+    assert [RBDS[i] for i in lay.groups[6]] == ["R.Heel.Bottom"]
+    assert lay.toes is not None and [RBDS[i] for i in lay.toes] == ["L.MT1", "R.MT1"]
 
 
 
