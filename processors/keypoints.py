@@ -80,9 +80,32 @@ def _marker_groups(names: list[str]) -> list[list[int]]:
 
 _AXIS = {"x": 0, "y": 1, "z": 2}
 # toe markers (the forefoot's tip: it leaves the ground last), best first; MediaPipe's foot_index
-# and, where a set has no toe marker, the first or fifth metatarsal head (the forefoot, which
-# leaves the ground just before the toe tip)
-_TOES = ("TOE", "TOE1", "HALLUX", "FOOTINDEX", "FOOT_INDEX", "MT1", "MT2", "MET1", "P1MT", "MT5", "MET5", "P5MT")
+# and, where a set has no toe marker, the first metatarsal head (the medial forefoot, which leaves
+# the ground just before the toe tip; the fifth leaves far earlier, on the Davis run 45 ms)
+_TOES = ("TOE", "TOE1", "HALLUX", "FOOTINDEX", "FOOT_INDEX", "MT1", "MT2", "MET1", "P1MT")
+# the foot's sole points, any of which may touch down first: heel (rearfoot strike), fifth metatarsal
+# head (forefoot strike, lateral side first), first metatarsal, toe; MediaPipe's heel and foot_index
+_SOLE = ("HEE", "HEEL", "CAL", "CALC", "TOE", "TOE1", "HALLUX", "FOOTINDEX", "FOOT_INDEX", "MT1", "MT2", "MT5",
+         "MET1", "MET5", "P1MT", "P5MT")
+
+
+def _sole_markers(names: list[str]) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+    """Every sole marker (``_SOLE``) of the left and right foot, by an exact form (``LHEE``, ``L_toe``,
+    ``left_heel``, ``HEEL_L``) or the first word after a side word (``R.Heel.Bottom``); None unless
+    both feet have one."""
+    found: list[tuple[int, ...]] = []
+    for side, word in (("L", "LEFT"), ("R", "RIGHT")):
+        hits = []
+        for i, n in enumerate(names):
+            key = n.upper().replace(".", "_").replace(" ", "_")
+            words = [w for w in re.split(r"[_.\s-]+", n.upper()) if w]
+            by_word = len(words) >= 2 and words[0] in (side, word) and words[1] in _SOLE
+            if by_word or any(key in (f"{side}_{a}", f"{side}{a}", f"{word}_{a}", f"{a}_{side}") for a in _SOLE):
+                hits.append(i)
+        if not hits:
+            return None
+        found.append(tuple(hits))
+    return found[0], found[1]
 
 
 def _toe_markers(names: list[str]) -> tuple[int, int] | None:
@@ -117,6 +140,7 @@ class KeypointLayout:
     up: tuple[int, float]  # column within a keypoint and sign of up
     min_conf: float = 0.3
     toes: tuple[int, int] | None = None  # the left and right toe marker (toe-off from the toe), if any
+    soles: tuple[tuple[int, ...], tuple[int, ...]] | None = None  # each foot's sole markers (IC), if any
 
     @classmethod
     def from_meta(cls, names: list[str], dims: str, unit: str, scale_m_per_px: float,
@@ -144,7 +168,8 @@ class KeypointLayout:
             origin = (0.0, 0.0)
         else:
             return None
-        return cls(tuple(tuple(g) for g in groups), dims, scale, origin, fwd, up, toes=_toe_markers(names))
+        return cls(tuple(tuple(g) for g in groups), dims, scale, origin, fwd, up, toes=_toe_markers(names),
+                   soles=_sole_markers(names))
 
     def to_metric(self, data: np.ndarray) -> np.ndarray:
         """(n, 8, 2) joint positions in metres (x forward, z up), NaN where not confident."""
@@ -169,6 +194,24 @@ class KeypointLayout:
         if conf >= 0:
             up = np.where(raw[:, cols + conf] < self.min_conf, np.nan, up)
         return up
+
+    def sole_heights(self, data: np.ndarray) -> np.ndarray | None:
+        """(n, 2) height in metres of each foot's lowest sole marker (NaN where none is confident),
+        None without sole markers."""
+        if self.soles is None:
+            return None
+        stride = len(self.dims)
+        raw = np.asarray(data, dtype=np.float64)
+        conf = self.dims.find("c")
+        out = np.empty((raw.shape[0], 2))
+        for f, markers in enumerate(self.soles):
+            cols = np.array(markers, dtype=np.int64) * stride
+            up = self.up[1] * (raw[:, cols + self.up[0]] - self.origin[1]) * self.scale
+            if conf >= 0:
+                up = np.where(raw[:, cols + conf] < self.min_conf, np.nan, up)
+            low = np.where(np.isnan(up), np.inf, up).min(axis=1)
+            out[:, f] = np.where(np.isinf(low), np.nan, low)
+        return out
 
     @cached_property
     def _single_columns(self) -> np.ndarray | None:
@@ -429,15 +472,39 @@ def landing_velocities(times_ns: np.ndarray, pts: np.ndarray, foot: str, ic_ns: 
 # ------------------------------------------------------------------ events
 
 (_K_GROUND, _K_INIT, _K_IN, _K_PREV_T, _K_PREV_Z, _K_HAVE, _K_IC, _K_LAST_TO,
- _K_GROUND_T, _K_INIT_T, _K_PREV_TT, _K_PREV_ZT, _K_HAVE_T, _K_ARMED, _K_LOW_SINCE) = range(15)
-CAM_STATE_SIZE = 15
+ _K_GROUND_T, _K_INIT_T, _K_PREV_TT, _K_PREV_ZT, _K_HAVE_T, _K_ARMED, _K_LOW_SINCE,
+ _K_TOP, _K_DESC, _K_RING_N) = range(18)
+SOLE_RING = 16  # the sole's last samples, searched back for the touchdown (64 ms at 250 Hz, 0.27 s at 60 fps)
+_K_RING = 18  # then (t, z) pairs
+CAM_STATE_SIZE = _K_RING + 2 * SOLE_RING
 
 
 def new_camera_state() -> np.ndarray:
     s = np.zeros(CAM_STATE_SIZE)
     s[_K_LAST_TO] = -1e30
     s[_K_LOW_SINCE] = -1.0
+    s[_K_TOP] = -math.inf
     return s
+
+
+@njit(**JIT)
+def _sole_touchdown(st: np.ndarray, low: float, low_t: float, touch_m: float) -> float:
+    """When the sole, whose descent stopped at ``low`` (at ``low_t``), touched down: the last
+    crossing of ``low + touch_m`` in the ring, carried on to ``low`` at the descent's rate there (a
+    foot lands moving; the threshold only keeps marker noise out), never after ``low_t``. Without
+    such a crossing in the ring (a slow descent), ``low_t``."""
+    n = int(min(st[_K_RING_N], SOLE_RING))
+    level = low + touch_m
+    newer_t, newer_z = low_t, low
+    for k in range(1, n + 1):
+        j = int((st[_K_RING_N] - k) % SOLE_RING)
+        tj, zj = st[_K_RING + 2 * j], st[_K_RING + 2 * j + 1]
+        if zj >= level > newer_z and newer_t > tj:
+            rate = (zj - newer_z) / (newer_t - tj)  # m per ns, > 0 (coming down)
+            cross = tj + (zj - level) / rate
+            return min(cross + touch_m / rate, low_t)
+        newer_t, newer_z = tj, zj
+    return low_t
 
 
 @njit(**JIT)
@@ -458,7 +525,7 @@ def _ground(state: np.ndarray, init: int, level: int, prev_t: int, t: float, z: 
 @njit(**JIT)
 def _camera_step(t: float, zi: float, wi: float, touch_m: float, lift_m: float, ground_drift: float,
                  min_stance_ns: float, min_swing_ns: float, st: np.ndarray, other: np.ndarray, foot: float,
-                 events: np.ndarray, n_ev: int, back_to_ground: bool) -> int:
+                 events: np.ndarray, n_ev: int, back_to_ground: bool, sole: bool, swing_m: float) -> int:
     """One sample of one foot (``st``; ``other`` is the other foot's state); returns the event count."""
     was_in = st[_K_IN] > 0.5
     if st[_K_ARMED] < 0.5 and other[_K_ARMED] > 0.5 and st[_K_HAVE] > 0.5 and st[_K_HAVE_T] > 0.5:
@@ -469,13 +536,29 @@ def _camera_step(t: float, zi: float, wi: float, touch_m: float, lift_m: float, 
         g = _ground(st, _K_INIT, _K_GROUND, _K_PREV_T, t, zi, ground_drift)
         if st[_K_HAVE] > 0.5 and not was_in and st[_K_ARMED] > 0.5:
             pt, pz = st[_K_PREV_T], st[_K_PREV_Z]
-            level = g + touch_m
-            if zi <= level < pz:
-                ic = pt + (pz - level) / (pz - zi) * (t - pt)
-                if ic - st[_K_LAST_TO] >= min_swing_ns:
-                    st[_K_IN] = 1.0
-                    st[_K_IC] = ic
-                    n_ev = emit(events, n_ev, 1.0, ic, ic, foot)
+            if sole:
+                # the previous sample ended a descent of a swing's height, near the floor: touchdown
+                if st[_K_DESC] > 0.5 and zi >= pz and st[_K_TOP] - pz >= swing_m and pz <= g + swing_m:
+                    ic = _sole_touchdown(st, pz, pt, touch_m)
+                    if ic - st[_K_LAST_TO] >= min_swing_ns:
+                        st[_K_IN] = 1.0
+                        st[_K_IC] = ic
+                        n_ev = emit(events, n_ev, 1.0, ic, ic, foot)
+            else:
+                level = g + touch_m
+                if zi <= level < pz:
+                    ic = pt + (pz - level) / (pz - zi) * (t - pt)
+                    if ic - st[_K_LAST_TO] >= min_swing_ns:
+                        st[_K_IN] = 1.0
+                        st[_K_IC] = ic
+                        n_ev = emit(events, n_ev, 1.0, ic, ic, foot)
+        st[_K_DESC] = 1.0 if st[_K_HAVE] > 0.5 and zi < st[_K_PREV_Z] else 0.0
+        if zi > st[_K_TOP]:
+            st[_K_TOP] = zi
+        j = int(st[_K_RING_N] % SOLE_RING)
+        st[_K_RING + 2 * j] = t
+        st[_K_RING + 2 * j + 1] = zi
+        st[_K_RING_N] += 1.0
         st[_K_PREV_T] = t
         st[_K_PREV_Z] = zi
         st[_K_HAVE] = 1.0
@@ -500,6 +583,7 @@ def _camera_step(t: float, zi: float, wi: float, touch_m: float, lift_m: float, 
                 if to - st[_K_IC] >= min_stance_ns:
                     st[_K_IN] = 0.0
                     st[_K_LAST_TO] = to
+                    st[_K_TOP] = -math.inf  # the next swing's height is measured from here
                     n_ev = emit(events, n_ev, 2.0, to, st[_K_IC], foot)
         st[_K_PREV_TT] = t
         st[_K_PREV_ZT] = wi
@@ -510,9 +594,14 @@ def _camera_step(t: float, zi: float, wi: float, touch_m: float, lift_m: float, 
 @njit(**JIT)
 def camera_events_kernel(times_ns: np.ndarray, z: np.ndarray, zt: np.ndarray, touch_m: float, lift_m: float,
                          ground_drift: float, min_stance_ns: float, min_swing_ns: float,
-                         state: np.ndarray, events: np.ndarray, back_to_ground: bool = False) -> int:
+                         state: np.ndarray, events: np.ndarray, back_to_ground: bool = False,
+                         sole: bool = False, swing_m: float = 0.03) -> int:
     """Contacts of both feet (column 0 left, 1 right of ``z``, ``zt`` and ``state``) from two heights
-    each: IC when ``z`` (the ankle) comes down to ``touch_m`` above its ground level, TO when ``zt``
+    each: IC when ``z`` (the ankle) comes down to ``touch_m`` above its ground level, or, with
+    ``sole`` (``z`` is then the foot's lowest sole marker), when its descent from a swing (at least
+    ``swing_m``) stops within ``swing_m`` of the ground level: the touchdown is then timed on this
+    contact's own lowest height (see ``_sole_touchdown``), so a floor that is not level in the
+    camera's frame does not move it. TO when ``zt``
     (the toe, or the ankle again when there is no toe) rises ``lift_m`` above its own (crossings
     interpolated; with ``back_to_ground`` the crossing is carried back to the ground level along the
     rise's slope there, since a toe leaves the ground already moving and reaches the threshold
@@ -528,7 +617,7 @@ def camera_events_kernel(times_ns: np.ndarray, z: np.ndarray, zt: np.ndarray, to
         t = float(times_ns[i])
         for f in range(2):
             n_ev = _camera_step(t, z[i, f], zt[i, f], touch_m, lift_m, ground_drift, min_stance_ns, min_swing_ns,
-                                state[f], state[1 - f], float(f), events, n_ev, back_to_ground)
+                                state[f], state[1 - f], float(f), events, n_ev, back_to_ground, sole, swing_m)
     return n_ev
 
 
@@ -547,14 +636,17 @@ class CameraEvents:
         self.min_stance_ns, self.min_swing_ns = min_stance_s * 1e9, min_swing_s * 1e9
         self.state = np.stack([new_camera_state(), new_camera_state()])
 
-    def update(self, times_ns: np.ndarray, ankle_z: np.ndarray, toe_z: np.ndarray | None = None) -> np.ndarray:
-        """Event rows (kind, time, ic, foot 0 left | 1 right) from the ankles' heights (n, 2) (IC) and
-        the toes' (TO; the ankles' without toes)."""
+    def update(self, times_ns: np.ndarray, ankle_z: np.ndarray, toe_z: np.ndarray | None = None,
+               sole_z: np.ndarray | None = None) -> np.ndarray:
+        """Event rows (kind, time, ic, foot 0 left | 1 right) from the heights (n, 2) of the soles'
+        lowest markers (IC; the ankles' without sole markers) and the toes' (TO; the ankles' without
+        toes)."""
         events = np.empty((2 * len(times_ns) + 2, 4))
         ankle = np.ascontiguousarray(ankle_z, dtype=np.float64)
         toe = ankle if toe_z is None else np.ascontiguousarray(toe_z, dtype=np.float64)
+        ic = ankle if sole_z is None else np.ascontiguousarray(sole_z, dtype=np.float64)
         lift = self.lift_m if toe_z is None else self.toe_lift_m
-        n = camera_events_kernel(np.ascontiguousarray(times_ns, dtype=np.int64), ankle, toe, self.touch_m, lift,
+        n = camera_events_kernel(np.ascontiguousarray(times_ns, dtype=np.int64), ic, toe, self.touch_m, lift,
                                  self.drift, self.min_stance_ns, self.min_swing_ns, self.state, events,
-                                 toe_z is not None)
+                                 toe_z is not None, sole_z is not None, self.lift_m)
         return events[:n].copy()

@@ -183,7 +183,8 @@ class CameraSource:
     def feed(self, times_ns: np.ndarray, data: np.ndarray) -> Events:
         pts = self.layout.to_metric(data)
         self.ring.push(times_ns, pts.reshape(len(times_ns), -1))
-        rows = self.detector.update(times_ns, pts[:, ANKLES, 1], self.layout.toe_heights(data))
+        rows = self.detector.update(times_ns, pts[:, ANKLES, 1], self.layout.toe_heights(data),
+                                   self.layout.sole_heights(data))
         if not len(rows):
             return NO_EVENTS
         out = []

@@ -312,15 +312,30 @@ def pose_score_ref(metrics: dict, weights: dict | None = None) -> tuple[float | 
 
 def camera_events_ref(times: list[int], z: list[list[float]], zt: list[list[float]], touch: float, lift: float,
                       drift: float, min_stance_ns: float, min_swing_ns: float,
-                      back_to_ground: bool) -> list[tuple[float, ...]]:
+                      back_to_ground: bool, sole: bool = False, swing: float = 0.03,
+                      ring: int = 16) -> list[tuple[float, ...]]:
     """Both feet (``z[i] = [left, right]``): IC when ``z`` comes down through its ground level +
-    ``touch``; TO when ``zt`` rises through its own ground level + ``lift`` (optionally carried back
-    along the slope to the ground level); a ground level is the lowest height seen, rising at
-    ``drift`` m/s; no IC before the foot has stood (within ``touch`` of ``zt``'s ground for the
-    minimum stance) and lifted off once, or the other foot has, whose ground levels it then takes."""
+    ``touch`` or, with ``sole``, at the touchdown of a descent of at least ``swing`` that stopped
+    within ``swing`` of the ground level: the last of the ``ring`` samples before the stop that is
+    ``touch`` above it, carried on along that step's slope to the stop's height; TO when ``zt``
+    rises through its own ground level + ``lift`` (optionally carried back along the slope to the
+    ground level); a ground level is the lowest height seen, rising at ``drift`` m/s; no IC before
+    the foot has stood (within ``touch`` of ``zt``'s ground for the minimum stance) and lifted off
+    once, or the other foot has, whose ground levels it then takes."""
     out: list[tuple[float, ...]] = []
     feet = [{"ground": {"z": None, "t": None}, "prev": {"z": None, "t": None}, "inside": False, "ic": 0.0,
-             "last_to": -1e30, "armed": False, "low_since": None} for _ in range(2)]
+             "last_to": -1e30, "armed": False, "low_since": None, "seen": [], "top": -math.inf,
+             "falling": False} for _ in range(2)]
+
+    def touchdown(seen: list[tuple[float, float]], low: float, low_t: float) -> float:
+        newer = (low_t, low)
+        lvl = low + touch
+        for tj, zj in reversed(seen[-ring:]):
+            if zj >= lvl > newer[1] and newer[0] > tj:
+                rate = (zj - newer[1]) / (newer[0] - tj)
+                return min(tj + (zj - lvl) / rate + touch / rate, low_t)
+            newer = (tj, zj)
+        return low_t
 
     def level(f: dict, key: str, t: float, v: float) -> float:
         g = f["ground"][key]
@@ -346,11 +361,22 @@ def camera_events_ref(times: list[int], z: list[list[float]], zt: list[list[floa
             if math.isfinite(zi):
                 g = level(f, "z", t, zi)
                 p = f["prev"]["z"]
-                if p is not None and not was_in and f["armed"] and zi <= g + touch < p[1]:
-                    cross = p[0] + (p[1] - (g + touch)) / (p[1] - zi) * (t - p[0])
-                    if cross - f["last_to"] >= min_swing_ns:
-                        f["inside"], f["ic"] = True, cross
-                        out.append((1.0, cross, cross, float(k)))
+                if p is not None and not was_in and f["armed"]:
+                    if sole:
+                        stopped = f["falling"] and zi >= p[1]
+                        if stopped and f["top"] - p[1] >= swing and p[1] <= g + swing:
+                            ic = touchdown(f["seen"], p[1], p[0])
+                            if ic - f["last_to"] >= min_swing_ns:
+                                f["inside"], f["ic"] = True, ic
+                                out.append((1.0, ic, ic, float(k)))
+                    elif zi <= g + touch < p[1]:
+                        cross = p[0] + (p[1] - (g + touch)) / (p[1] - zi) * (t - p[0])
+                        if cross - f["last_to"] >= min_swing_ns:
+                            f["inside"], f["ic"] = True, cross
+                            out.append((1.0, cross, cross, float(k)))
+                f["falling"] = p is not None and zi < p[1]
+                f["top"] = max(f["top"], zi)
+                f["seen"] = [*f["seen"][-ring + 1:], (t, zi)]
                 f["prev"]["z"] = (t, zi)
             if math.isfinite(wi):
                 g = level(f, "t", t, wi)
@@ -366,7 +392,7 @@ def camera_events_ref(times: list[int], z: list[list[float]], zt: list[list[floa
                     if back_to_ground:
                         cross = max(cross - lift / ((wi - p[1]) / (t - p[0])), f["ic"])
                     if cross - f["ic"] >= min_stance_ns:
-                        f["inside"], f["last_to"] = False, cross
+                        f["inside"], f["last_to"], f["top"] = False, cross, -math.inf
                         out.append((2.0, cross, f["ic"], float(k)))
                 f["prev"]["t"] = (t, wi)
     return out

@@ -57,15 +57,35 @@ def two_feet(start_in_flight: bool = False, noise: float = 0.0, seed: int = 0, s
     return t, np.stack([la, ra], axis=1), np.stack([lt, rt], axis=1), {0: left, 1: right}
 
 
-def run(t: np.ndarray, ankle: np.ndarray, toe: np.ndarray | None, cuts: list[int] | None = None) -> np.ndarray:
+def run(t: np.ndarray, ankle: np.ndarray, toe: np.ndarray | None, cuts: list[int] | None = None,
+        sole: np.ndarray | None = None) -> np.ndarray:
     """Rows of both feet; a single foot's heights (n,) are the left foot's, the right one absent."""
-    if ankle.ndim == 1:
-        ankle = np.stack([ankle, np.full_like(ankle, np.nan)], axis=1)
-        toe = None if toe is None else np.stack([toe, np.full_like(toe, np.nan)], axis=1)
+    def both(x: np.ndarray | None) -> np.ndarray | None:
+        return x if x is None or x.ndim == 2 else np.stack([x, np.full_like(x, np.nan)], axis=1)
+    ankle, toe, sole = both(ankle), both(toe), both(sole)  # type: ignore[assignment]
     det = CameraEvents()
     bounds = [0, *(cuts or []), len(t)]
-    rows = [det.update(t[a:b], ankle[a:b], None if toe is None else toe[a:b]) for a, b in itertools.pairwise(bounds)]
+    rows = [det.update(t[a:b], ankle[a:b], None if toe is None else toe[a:b], None if sole is None else sole[a:b])
+            for a, b in itertools.pairwise(bounds)]
     return np.concatenate(rows) if rows else np.empty((0, 4))
+
+
+def sole_of(t: np.ndarray, toe: np.ndarray, truth: list[tuple[float, float]], descent_mps: float = 1.0,
+            floor_step_m: float = 0.0) -> np.ndarray:
+    """A sole marker's height: on the floor (10 mm up) from each true IC to its TO, in swing the toe's
+    path, coming down at ``descent_mps`` just before IC and stopped by the floor; each contact's floor
+    ``floor_step_m`` lower than the one before (a floor that is not level in the camera's frame)."""
+    s = np.asarray(t) / 1e9
+    sole = toe.copy() + 0.01
+    for k, (a, b) in enumerate(truth):
+        floor = -k * floor_step_m
+        stand = (s >= a) & (s <= b)
+        sole[stand] = floor + 0.01
+        down = (s > a - 0.1) & (s < a)
+        sole[down] = np.minimum(sole[down], floor + 0.01 + descent_mps * (a - s[down]))
+        after = (s > b) & (s < b + 0.5)
+        sole[after] += floor
+    return sole
 
 
 @pytest.mark.parametrize("with_toe", [False, True])
@@ -82,11 +102,43 @@ def test_kernel_matches_its_twin(with_toe: bool, noise: float, seed: int, start_
     np.testing.assert_allclose(events[:n], np.array(ref).reshape(-1, 4))
 
 
+@settings(max_examples=40, deadline=None)
+@given(noise=st.floats(0.0, 0.004), seed=st.integers(0, 10_000), start_in_flight=st.booleans(),
+       floor_step=st.floats(-0.02, 0.02))
+def test_sole_kernel_matches_its_twin(noise: float, seed: int, start_in_flight: bool, floor_step: float) -> None:
+    t, ankle, toe, truth = two_feet(start_in_flight, noise, seed)
+    sole = np.stack([sole_of(t, toe[:, f], truth[f], floor_step_m=floor_step) for f in range(2)], axis=1)
+    events = np.empty((2 * len(t) + 2, 4))
+    state = np.stack([new_camera_state(), new_camera_state()])
+    n = camera_events_kernel(t, sole, toe, 0.01, TOE_LIFT_M, 0.02, 0.08e9, 0.10e9, state, events, True, True, 0.03)
+    ref = camera_events_ref(list(t), sole.tolist(), toe.tolist(), 0.01, TOE_LIFT_M, 0.02, 0.08e9, 0.10e9, True,
+                            sole=True, swing=0.03)
+    assert n > 4
+    np.testing.assert_allclose(events[:n], np.array(ref).reshape(-1, 4))
+
+
 @settings(max_examples=25, deadline=None)
-@given(cuts=st.lists(st.integers(1, 959), max_size=8))
-def test_streaming_equals_batch(cuts: list[int]) -> None:
-    t, ankle, toe, _ = two_feet(start_in_flight=True)
-    np.testing.assert_array_equal(run(t, ankle, toe), run(t, ankle, toe, sorted(set(cuts))))
+@given(cuts=st.lists(st.integers(1, 959), max_size=8), with_sole=st.booleans())
+def test_streaming_equals_batch(cuts: list[int], with_sole: bool) -> None:
+    t, ankle, toe, truth = two_feet(start_in_flight=True)
+    sole = np.stack([sole_of(t, toe[:, f], truth[f]) for f in range(2)], axis=1) if with_sole else None
+    np.testing.assert_array_equal(run(t, ankle, toe, sole=sole), run(t, ankle, toe, sorted(set(cuts)), sole=sole))
+
+
+@pytest.mark.parametrize("floor_step", [0.0, -0.015, 0.015])
+def test_the_sole_times_touchdown_on_a_floor_that_is_not_level(floor_step: float) -> None:
+    """Each contact 15 mm lower (or higher) than the last, as on an overground run filmed or captured
+    in a frame that is tilted 0.4 degrees: the sole's touchdown stays within a sample period, while
+    the ankle's fixed height above the lowest point seen moves with the floor."""
+    t, ankle, toe, truth = foot(seconds=4.0)
+    floors = -np.arange(len(truth) + 2) * floor_step
+    s = t / 1e9
+    for k, (a, b) in enumerate(truth):  # the ankle follows its floor too
+        ankle[(s >= a - 0.05) & (s < a + 0.7 - 0.05)] += floors[k]
+    sole = sole_of(t, toe, truth, floor_step_m=floor_step)
+    ics = [r[1] / 1e9 for r in run(t, ankle, toe, sole=sole) if r[0] == 1.0]
+    err = [min(abs(ic - a) for a, _ in truth) for ic in ics]
+    assert len(ics) >= len(truth) - 1 and max(err) < 1.0 / RATE
 
 
 def test_a_record_that_starts_in_flight_invents_no_contact() -> None:
