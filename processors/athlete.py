@@ -100,6 +100,8 @@ class AthleteState:
         self._streams: dict[str, _Stream] = {}
         self._clock: dict[str, float] = {}  # each stream's newest sample on the athlete's time base
         self._newest = -math.inf
+        self._first: dict[str, float] = {}  # each stream's first sample on the athlete's time base
+        self._next_check = -math.inf
         self._pending: list[Pending] = []
         self._waiting: dict[str, float] | None = None  # stream -> the clock at which the head record may be ready
         self._checked = 0
@@ -225,9 +227,14 @@ class AthleteState:
         last = float(times_ns[-1])
         if stream.clock is not None:
             last += stream.clock.applied
+        if source not in self._clock:
+            self._first[source] = last
         self._clock[source] = last
         if last > self._newest:
             self._newest = last
+            if last >= self._next_check:  # once a second of data: a timing source gone silent?
+                self._next_check = last + 1e9
+                self.timing.check_silence(last, self._first, self._clock)
         if stream.handler is not None:
             stream.handler(times_ns, data)
         elif stream.lazy:

@@ -5,7 +5,11 @@ shank IMU, camera, pelvis/sacrum IMU): the first whose data is fresh, within ``S
 of the newest sample of any source, times the foot; one that drops out hands over to the
 next and takes over again when it returns. Events of the other sources are ignored here
 (they serve clock alignment). An IC seen again after a hand-over, and a TO whose IC another
-source timed, are counted and dropped, so a contact gives one landing and one stance.
+source timed, are counted and dropped, so a contact gives one landing and one stance; a
+contact whose toe-off never comes gives its landing, no stance, and a count
+(``stance_without_to``), and a timing source that streams a minute without a contact is
+counted too (``<stream>_no_contacts``: not running, or a unit, axis or placement that
+cannot be right).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ STALE_NS = 300e6  # a timing source with no data for this long hands over to the
 DUPLICATE_NS = 250e6  # two ICs of one foot closer than this are the same contact
 TO_MATCH_NS = 30e6  # a TO belongs to the foot's last IC when its IC column is this close
 REJUDGE_NS = 20e6  # the active source is judged afresh every this much data time
+SILENT_NS = 60e9  # a timing source this long without a contact is worth a warning
 
 
 @dataclass
@@ -56,6 +61,7 @@ class Timing:
         self._ic: dict[str, float] = {}  # the last accepted IC per foot
         self._to_of: dict[str, float] = {}  # the IC of the last accepted TO per foot
         self._impact: dict[str, tuple[int, float]] = {}  # the last shank IC per foot and its peak
+        self._silent: dict[str, float] = {}  # when each foot's silence was last counted
 
     def set_candidates(self, candidates: dict[str, list[tuple[str, str]]]) -> None:
         self.candidates = candidates
@@ -77,6 +83,23 @@ class Timing:
         self._cache[foot] = (newest, kind)
         return kind
 
+    def check_silence(self, newest: float, first: dict[str, float], clocks: dict[str, float]) -> None:
+        """Count, once per silent minute, each foot's active timing stream that has streamed
+        ``SILENT_NS`` past its first sample and the foot's last accepted IC (``first``: each
+        stream's first sample on the athlete's time base)."""
+        for foot in ("left", "right"):
+            kind = self.active(foot, clocks, newest)
+            if kind is None:
+                continue
+            stream = source_name(kind, foot)
+            start = first.get(stream)
+            if start is None:
+                continue
+            since = max(start, self._ic.get(foot, -math.inf), self._silent.get(foot, -math.inf))
+            if newest - since >= SILENT_NS:
+                self.warnings[f"{stream}_no_contacts"] += 1
+                self._silent[foot] = newest
+
     def accept(self, foot: str, rows: np.ndarray, kind: str) -> list[Pending]:
         """The records-to-be of the active source's event rows for ``foot``."""
         out: list[Pending] = []
@@ -86,6 +109,8 @@ class Timing:
                 if last is not None and ic_ns - last < DUPLICATE_NS:
                     self.warnings["duplicate_ic"] += 1  # the same contact seen again after a hand-over
                     continue
+                if last is not None and self._to_of.get(foot) != last:
+                    self.warnings["stance_without_to"] += 1  # the last contact's toe-off was never seen
                 self._ic[foot] = ic_ns
                 out.append(Pending("landing", foot, ic_ns, source=kind))
                 if kind == "imu_shank":

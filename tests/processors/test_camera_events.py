@@ -106,7 +106,7 @@ def test_kernel_matches_its_twin(with_toe: bool, noise: float, seed: int, start_
 @given(noise=st.floats(0.0, 0.004), seed=st.integers(0, 10_000), start_in_flight=st.booleans(),
        floor_step=st.floats(-0.02, 0.02))
 def test_sole_kernel_matches_its_twin(noise: float, seed: int, start_in_flight: bool, floor_step: float) -> None:
-    t, ankle, toe, truth = two_feet(start_in_flight, noise, seed)
+    t, _ankle, toe, truth = two_feet(start_in_flight, noise, seed)
     sole = np.stack([sole_of(t, toe[:, f], truth[f], floor_step_m=floor_step) for f in range(2)], axis=1)
     events = np.empty((2 * len(t) + 2, 4))
     state = np.stack([new_camera_state(), new_camera_state()])
@@ -133,7 +133,7 @@ def test_the_sole_times_touchdown_on_a_floor_that_is_not_level(floor_step: float
     t, ankle, toe, truth = foot(seconds=4.0)
     floors = -np.arange(len(truth) + 2) * floor_step
     s = t / 1e9
-    for k, (a, b) in enumerate(truth):  # the ankle follows its floor too
+    for k, (a, _b) in enumerate(truth):  # the ankle follows its floor too
         ankle[(s >= a - 0.05) & (s < a + 0.7 - 0.05)] += floors[k]
     sole = sole_of(t, toe, truth, floor_step_m=floor_step)
     ics = [r[1] / 1e9 for r in run(t, ankle, toe, sole=sole) if r[0] == 1.0]

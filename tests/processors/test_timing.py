@@ -251,3 +251,28 @@ def test_the_impact_of_another_source_kind_is_not_kept() -> None:
     t.accept("left", rows(ic(1.0 * S, 700.0)), "insole")
     out = t.accept("left", rows(to(1.25 * S, 1.0 * S, 1500.0)), "insole")
     assert math.isnan(out[0].impact)
+
+
+# ------------------------------------------------------------------ unresolved and silent
+
+def test_a_contact_whose_toe_off_never_comes_is_counted_when_the_next_one_lands() -> None:
+    t = timing()
+    t.accept("left", rows(ic(1.0 * S)), "insole")
+    t.accept("left", rows(to(1.25 * S, 1.0 * S)), "insole")
+    t.accept("left", rows(ic(1.7 * S)), "insole")  # its TO is lost
+    assert t.warnings["stance_without_to"] == 0
+    out = t.accept("left", rows(ic(2.4 * S)), "insole")
+    assert [p.kind for p in out] == ["landing"] and t.warnings["stance_without_to"] == 1
+
+
+def test_a_timing_source_a_minute_without_contacts_is_counted_once_a_minute() -> None:
+    t = timing([("imu_shank", "imu_shank_left")])
+    first = {"imu_shank_left": 0.0}
+    for sec in range(0, 150):
+        now = sec * S
+        t.check_silence(now, first, {"imu_shank_left": now})
+    assert t.warnings["imu_shank_left_no_contacts"] == 2  # at 60 s and at 120 s
+    t.accept("left", rows(ic(150 * S)), "imu_shank")
+    for sec in range(150, 200):
+        t.check_silence(sec * S, first, {"imu_shank_left": sec * S})
+    assert t.warnings["imu_shank_left_no_contacts"] == 2  # a contact restarted the minute
