@@ -2,8 +2,9 @@
 
 The processor builds records as plain dicts on the hot path, typed by the ``TypedDict``s
 of ``poserun.processors.records``, the one source of truth. The models here are made from
-those (same keys, same types, no other key allowed) to validate records in tests and in
-consumers, and to give the JSON schema (:func:`json_schema`).
+those (same keys, same types, no other key allowed; ``session`` and ``emitted_ns``, which the
+service adds, required) to validate records in tests and in consumers, and to give the JSON
+schema (:func:`json_schema`).
 """
 
 from __future__ import annotations
@@ -35,12 +36,19 @@ def _convert(hint: Any) -> Any:
     return hint
 
 
-def _model(td: type, name: str) -> type[BaseModel]:
+#: Bounds pydantic checks besides the types (a ``TypedDict`` in processors/ cannot carry them).
+CONSTRAINTS: dict[str, Any] = {"support_time_s": Field(gt=0)}
+
+
+def _model(td: type, name: str, required: frozenset[str] = frozenset()) -> type[BaseModel]:
+    """A model with the ``TypedDict``'s keys and types; ``required``: optional keys it requires."""
     hints = typing.get_type_hints(td)  # NotRequired stripped: the optional keys are below
     fields: dict[str, Any] = {}
     for key, raw in hints.items():
         hint = _convert(raw)
-        if key in td.__required_keys__:  # type: ignore[attr-defined]
+        if key in CONSTRAINTS:
+            hint = Annotated[hint, CONSTRAINTS[key]]
+        if key in td.__required_keys__ or key in required:  # type: ignore[attr-defined]
             fields[key] = (hint, ...)
         else:
             fields[key] = (hint | None, None)
@@ -49,8 +57,9 @@ def _model(td: type, name: str) -> type[BaseModel]:
     return model
 
 
-LandingRecord = _model(schema.LandingRecord, "LandingRecord")
-StanceRecord = _model(schema.StanceRecord, "StanceRecord")
+# as the service emits them: with the session and the emission time
+LandingRecord = _model(schema.LandingRecord, "LandingRecord", schema.SERVICE_KEYS)
+StanceRecord = _model(schema.StanceRecord, "StanceRecord", schema.SERVICE_KEYS)
 Record = Annotated[LandingRecord | StanceRecord, Field(discriminator="type")]  # type: ignore[valid-type]
 
 

@@ -17,11 +17,11 @@ import math
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from poserun.processors.alignment import ImuAlignment
+from poserun.processors.clock import ClockOffset
 from poserun.processors.contact import EV_IC, ContactDetector, G
 from poserun.processors.imu import FootEvents, FootImu
 from poserun.processors.insole import InsoleLayout
@@ -75,7 +75,7 @@ class _Stream:
         self.times: list[np.ndarray] = []  # the queue
         self.data: list[np.ndarray] = []
         self.since = 0.0  # when the queue began (its first frame's last sample)
-        self.clock: Any = None  # a ClockOffset, once the stream is aligned
+        self.clock: ClockOffset | None = None  # once the stream is aligned
         self.samples = 0
         self.now = False  # cached "times a foot now" and until when it holds
         self.now_until = -math.inf
@@ -127,7 +127,7 @@ class AthleteState:
                                             FootEvents(min_swing_s=self.params.min_swing_s))
             self._sources_changed()
 
-    def configure_shank(self, side: str, accel_unit: str, rate_hz: float) -> None:
+    def configure_shank(self, side: str, accel_unit: str) -> None:
         """A shank accelerometer times this foot's contacts when it has no insole or foot IMU."""
         if side not in self.shanks:
             self.shanks[side] = ShankSource(side, accel_unit)
@@ -305,7 +305,7 @@ class AthleteState:
                                        beside_insole)
         self._dispatch(events, "imu")
 
-    def _stream_clock(self, source: str) -> Any:
+    def _stream_clock(self, source: str) -> ClockOffset:
         clock = self.alignment.clock_of(source)
         self._streams.setdefault(source, _Stream()).clock = clock
         return clock

@@ -26,7 +26,7 @@ def track_gravity(state: np.ndarray, init_slot: int, prev_t_slot: int, t0_slot: 
         return
     dt = (t - state[prev_t_slot]) / 1e9
     elapsed = (t - state[t0_slot]) / 1e9
-    k = dt / tau_s if elapsed >= tau_s else dt / (elapsed + dt)
+    k = dt / tau_s if elapsed >= tau_s else (dt / (elapsed + dt) if elapsed + dt > 0.0 else 0.0)
     if not k > 0.0:
         k = 0.0
     elif k > 1.0:

@@ -140,7 +140,9 @@ class KeypointLayout:
     up: tuple[int, float]  # column within a keypoint and sign of up
     min_conf: float = 0.3
     toes: tuple[int, int] | None = None  # the left and right toe marker (toe-off from the toe), if any
-    soles: tuple[tuple[int, ...], tuple[int, ...]] | None = None  # each foot's sole markers (IC), if any
+    # each foot's sole markers (IC), if any; 3-D marker sets only: the rule is measured on motion
+    # capture, not yet on video keypoints, which keep the ankle rule
+    soles: tuple[tuple[int, ...], tuple[int, ...]] | None = None
 
     @classmethod
     def from_meta(cls, names: list[str], dims: str, unit: str, scale_m_per_px: float,
@@ -169,7 +171,7 @@ class KeypointLayout:
         else:
             return None
         return cls(tuple(tuple(g) for g in groups), dims, scale, origin, fwd, up, toes=_toe_markers(names),
-                   soles=_sole_markers(names))
+                   soles=_sole_markers(names) if view == "3d" else None)
 
     def to_metric(self, data: np.ndarray) -> np.ndarray:
         """(n, 8, 2) joint positions in metres (x forward, z up), NaN where not confident."""
@@ -474,7 +476,7 @@ def landing_velocities(times_ns: np.ndarray, pts: np.ndarray, foot: str, ic_ns: 
 (_K_GROUND, _K_INIT, _K_IN, _K_PREV_T, _K_PREV_Z, _K_HAVE, _K_IC, _K_LAST_TO,
  _K_GROUND_T, _K_INIT_T, _K_PREV_TT, _K_PREV_ZT, _K_HAVE_T, _K_ARMED, _K_LOW_SINCE,
  _K_TOP, _K_DESC, _K_RING_N) = range(18)
-SOLE_RING = 16  # the sole's last samples, searched back for the touchdown (64 ms at 250 Hz, 0.27 s at 60 fps)
+SOLE_RING = 16  # the sole's last samples (the stop and 15 before it, searched back for the touchdown)
 _K_RING = 18  # then (t, z) pairs
 CAM_STATE_SIZE = _K_RING + 2 * SOLE_RING
 
@@ -577,7 +579,7 @@ def _camera_step(t: float, zi: float, wi: float, touch_m: float, lift_m: float, 
             level = gt + lift_m
             if pz < level <= wi:
                 to = pt + (level - pz) / (wi - pz) * (t - pt)
-                if back_to_ground:
+                if back_to_ground and t > pt:
                     rise = (wi - pz) / (t - pt)  # m per ns, > 0 here
                     to = max(to - lift_m / rise, st[_K_IC])
                 if to - st[_K_IC] >= min_stance_ns:

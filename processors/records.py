@@ -107,3 +107,5 @@ KEYS: dict[str, frozenset[str]] = {
     "stance": StanceRecord.__required_keys__ | StanceRecord.__optional_keys__}
 REQUIRED: dict[str, frozenset[str]] = {"landing": LandingRecord.__required_keys__,
                                        "stance": StanceRecord.__required_keys__}
+#: The keys the service adds to every record it emits (required on the wire).
+SERVICE_KEYS = frozenset({"session", "emitted_ns"})

@@ -1,7 +1,9 @@
 """Rolling statistics over an athlete's recent contacts: steps, cadence, L/R symmetry.
 
-The record builders read these and never change them; the coordinator adds each landing
-and stance once it is built (:meth:`Rolling.landed`, :meth:`Rolling.stood`).
+The record builders only read these; the coordinator updates them: a landing's step number
+comes from :meth:`Rolling.landed`, a stance's metrics go into the symmetry history
+(:meth:`Rolling.symmetry`, which returns the symmetry) and its IC and TO into
+:meth:`Rolling.stood`.
 """
 
 from __future__ import annotations

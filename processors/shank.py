@@ -10,7 +10,7 @@ convention) and marks:
   after a swing; IC is the last minimum before that rise (the moment the
   ground force has cancelled the leg's late-swing acceleration and the
   transient starts), refined between samples, not the impact peak that
-  follows it by one or two samples (about 20 ms at 140 Hz). It is reported
+  follows it by about three samples (about 20 ms at 140 Hz). It is reported
   once the peak has passed, with the peak's size;
 * the push-off (TO): the deepest along-gravity deceleration between
   ``min_stance_s`` and ``max_stance_s`` after IC (reported once that window

@@ -4,8 +4,8 @@
 returns the contact events it found, as ``(foot, rows)`` pairs with rows of
 ``(kind, time, ic, peak)`` (processors/events.py); ``warnings`` counts what the source found
 wrong with its input (a declared unit that cannot be right, a contact given to the wrong
-foot). Each source keeps the samples the stance metrics read later (its ring) and nothing
-else: which source times a foot, and what becomes a record, is decided downstream
+foot). The insole, foot IMU and camera keep the samples the stance metrics read later (a
+ring); which source times a foot, and what becomes a record, is decided downstream
 (processors/timing.py, processors/athlete.py).
 """
 

@@ -38,7 +38,6 @@ class Pending:
     ic_ns: float
     to_ns: float = math.nan
     source: str = "insole"  # the kind of source that timed it
-    peak: float = math.nan  # a stance: the TO row's peak
     impact: float = math.nan  # a stance timed by a shank: its impact's dynamic acceleration, m/s^2
 
 
@@ -61,7 +60,9 @@ class Timing:
         self._ic: dict[str, float] = {}  # the last accepted IC per foot
         self._to_of: dict[str, float] = {}  # the IC of the last accepted TO per foot
         self._impact: dict[str, tuple[int, float]] = {}  # the last shank IC per foot and its peak
-        self._silent: dict[str, float] = {}  # when each foot's silence was last counted
+        self._open: dict[str, bool] = {}  # per foot: an accepted IC whose TO (or short end) is still to come
+        self._contact: dict[str, float] = {}  # per stream: its last accepted IC
+        self._silent: dict[str, float] = {}  # per stream: when its silence was last counted
 
     def set_candidates(self, candidates: dict[str, list[tuple[str, str]]]) -> None:
         self.candidates = candidates
@@ -73,32 +74,36 @@ class Timing:
         cached = self._cache.get(foot)
         if cached is not None and newest - cached[0] < REJUDGE_NS:
             return cached[1]
-        cands = self.candidates.get(foot) or []
-        kind = cands[0][0] if cands else None
-        for k, stream in cands:
-            clock = clocks.get(stream)
-            if clock is not None and clock >= newest - STALE_NS:
-                kind = k
-                break
+        kind = self._judge(foot, clocks, newest)
         self._cache[foot] = (newest, kind)
         return kind
 
+    def _judge(self, foot: str, clocks: dict[str, float], newest: float) -> str | None:
+        cands = self.candidates.get(foot) or []
+        for k, stream in cands:
+            clock = clocks.get(stream)
+            if clock is not None and clock >= newest - STALE_NS:
+                return k
+        return cands[0][0] if cands else None
+
     def check_silence(self, newest: float, first: dict[str, float], clocks: dict[str, float]) -> None:
-        """Count, once per silent minute, each foot's active timing stream that has streamed
-        ``SILENT_NS`` past its first sample and the foot's last accepted IC (``first``: each
-        stream's first sample on the athlete's time base)."""
+        """Count, once per silent minute, each timing stream (of one foot or both) that is streaming
+        and has streamed ``SILENT_NS`` past its first sample and its last accepted IC (``first``: each
+        stream's first sample on the athlete's time base). A stream that stopped is not silent: it
+        has handed over, or the service sees its gap."""
+        streams = set()
         for foot in ("left", "right"):
-            kind = self.active(foot, clocks, newest)
-            if kind is None:
+            kind = self._judge(foot, clocks, newest)
+            if kind is not None:
+                streams.add(source_name(kind, foot))
+        for stream in sorted(streams):
+            start, clock = first.get(stream), clocks.get(stream)
+            if start is None or clock is None or clock < newest - STALE_NS:
                 continue
-            stream = source_name(kind, foot)
-            start = first.get(stream)
-            if start is None:
-                continue
-            since = max(start, self._ic.get(foot, -math.inf), self._silent.get(foot, -math.inf))
+            since = max(start, self._contact.get(stream, -math.inf), self._silent.get(stream, -math.inf))
             if newest - since >= SILENT_NS:
                 self.warnings[f"{stream}_no_contacts"] += 1
-                self._silent[foot] = newest
+                self._silent[stream] = newest
 
     def accept(self, foot: str, rows: np.ndarray, kind: str) -> list[Pending]:
         """The records-to-be of the active source's event rows for ``foot``."""
@@ -109,9 +114,11 @@ class Timing:
                 if last is not None and ic_ns - last < DUPLICATE_NS:
                     self.warnings["duplicate_ic"] += 1  # the same contact seen again after a hand-over
                     continue
-                if last is not None and self._to_of.get(foot) != last:
+                if self._open.get(foot):
                     self.warnings["stance_without_to"] += 1  # the last contact's toe-off was never seen
+                self._open[foot] = True
                 self._ic[foot] = ic_ns
+                self._contact[source_name(kind, foot)] = ic_ns
                 out.append(Pending("landing", foot, ic_ns, source=kind))
                 if kind == "imu_shank":
                     self._impact[foot] = (int(ic_ns), float(peak))
@@ -120,9 +127,12 @@ class Timing:
                     self.warnings["unmatched_to"] += 1  # its IC was timed by another source
                     continue
                 self._to_of[foot] = ic_ns
+                self._open[foot] = False
                 impact = self._impact.pop(foot, None)
                 shank = impact[1] if impact is not None and impact[0] == int(ic_ns) else math.nan
-                out.append(Pending("stance", foot, ic_ns, t_ns, kind, peak, shank))
+                out.append(Pending("stance", foot, ic_ns, t_ns, kind, shank))
             elif ev == EV_SHORT:
                 self.warnings["short_contact"] += 1
+                if abs(ic_ns - self._ic.get(foot, -1e30)) <= TO_MATCH_NS:
+                    self._open[foot] = False  # it ended, too short for a stance
         return out

@@ -399,7 +399,7 @@ def configure(state: AthleteState, meta: Any) -> None:
     elif isinstance(meta, ImuMeta) and meta.placement == "foot" and meta.side and len(meta.channels) >= 6:
         state.configure_imu(meta.side, dict(meta.axes), meta.accel_unit, meta.gyro_unit, meta.rate_hz)
     elif isinstance(meta, ImuMeta) and meta.placement == "shank" and meta.side:
-        state.configure_shank(meta.side, meta.accel_unit, meta.rate_hz)
+        state.configure_shank(meta.side, meta.accel_unit)
     elif isinstance(meta, ImuMeta) and meta.placement in ("pelvis", "sacrum", "trunk"):
         state.configure_pelvis(dict(meta.axes), meta.placement, meta.rate_hz)
     elif isinstance(meta, KeypointMeta):

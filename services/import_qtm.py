@@ -23,7 +23,6 @@ gap, which QTM writes as 0 0 0). The plates become truth events:
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +36,6 @@ from poserun.wire import topics
 LOWPASS_HZ = 50.0
 THRESHOLD_N = 30.0
 MIN_CONTACT_S = 0.05  # the shortest sprint contacts last about 0.08 s
-FOOT_ROLES = ("heel", "toe", "ankle")  # the markers that can say a foot is down
 
 
 def _header(lines: list[str], stop: str) -> tuple[dict[str, list[str]], int]:
@@ -123,39 +121,6 @@ def _lowpass(f: np.ndarray, rate: float, cutoff_hz: float) -> np.ndarray:
         raise ImportError_("noisy force plates need scipy to filter: pip install 'poserun[lab]'") from None
     b, a = butter(1, min(cutoff_hz / (rate / 2), 0.99))
     return np.asarray(filtfilt(b, a, f))
-
-
-_SIDES = {"L": "left", "LEFT": "left", "R": "right", "RIGHT": "right"}
-ROLE_ALIASES = {
-    "heel": ("HEEL", "HEE", "CAL"),
-    "toe": ("TOE", "TOE1", "HALLUX", "P1MT", "P5MT", "MT1", "MT5", "MET"),
-    "ankle": ("ANKLE", "ANK", "LMAL", "MAL"),
-}
-
-
-def foot_markers(names: list[str]) -> dict[str, list[int]]:
-    """Per side, the markers that can tell a foot on the ground: its heel and toe or metatarsal
-    markers (``R_heel_B``, ``LHEE``, ``R.Heel.Bottom``, ``RTOE``, ``LP5MT``, ``R_met_5``), else its ankle
-    (``L_ankle_LA``)."""
-    found: dict[str, dict[str, list[int]]] = {"left": {}, "right": {}}
-    for i, name in enumerate(names):
-        tokens = [t for t in re.split(r"[_.\s-]+", name.upper()) if t]
-        side = _SIDES.get(tokens[0]) if tokens else None
-        rest = tokens[1:]
-        if side is None and tokens and tokens[0][:1] in "LR" and len(tokens[0]) > 1:  # LHEE, RTOE
-            side, rest = _SIDES[tokens[0][0]], [tokens[0][1:], *tokens[1:]]
-        if side is None:
-            continue
-        for role in FOOT_ROLES:
-            if rest and any(rest[0] == a or (len(a) >= 4 and rest[0].startswith(a)) for a in ROLE_ALIASES[role]):
-                found[side].setdefault(role, []).append(i)
-                break
-    out = {}
-    for side, roles in found.items():
-        foot = roles.get("heel", []) + roles.get("toe", [])  # the foot's own markers, else the ankle
-        if foot or roles.get("ankle"):
-            out[side] = sorted(foot or roles["ankle"])
-    return out
 
 
 def stance_foot(xyz: np.ndarray, up: int, up_sign: float, feet: dict[str, list[int]], k: int) -> str | None:

@@ -118,8 +118,15 @@ class MarkerRoles:
         for s in SIDES:
             cells = [f"{r}={'+'.join(self.roles[s][r])}" for r in ROLES if r in self.roles[s]]
             lines.append(f"  {s}: {', '.join(cells) or 'none'}")
-        if self.missing():
-            lines.append(f"  missing (no marker contacts or geometry for them): {', '.join(self.missing())}")
+        for joint in self.missing():
+            side, role = joint.split(".")
+            if role == "ankle" and self.get(side, "heel"):
+                lines.append(f"  {joint}: none; the heel stands in for it (contacts, and knee flexion and "
+                             "overstride measured at the heel)")
+            elif role == "ankle":
+                lines.append(f"  {joint}: none, nor a heel: no contacts from this marker set")
+            else:
+                lines.append(f"  {joint}: none (contacts are timed; the metrics that need it are null)")
         if self.unused:
             shown = ", ".join(self.unused[:40]) + (f" ... ({len(self.unused)})" if len(self.unused) > 40 else "")
             lines.append(f"  no role (kept in the recording, unused): {shown}")

@@ -276,7 +276,7 @@ def vertical_force_ref(times: list[int], acc: list[list[float]], tau_s: float) -
             mean, t0 = [ax, ay, az], t
         else:
             dt, elapsed = (t - prev) / 1e9, (t - t0) / 1e9
-            k = dt / tau_s if elapsed >= tau_s else dt / (elapsed + dt)
+            k = dt / tau_s if elapsed >= tau_s else (dt / (elapsed + dt) if elapsed + dt > 0.0 else 0.0)
             k = min(max(k, 0.0), 1.0) if k == k else 0.0
             mean = [m + k * (v - m) for m, v in zip(mean, (ax, ay, az), strict=True)]
         prev = t
@@ -389,7 +389,7 @@ def camera_events_ref(times: list[int], z: list[list[float]], zt: list[list[floa
                         f["low_since"] = None
                 if p is not None and was_in and p[1] < g + lift <= wi:
                     cross = p[0] + (g + lift - p[1]) / (wi - p[1]) * (t - p[0])
-                    if back_to_ground:
+                    if back_to_ground and t > p[0]:
                         cross = max(cross - lift / ((wi - p[1]) / (t - p[0])), f["ic"])
                     if cross - f["ic"] >= min_stance_ns:
                         f["inside"], f["last_to"], f["top"] = False, cross, -math.inf
@@ -426,7 +426,7 @@ def shank_events_ref(times: list[int], acc: list[list[float]], tau_s: float, imp
             mean, t0 = [ax, ay, az], t
         else:
             dt, elapsed = (t - prev) / 1e9, (t - t0) / 1e9
-            k = dt / tau_s if elapsed >= tau_s else dt / (elapsed + dt)
+            k = dt / tau_s if elapsed >= tau_s else (dt / (elapsed + dt) if elapsed + dt > 0.0 else 0.0)
             k = min(max(k, 0.0), 1.0) if k > 0.0 else 0.0
             mean = [m + k * (v - m) for m, v in zip(mean, (ax, ay, az), strict=True)]
         gn = math.sqrt(mean[0] ** 2 + mean[1] ** 2 + mean[2] ** 2)

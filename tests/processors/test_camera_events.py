@@ -166,3 +166,13 @@ def test_toe_off_from_the_toe_not_from_heel_off() -> None:
     err_ankle = [min(abs(x - b) for _, b in truth) for x in to_ankle]
     err_toe = [min(abs(x - b) for _, b in truth) for x in to_toe]
     assert to_toe and np.mean(err_toe) < 0.015 < np.mean(err_ankle)  # the ankle's TO is heel-off
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=st.lists(st.lists(st.floats(allow_nan=True, allow_infinity=True, width=32), min_size=6, max_size=6),
+                     max_size=200), sole=st.booleans())
+def test_any_heights_never_crash(rows: list[list[float]], sole: bool) -> None:
+    data = np.array(rows, dtype=np.float64).reshape(-1, 6)
+    t = (np.arange(len(data)) * 4_000_000).astype(np.int64)
+    CameraEvents().update(t, data[:, :2], data[:, 2:4], data[:, 4:] if sole else None)
+    CameraEvents().update(np.zeros(len(data), dtype=np.int64), data[:, :2], data[:, 2:4], data[:, 4:] if sole else None)

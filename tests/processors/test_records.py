@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from poserun.processors.records import KEYS, REQUIRED
+from poserun.processors.records import KEYS, REQUIRED, SERVICE_KEYS
 from poserun.records import LandingRecord, StanceRecord, json_schema
 from poserun.services.validate import SUBSETS, run_session
 
@@ -38,7 +38,7 @@ def test_emitted_keys_are_the_schema(records: list[dict]) -> None:
 def test_models_are_made_from_the_typed_dicts() -> None:
     for kind, model in MODELS.items():
         assert set(model.model_fields) == KEYS[kind]
-        assert {k for k, f in model.model_fields.items() if f.is_required()} == REQUIRED[kind]
+        assert {k for k, f in model.model_fields.items() if f.is_required()} == REQUIRED[kind] | SERVICE_KEYS
     schema = json_schema()
     assert {d["title"] for d in schema["$defs"].values()} >= {"LandingRecord", "StanceRecord", "PressureMap"}
 
@@ -47,6 +47,8 @@ def test_a_key_outside_the_schema_is_refused(records: list[dict]) -> None:
     stance = next(r for r in records if r["type"] == "stance")
     with pytest.raises(ValidationError):
         StanceRecord.model_validate({**stance, "support_time": 0.2})
-    missing = {k: v for k, v in stance.items() if k != "cadence_spm"}
+    for key in ("cadence_spm", "session", "emitted_ns"):
+        with pytest.raises(ValidationError):
+            StanceRecord.model_validate({k: v for k, v in stance.items() if k != key})
     with pytest.raises(ValidationError):
-        StanceRecord.model_validate(missing)
+        StanceRecord.model_validate({**stance, "support_time_s": 0.0})

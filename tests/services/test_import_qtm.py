@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from poserun.recording import read_messages
-from poserun.services.import_qtm import foot_markers, import_qtm, read_qtm_force, read_qtm_markers, vertical_force
+from poserun.services.import_qtm import import_qtm, read_qtm_force, read_qtm_markers, vertical_force
 from poserun.services.importer import ImportError_, write_recording
 from poserun.services.validate import score_recordings
 from tests.conftest import SHARED, require
@@ -96,7 +96,7 @@ def test_force_sign_and_zero_come_from_the_data() -> None:
 
 
 @pytest.mark.parametrize(("names", "expect"), [
-    (["R_heel_B", "R_heel_T", "L_heel_B", "R_toe"], {"right": [0, 1, 3], "left": [2]}),
+    (["R_heel_B", "R_heel_T", "L_heel_B", "R_toe"], {"right": [0, 3], "left": [2]}),  # the bottom heel
     (["LHEE", "RHEE", "LTOE"], {"left": [0, 2], "right": [1]}),
     (["R.Heel.Bottom", "L.Heel.Bottom", "R.MT1"], {"right": [0, 2], "left": [1]}),
     (["LHEEL", "LP5MT", "RHEEL", "RTOE", "RLMAL"], {"left": [0, 1], "right": [2, 3]}),
@@ -104,7 +104,9 @@ def test_force_sign_and_zero_come_from_the_data() -> None:
     (["RASI", "LASI"], {}),
 ])
 def test_foot_markers_by_common_names(names: list[str], expect: dict[str, list[int]]) -> None:
-    assert foot_markers(names) == expect
+    from poserun.services.import_roles import foot_indices, recognise
+
+    assert foot_indices(names, recognise(names)) == expect
 
 
 def test_bad_files_are_one_line_errors(tmp_path: Path) -> None:

@@ -142,7 +142,7 @@ def test_cli_reports_and_stores_the_mapping(tmp_path: Path, capsys: pytest.Captu
     out = tmp_path / "r.mcap"
     assert main(["import", "trc", str(trc), "-o", str(out), "--markers", str(mapping), "--up", "+z"]) == 0
     err = capsys.readouterr().err
-    assert "left: heel=LHEE, knee=LKJC" in err and "right: heel=RHEE" in err and "missing" in err
+    assert "left: heel=LHEE, knee=LKJC" in err and "right: heel=RHEE" in err and "right.shoulder: none" in err
     [athlete] = athletes_metadata(out)
     assert athlete["markers"]["left"] == {"heel": "LHEE", "knee": "LKJC"} and athlete["markers"]["from"] == \
         "mapping file"
