@@ -1,0 +1,118 @@
+"""What the fault tests break things with: a mosquitto that can be killed and brought back on
+the same port with its sessions, and a TCP proxy that can cut or freeze a link."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from poserun.services.broker import free_port, mosquitto_exe
+from tests.conftest import CEILING, require, wait_until
+
+
+class Mosquitto:
+    """A private mosquitto on a fixed free port, with persistence in its own directory, so a
+    restart keeps persistent sessions and their queued messages (as a broker on a track would)."""
+
+    def __init__(self, workdir: Path, extra: str = "") -> None:
+        exe = mosquitto_exe()
+        require(exe is not None, "the mosquitto binary is missing (.ci/run installs it)")
+        assert exe is not None
+        self.exe = exe
+        self.port = free_port()
+        self.dir = workdir
+        self.conf = workdir / "mosquitto.conf"
+        self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
+                             f"persistence_location {workdir}/\nuser root\n{extra}")
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = f"mqtt://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        with open(self.dir / "mosquitto.log", "ab") as log:  # the child keeps its own copy of the file
+            self.proc = subprocess.Popen([self.exe, "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=log)
+        wait_until(self._listening, f"mosquitto listening on {self.port}", CEILING)
+
+    def _listening(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"mosquitto exited: {(self.dir / 'mosquitto.log').read_text()[-500:]}")
+        with socket.socket() as s:
+            s.settimeout(1.0)
+            return s.connect_ex(("127.0.0.1", self.port)) == 0
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        """SIGTERM saves the sessions; SIGKILL loses what was not saved."""
+        if self.proc is not None:
+            self.proc.send_signal(sig)
+            self.proc.wait(30)
+            self.proc = None
+
+
+@contextlib.contextmanager
+def mosquitto(extra: str = "") -> Iterator[Mosquitto]:
+    with tempfile.TemporaryDirectory() as tmp:
+        m = Mosquitto(Path(tmp), extra)
+        m.start()
+        try:
+            yield m
+        finally:
+            m.stop(signal.SIGKILL)
+
+
+class Proxy:
+    """A TCP proxy on a free loopback port: ``freeze()`` stops forwarding in both directions
+    without closing anything (a half-open link: Wi-Fi gone, the NAT forgot), ``thaw()`` goes
+    back to forwarding, ``cut()`` closes every link."""
+
+    def __init__(self, port: int) -> None:
+        self.target = port
+        self.port = free_port()
+        self.frozen = False
+        self.links: list[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = []
+        self._server: asyncio.base_events.Server | None = None
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_r, up_w = await asyncio.open_connection("127.0.0.1", self.target)
+        except OSError:
+            writer.close()
+            return
+        self.links.append((writer, up_w))
+
+        async def pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(Exception):
+                while data := await r.read(65536):
+                    if not self.frozen:  # frozen: swallowed, as a dead link would
+                        w.write(data)
+                        await w.drain()
+            with contextlib.suppress(Exception):
+                w.close()
+        await asyncio.gather(pipe(reader, up_w), pipe(up_r, writer))
+
+    def freeze(self) -> None:
+        self.frozen = True
+
+    def thaw(self) -> None:
+        self.frozen = False
+
+    def cut(self) -> None:
+        for a, b in self.links:
+            for w in (a, b):
+                with contextlib.suppress(Exception):
+                    w.transport.abort()
+        self.links.clear()
+
+    async def close(self) -> None:
+        self.cut()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
