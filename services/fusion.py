@@ -297,7 +297,9 @@ class FusionService:
                                                                  self._lat_counts, strict=True)],
                         "sum": self._lat_sum},
             "sinks": {r.sink.name: {"written": r.stats.written, "dropped": r.stats.dropped,
-                                    "errors": r.stats.errors, "depth": r.depth} for r in self.sinks},
+                                    "errors": r.stats.errors, "depth": r.depth,
+                                    **(r.sink.connection_stats() if hasattr(r.sink, "connection_stats") else {})}
+                      for r in self.sinks},
             "ingest": self._ingest_report(),
         }
 

@@ -6,7 +6,10 @@ overstride and cadence outside a band (from ``stance`` records). Each rule
 has its thresholds and vibration pattern; a per-athlete rate limit and a
 per-rule cool-down keep a cue meaningful. A metronome mode pulses at a
 target cadence for cadence drills. Commands go to the athlete's haptic topic
-as JSON, QoS 1, on a connection with TCP_NODELAY.
+as JSON, QoS 1, on a connection with TCP_NODELAY that survives the broker
+going away (services/mqtt_conn.py): cues made meanwhile wait in a bounded
+outbox and go out when it returns, unless they are older than
+``max_cue_age_s`` (a late buzz is a wrong one: dropped and counted).
 """
 
 from __future__ import annotations
@@ -19,10 +22,9 @@ import time
 from collections import deque
 from typing import Any
 
-import aiomqtt
 from pydantic import BaseModel, ConfigDict, Field
 
-from poserun.services.mqtt import aiomqtt_client
+from poserun.services.mqtt_conn import MqttConnection
 from poserun.settings import BrokerSettings
 from poserun.sinks.base import Record
 from poserun.wire import topics
@@ -83,6 +85,9 @@ class HapticConfig(BaseModel):
     metronome: Metronome = Field(default_factory=Metronome)
     max_cues_per_10s: int = Field(4, ge=1, le=100, description="per-athlete rate limit")
     qos: int = Field(1, ge=0, le=2)
+    max_cue_age_s: float = Field(0.5, gt=0.0, le=60.0, description="a cue that waited longer for the broker is "
+                                 "dropped (counted): within the stride it is about")
+    outbox: int = Field(1000, ge=1, le=1_000_000, description="cues kept while the broker is away")
 
 
 class HapticRules:
@@ -143,16 +148,22 @@ class HapticSink:
         self.broker: BrokerSettings = ctx.get("broker") or BrokerSettings()
         self.rules = HapticRules(self.config)
         self.sent = 0
-        self.failed = 0  # commands the broker did not confirm
-        self._inflight: set[asyncio.Future[None]] = set()
-        self._client: aiomqtt.Client | None = None
-        self._stack = contextlib.AsyncExitStack()
+        self.conn = MqttConnection(self.broker, "haptic", persistent=True, outbox=self.config.outbox,
+                                   max_age_s=self.config.max_cue_age_s)
         self._athletes: dict[str, str] = {}  # athlete -> session, for the metronome
         self._metronome: asyncio.Task[None] | None = None
 
+    @property
+    def failed(self) -> int:
+        """Cues that never went out: too old when the broker returned, or pushed out of the outbox."""
+        return self.conn.stats.dropped_old + self.conn.stats.dropped_full
+
+    def connection_stats(self) -> dict[str, object]:
+        return {"sent": self.sent, "suppressed": self.rules.suppressed, "failed": self.failed,
+                "outbox": self.conn.outbox, **{f"mqtt_{k}": v for k, v in self.conn.stats.as_dict().items()}}
+
     async def start(self) -> None:
-        self._client = await self._stack.enter_async_context(
-            aiomqtt_client(self.broker, "haptic", max_queued_incoming=100))
+        await self.conn.start()
         if self.config.metronome.enabled:
             self._metronome = asyncio.create_task(self._tick())
 
@@ -165,22 +176,13 @@ class HapticSink:
                 await self._send(cmd)
 
     async def _send(self, cmd: dict[str, Any]) -> None:
-        """Hand the command to the connection now; its acknowledgement is awaited in the
-        background, so a cue never waits behind the previous cue's round trip to the broker."""
-        assert self._client is not None
+        """Hand the command to the connection now: written at once (its acknowledgement is the
+        connection's business, so a cue never waits behind the previous cue's round trip), or
+        kept in the outbox while the broker is away."""
         cmd["sent_ns"] = time.time_ns()
         topic = topics.athlete_topic(cmd["session"], cmd["athlete"], "haptic")
-        task = asyncio.ensure_future(self._client.publish(topic, json.dumps(cmd, separators=(",", ":")),
-                                                          qos=self.config.qos))
-        self._inflight.add(task)
-        task.add_done_callback(self._acked)
-        self.sent += 1  # (tasks start in the order made: commands leave in order)
-
-    def _acked(self, task: asyncio.Future[None]) -> None:
-        self._inflight.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            self.failed += 1
-            log.warning("haptic command not confirmed by the broker: %s", task.exception())
+        self.conn.publish(topic, json.dumps(cmd, separators=(",", ":")), qos=self.config.qos)
+        self.sent += 1
 
     async def _tick(self) -> None:
         m = self.config.metronome
@@ -205,7 +207,4 @@ class HapticSink:
             self._metronome.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._metronome
-        if self._inflight:  # the last cues' acknowledgements, briefly
-            await asyncio.wait(set(self._inflight), timeout=2.0)
-        await self._stack.aclose()
-        self._client = None
+        await self.conn.close(timeout=2.0)  # the last cues' acknowledgements, briefly

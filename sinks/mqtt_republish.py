@@ -1,14 +1,16 @@
-"""Republish records as JSON on each athlete's ``records`` topic (QoS 1 by default)."""
+"""Republish records as JSON on each athlete's ``records`` topic (QoS 1 by default).
+
+The connection survives the broker going away (services/mqtt_conn.py): records emitted
+meanwhile wait in a bounded outbox (``outbox``, oldest dropped and counted when full) and go
+out when it returns; QoS 1/2 records in flight are sent again.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import json
 from typing import Any
 
-import aiomqtt
-
-from poserun.services.mqtt import aiomqtt_client
+from poserun.services.mqtt_conn import MqttConnection
 from poserun.settings import BrokerSettings
 from poserun.sinks.base import Record
 from poserun.wire import topics
@@ -17,25 +19,26 @@ from poserun.wire import topics
 class MqttRepublishSink:
     name = "mqtt"
 
-    def __init__(self, qos: int = 1, context: dict[str, Any] | None = None) -> None:
+    def __init__(self, qos: int = 1, outbox: int = 100_000, context: dict[str, Any] | None = None) -> None:
         ctx = context or {}
         self.broker: BrokerSettings = ctx.get("broker") or BrokerSettings()
         if qos not in (0, 1, 2):
             raise ValueError("qos must be 0, 1 or 2")
+        if outbox < 1:
+            raise ValueError("outbox must be at least 1")
         self.qos = qos
-        self._client: aiomqtt.Client | None = None
-        self._stack = contextlib.AsyncExitStack()
+        self.conn = MqttConnection(self.broker, "records", persistent=True, outbox=outbox)
+
+    def connection_stats(self) -> dict[str, object]:
+        return {"outbox": self.conn.outbox, **self.conn.stats.as_dict()}
 
     async def start(self) -> None:
-        self._client = await self._stack.enter_async_context(
-            aiomqtt_client(self.broker, "records", max_queued_incoming=1000))
+        await self.conn.start()
 
     async def write_batch(self, records: list[Record]) -> None:
-        assert self._client is not None
         for rec in records:
             topic = topics.athlete_topic(rec["session"], rec["athlete"], "records")
-            await self._client.publish(topic, json.dumps(rec, separators=(",", ":")), qos=self.qos)
+            self.conn.publish(topic, json.dumps(rec, separators=(",", ":")), qos=self.qos)
 
     async def close(self) -> None:
-        await self._stack.aclose()
-        self._client = None
+        await self.conn.close(timeout=5.0)
