@@ -56,7 +56,9 @@ class ConnectionStats:
 class MqttConnection:
     """A publishing and/or subscribing MQTT client that survives a track's network.
 
-    ``on_message(message, recv_ns)`` gets every PUBLISH from the broker (it must not raise).
+    ``on_message(message, recv_ns)`` gets every PUBLISH from the broker (it must not raise),
+    ``on_read()`` is called after the messages of each read from the socket (a batch),
+    ``on_state(up)`` when the connection is ready (subscribed) and when it is lost.
     ``persistent`` asks the broker to keep the session (subscriptions and queued QoS 1/2
     messages) across reconnections, under a client id that stays the same.
     """
@@ -64,11 +66,16 @@ class MqttConnection:
     def __init__(self, broker: BrokerSettings, role: str, *, subscriptions: Sequence[tuple[str, int]] = (),
                  on_message: Callable[[proto.Message, int], object] | None = None, will: proto.Will | None = None,
                  persistent: bool = False, outbox: int = 10_000, max_age_s: float | None = None,
-                 max_in_flight: int = 1000, max_delay_s: float = 8.0) -> None:
+                 max_in_flight: int = 1000, max_delay_s: float = 8.0,
+                 on_read: Callable[[], object] | None = None, on_state: Callable[[bool], object] | None = None,
+                 rcvbuf: int = 0) -> None:
         self.broker = broker
         self.role = role
         self.subscriptions = list(subscriptions)
         self.on_message = on_message
+        self.on_read = on_read  # after the messages of one read from the socket
+        self.on_state = on_state  # connected (subscribed) or not
+        self.rcvbuf = rcvbuf
         self.max_age_s = max_age_s
         self.max_in_flight = max_in_flight
         self.max_delay_s = max_delay_s
@@ -193,8 +200,11 @@ class MqttConnection:
             return await self._lost, True
         finally:
             ticker.cancel()
+            was = self._ready.is_set()
             self._ready.clear()
             self.stats.connected = False
+            if was and self.on_state is not None:
+                self.on_state(False)
             t, self._transport = self._transport, None
             if t is not None and not t.is_closing():
                 t.abort()
@@ -234,7 +244,10 @@ class MqttConnection:
             self._opened()
 
     def _opened(self) -> None:
-        self._ready.set()
+        if not self._ready.is_set():
+            self._ready.set()
+            if self.on_state is not None:
+                self.on_state(True)
         now = time.monotonic()
         box = self._outbox
         while box and self._ready.is_set():
@@ -281,6 +294,8 @@ class _Protocol(asyncio.Protocol):
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                if self.owner.rcvbuf:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.owner.rcvbuf)
         self.owner._transport = transport
         transport.write(self.owner.client.connect())
 
@@ -288,6 +303,8 @@ class _Protocol(asyncio.Protocol):
         owner = self.owner
         owner._events(owner.client.receive(data), time.time_ns())
         owner._flush()
+        if owner.on_read is not None:
+            owner.on_read()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.owner._lose(f"connection lost: {exc}" if exc else "the broker closed the connection")

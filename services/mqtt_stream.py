@@ -21,6 +21,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from poserun.services.mqtt import NODELAY, BrokerUnavailable, Inbox, Incoming, IngestStats, client_id
 from poserun.settings import BrokerSettings
@@ -274,25 +275,27 @@ class StreamSubscriber(Inbox):
 
 
 class LoopSubscriber:
-    """The same reader on the asyncio event loop: no thread, no hand-over.
+    """The ingest on the asyncio event loop: no thread, no hand-over.
 
-    Each read from the socket is parsed at once and every PUBLISH handed to
-    ``on_publish(topic, payload, recv_ns)`` inside the loop. At real-time
-    rates (a few messages per read) this saves the per-batch wake-up,
-    queue and GIL hand-over between a network thread and the loop, which
-    cost more than the messages themselves. A backlog (a burst, a slow
-    moment) is worked off ``slice`` messages at a time, and a slice ends early
-    when ``on_publish`` returns something true (a record), so the sinks'
-    tasks and socket writes (a haptic cue) run in between. Reading goes on
-    meanwhile (pausing it would make the broker drop what it cannot queue,
-    uncounted); past ``max_backlog`` the oldest messages are shed and
-    counted as ``overflow``. ``on_publish`` must not raise (the fusion
-    service counts errors).
+    The connection is :class:`~poserun.services.mqtt_conn.MqttConnection` (the one MQTT core:
+    refusals are errors, a half-open link is noticed by the keep-alive, every loss reconnects
+    and subscribes again). Each read from the socket is parsed at once and its PUBLISHes
+    queued; the queue is handed to ``on_publish(topic, payload, recv_ns)`` inside the loop. At
+    real-time rates (a few messages per read) this saves the per-batch wake-up, queue and GIL
+    hand-over between a network thread and the loop, which cost more than the messages
+    themselves. A backlog (a burst, a slow moment) is worked off ``slice`` messages at a time,
+    and a slice ends early when ``on_publish`` returns something true (a record), so the sinks'
+    tasks and socket writes (a haptic cue) run in between. Reading goes on meanwhile (pausing
+    it would make the broker drop what it cannot queue, uncounted); past ``max_backlog`` the
+    oldest messages are shed and counted as ``overflow``. ``on_publish`` must not raise (the
+    fusion service counts errors).
     """
 
     def __init__(self, broker: BrokerSettings, filters: Iterable[str],
                  on_publish: Callable[[str, bytes, int], object], *, qos: int = 0, role: str = "ingest",
                  slice: int = 64, max_backlog: int = 500_000) -> None:
+        from poserun.services.mqtt_conn import MqttConnection
+
         self.broker = broker
         self.filters = [(f, qos) for f in filters]
         self.role = role
@@ -302,6 +305,23 @@ class LoopSubscriber:
         self.max_backlog = max_backlog
         self.backlog: deque[tuple[str, bytes, int]] = deque()
         self._scheduled = False
+        self._ups = 0
+        self.conn = MqttConnection(broker, role, subscriptions=self.filters, on_message=self._message,
+                                   on_read=self._read, on_state=self._state, rcvbuf=4 << 20)
+
+    def _message(self, msg: Any, recv_ns: int) -> None:
+        self.stats.received += 1
+        self.backlog.append((msg.topic, msg.payload, recv_ns))
+
+    def _read(self) -> None:
+        if self.backlog and not self._scheduled:
+            self._work()
+
+    def _state(self, up: bool) -> None:
+        self.stats.connected = up
+        if up:
+            self._ups += 1
+            self.stats.reconnects = self._ups - 1
 
     def _work(self) -> None:
         """Hand over up to ``slice`` queued messages; come back for the rest after the loop's other work."""
@@ -328,169 +348,14 @@ class LoopSubscriber:
                   timeout: float = 10.0) -> None:
         """Serve until ``stop``; the first connection must succeed (else :class:`BrokerUnavailable`),
         later losses reconnect with a growing, jittered delay."""
-        delay = 0.5
-        first = True
-        while not stop.is_set():
-            try:
-                proto = await self._connect(timeout)
-            except (BrokerUnavailable, OSError, TimeoutError) as exc:
-                if first:
-                    raise BrokerUnavailable(f"{self.broker.url}: {exc}") from None
-                log.warning("reconnect failed: %s", exc)
-            else:
-                if not first:
-                    self.stats.reconnects += 1
-                first = False
-                delay = 0.5
-                self.stats.connected = True
-                if ready is not None:
-                    ready.set()
-                stopper = asyncio.ensure_future(stop.wait())
-                try:
-                    await asyncio.wait({stopper, proto.lost}, return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    stopper.cancel()
-                    proto.close()
-                    self.stats.connected = False
-                if stop.is_set():
-                    self.drain()
-                    break
-                log.warning("ingest connection lost (%s); reconnecting in %.1f s", proto.lost.result(), delay)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), delay)
-            delay = min(delay * 2, 8.0) * (0.8 + 0.4 * random.random())
-
-    async def _connect(self, timeout: float) -> _LoopProtocol:
-        b = self.broker
-        loop = asyncio.get_running_loop()
-        ctx = tls_context(b)
-        hello = hello_packet(b, self.role) + subscribe_packet(1, self.filters)
-        proto = _LoopProtocol(self, hello, loop.create_future(), loop.create_future())
+        await self.conn.start(timeout)
+        if ready is not None:
+            ready.set()
         try:
-            await asyncio.wait_for(loop.create_connection(lambda: proto, b.host, b.port, ssl=ctx), timeout)
-        except OSError as exc:
-            raise BrokerUnavailable(f"cannot reach the broker at {b.url}: {exc}") from None
-        try:
-            await asyncio.wait_for(asyncio.shield(proto.subscribed), timeout)
-        except BaseException:
-            proto.close()
-            raise
-        return proto
-
-
-class _LoopProtocol(asyncio.Protocol):
-    def __init__(self, owner: LoopSubscriber, hello: bytes, subscribed: asyncio.Future[None],
-                 lost: asyncio.Future[str]) -> None:
-        self.owner = owner
-        self.hello = hello
-        self.subscribed = subscribed
-        self.lost = lost
-        self.buf = bytearray()
-        self.transport: asyncio.Transport | None = None
-        self.connacked = False
-        self.last_sent = time.monotonic()
-        self._ping: asyncio.TimerHandle | None = None
-
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(*NODELAY)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-        transport.write(self.hello)
-        self._schedule_ping()
-
-    def _schedule_ping(self) -> None:
-        period = max(1.0, self.owner.broker.keepalive_s / 2)
-        self._ping = asyncio.get_running_loop().call_later(period, self._keepalive, period)
-
-    def _keepalive(self, period: float) -> None:
-        if self.transport is None or self.transport.is_closing():
-            return
-        if time.monotonic() - self.last_sent >= period * 0.9:
-            self.transport.write(b"\xc0\x00")  # PINGREQ
-            self.last_sent = time.monotonic()
-        self._schedule_ping()
-
-    def _fail(self, why: str) -> None:
-        if not self.lost.done():
-            self.lost.set_result(why)
-        if not self.subscribed.done():
-            self.subscribed.set_exception(BrokerUnavailable(why))
-            self.subscribed.exception()  # retrieved: whoever awaits it sees it; nobody else must warn
-        self.close()
-
-    def close(self) -> None:
-        if self._ping is not None:
-            self._ping.cancel()
-        t, self.transport = self.transport, None
-        if t is not None and not t.is_closing():
-            with contextlib.suppress(Exception):
-                t.write(b"\xe0\x00")  # DISCONNECT
-            t.close()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.transport = None
-        if self._ping is not None:
-            self._ping.cancel()
-        if not self.lost.done():
-            self.lost.set_result(str(exc) if exc else "broker closed the connection")
-        if not self.subscribed.done():
-            self.subscribed.set_exception(BrokerUnavailable("broker closed the connection (refused?)"))
-            self.subscribed.exception()
-
-    def data_received(self, data: bytes) -> None:
-        buf = self.buf
-        if buf:
-            buf += data
-            src: bytes | bytearray = buf
-        else:
-            src = data
-        try:
-            packets, used = parse_packets(src)
-        except ValueError as exc:
-            self._fail(f"malformed packet from the broker: {exc}")
-            return
-        if used < len(src):
-            tail = src[used:]
-            buf.clear()
-            buf += tail
-        else:
-            buf.clear()
-        if not packets:
-            return
-        now = time.time_ns()
-        acks = []
-        owner = self.owner
-        backlog = owner.backlog
-        stats = owner.stats
-        decode = bytes.decode
-        for kind, _flags, topic, payload, pid in packets:
-            if kind == PUBLISH:
-                stats.received += 1
-                if pid:
-                    acks.append(b"\x40\x02" + _U16.pack(pid))
-                backlog.append((decode(topic, "utf-8", "replace"), payload, now))
-            elif kind == CONNACK:
-                if len(payload) < 2 or payload[1] != 0:
-                    code = payload[1] if len(payload) > 1 else -1
-                    self._fail(f"broker {self.owner.broker.url} refused the connection (code {code})")
-                    return
-                self.connacked = True
-            elif kind == SUBACK:
-                if any(code == 0x80 for code in payload[2:]):
-                    self._fail(f"broker {self.owner.broker.url} refused the subscription (ACL?)")
-                    return
-                if self.connacked and not self.subscribed.done():
-                    self.subscribed.set_result(None)
-        if acks and self.transport is not None:
-            self.transport.write(b"".join(acks))
-            self.last_sent = time.monotonic()
-        if backlog and not owner._scheduled:
-            owner._work()
+            await stop.wait()
+        finally:
+            await self.conn.close(timeout=1.0)
+            self.drain()
 
 
 def publish_packet(topic: str, payload: bytes) -> bytes:

@@ -131,3 +131,33 @@ def test_an_unreachable_broker_is_an_error_at_start() -> None:
         with pytest.raises(BrokerUnavailable, match="cannot reach"):
             await conn.start(timeout=5.0)
     asyncio.run(go())
+
+
+def test_the_ingest_leaves_a_half_open_link_and_hears_again() -> None:
+    """The service's reader (LoopSubscriber) behind a link that freezes: it used to stay
+    "connected" and deaf for good; now the keep-alive notices and it reconnects."""
+    from poserun.services.mqtt_stream import LoopSubscriber
+
+    async def go() -> None:
+        with mosquitto() as m:
+            proxy = Proxy(m.port)
+            await proxy.start()
+            got: list[bytes] = []
+            sub = LoopSubscriber(settings(f"mqtt://127.0.0.1:{proxy.port}", keepalive=5), ["d/#"],
+                                 lambda _t, p, _r: got.append(p), qos=1)
+            stop, ready = asyncio.Event(), asyncio.Event()
+            task = asyncio.create_task(sub.run(stop, ready))
+            await until(ready.is_set, "the ingest is up")
+            proxy.freeze()
+            await until(lambda: sub.conn.stats.timeouts >= 1, "the keep-alive notices")
+            proxy.thaw()
+            await until(lambda: sub.stats.connected and sub.stats.reconnects >= 1, "the ingest is back")
+            pub = MqttConnection(settings(m.url), "gw")
+            await pub.start()
+            pub.publish("d/x", b"frame", qos=1)
+            await until(lambda: got == [b"frame"], "a frame after the fault")
+            await pub.close()
+            stop.set()
+            await task
+            await proxy.close()
+    asyncio.run(go())
