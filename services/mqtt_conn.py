@@ -56,7 +56,9 @@ class ConnectionStats:
 class MqttConnection:
     """A publishing and/or subscribing MQTT client that survives a track's network.
 
-    ``on_message(message, recv_ns)`` gets every PUBLISH from the broker (it must not raise),
+    ``on_message(message, recv_ns)`` gets every PUBLISH from the broker (it must not raise);
+    with ``on_publish(topic, payload, recv_ns)`` the data frames (QoS 0, not retained) go there
+    instead, without a :class:`~poserun.wire.mqtt.Message` each (the ingest's hot path);
     ``on_read()`` is called after the messages of each read from the socket (a batch),
     ``on_state(up)`` when the connection is ready (subscribed) and when it is lost.
     ``persistent`` asks the broker to keep the session (subscriptions and queued QoS 1/2
@@ -68,11 +70,12 @@ class MqttConnection:
                  persistent: bool = False, outbox: int = 10_000, max_age_s: float | None = None,
                  max_in_flight: int = 1000, max_delay_s: float = 8.0,
                  on_read: Callable[[], object] | None = None, on_state: Callable[[bool], object] | None = None,
-                 rcvbuf: int = 0) -> None:
+                 on_publish: Callable[[str, bytes, int], object] | None = None, rcvbuf: int = 0) -> None:
         self.broker = broker
         self.role = role
         self.subscriptions = list(subscriptions)
         self.on_message = on_message
+        self._on_publish = on_publish
         self.on_read = on_read  # after the messages of one read from the socket
         self.on_state = on_state  # connected (subscribed) or not
         self.rcvbuf = rcvbuf
@@ -81,9 +84,14 @@ class MqttConnection:
         self.max_delay_s = max_delay_s
         self.stats = ConnectionStats()
         password = broker.password.get_secret_value() if broker.password is not None else None
+        self.recv_ns = 0  # when the read being parsed arrived
+        fast = None
+        if on_publish is not None:
+            def fast(topic: str | bytes, payload: bytes) -> None:
+                on_publish(topic, payload, self.recv_ns)  # type: ignore[arg-type]
         self.client = proto.MqttClient(client_id(broker, role), keepalive_s=broker.keepalive_s,
                                        username=broker.username, password=password, will=will,
-                                       clean_session=not persistent)
+                                       clean_session=not persistent, on_publish=fast)
         self._outbox: deque[tuple[float, str, bytes, int, bool]] = deque(maxlen=outbox)
         self._transport: asyncio.Transport | None = None
         self._ready = asyncio.Event()  # connected (and subscribed)
@@ -262,9 +270,11 @@ class MqttConnection:
 
     def _events(self, events: list[proto.Event], recv_ns: int) -> None:
         for ev in events:
-            if isinstance(ev, proto.Message):
+            if type(ev) is proto.Message:
                 if self.on_message is not None:
                     self.on_message(ev, recv_ns)
+                elif self._on_publish is not None:
+                    self._on_publish(ev.topic, ev.payload, recv_ns)  # type: ignore[arg-type]
             elif isinstance(ev, proto.Published):
                 self.stats.acknowledged += 1
                 if self._outbox and self._ready.is_set():
@@ -301,7 +311,8 @@ class _Protocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         owner = self.owner
-        owner._events(owner.client.receive(data), time.time_ns())
+        owner.recv_ns = now = time.time_ns()
+        owner._events(owner.client.receive(data), now)
         owner._flush()
         if owner.on_read is not None:
             owner.on_read()

@@ -21,7 +21,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Any
 
 from poserun.services.mqtt import NODELAY, BrokerUnavailable, Inbox, Incoming, IngestStats, client_id
 from poserun.settings import BrokerSettings
@@ -306,14 +305,17 @@ class LoopSubscriber:
         self.backlog: deque[tuple[str, bytes, int]] = deque()
         self._scheduled = False
         self._ups = 0
-        self.conn = MqttConnection(broker, role, subscriptions=self.filters, on_message=self._message,
+        self.conn = MqttConnection(broker, role, subscriptions=self.filters, on_publish=self._publish,
                                    on_read=self._read, on_state=self._state, rcvbuf=4 << 20)
+        self._received = 0  # since the last read was handed on
 
-    def _message(self, msg: Any, recv_ns: int) -> None:
-        self.stats.received += 1
-        self.backlog.append((msg.topic, msg.payload, recv_ns))
+    def _publish(self, topic: str, payload: bytes, recv_ns: int) -> None:
+        self._received += 1
+        self.backlog.append((topic, payload, recv_ns))
 
     def _read(self) -> None:
+        self.stats.received += self._received
+        self._received = 0
         if self.backlog and not self._scheduled:
             self._work()
 

@@ -273,12 +273,17 @@ class MqttClient:
 
     ``bytes_topics=True`` reports :class:`Message` topics as the raw bytes (still checked
     to be UTF-8). ``max_packet_size`` refuses larger incoming packets as a :class:`ProtocolError`.
+    With ``on_publish(topic, payload)``, a QoS 0 PUBLISH that is neither retained nor DUP (a data
+    frame) is handed to it during :meth:`receive` instead of becoming a :class:`Message`: no
+    object per message on an ingest's hot path (a burst of them would otherwise keep the
+    collector busy). Every other PUBLISH is still a :class:`Message`.
     """
 
     def __init__(self, client_id: str, *, keepalive_s: int, username: str | None = None,
                  password: str | bytes | None = None, will: Will | None = None, clean_session: bool = True,
                  ping_fraction: float = 0.5, pong_timeout_s: float | None = None, bytes_topics: bool = False,
-                 max_packet_size: int = MAX_REMAINING_LENGTH + 5) -> None:
+                 max_packet_size: int = MAX_REMAINING_LENGTH + 5,
+                 on_publish: Callable[[str | bytes, bytes], object] | None = None) -> None:
         if not isinstance(keepalive_s, int) or not 0 <= keepalive_s <= 65535:
             raise ValueError(f"keepalive_s must be an int in 0..65535, not {keepalive_s!r}")
         if not 0 < ping_fraction <= 1:
@@ -309,6 +314,7 @@ class MqttClient:
         self.pong_timeout_s = float(keepalive_s if pong_timeout_s is None else pong_timeout_s)
         self.bytes_topics = bytes_topics
         self.max_packet_size = max_packet_size
+        self.on_publish = on_publish
 
         self._state = _IDLE
         self._connacked = False
@@ -492,6 +498,7 @@ class MqttClient:
         out = self._out
         queued = len(out)
         max_packet = self.max_packet_size
+        fast = self.on_publish
         n = len(src)
         pos = 0
         err: str | None = None
@@ -539,6 +546,10 @@ class MqttClient:
                     if topic is None:
                         err = f"PUBLISH topic is not valid UTF-8 or is empty or has wildcards or U+0000: {tb!r}"
                         break
+                if fast is not None:  # no object per message: the ingest's path
+                    fast(topic, src[te:end])
+                    pos = end
+                    continue
                 m = _new(Message)
                 _set_topic(m, topic)
                 _set_payload(m, src[te:end])
