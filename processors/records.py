@@ -29,6 +29,7 @@ class _Common(TypedDict):
     ic_ns: int  # initial contact on the athlete's time base (the timing source's clock), ns
     session: NotRequired[str]  # added by the service
     emitted_ns: NotRequired[int]  # the service's clock when it emitted the record
+    id: NotRequired[str]  # added by the service: record_id(), the same for the same contact on every replay
 
 
 class LandingRecord(_Common):
@@ -108,4 +109,11 @@ KEYS: dict[str, frozenset[str]] = {
 REQUIRED: dict[str, frozenset[str]] = {"landing": LandingRecord.__required_keys__,
                                        "stance": StanceRecord.__required_keys__}
 #: The keys the service adds to every record it emits (required on the wire).
-SERVICE_KEYS = frozenset({"session", "emitted_ns"})
+SERVICE_KEYS = frozenset({"session", "emitted_ns", "id"})
+
+
+def record_id(session: str, athlete: str, kind: str, foot: str, ic_ns: int) -> str:
+    """A record's identity: one landing and one stance per contact (a foot's IC on the athlete's
+    time base), so a record emitted again (a replay, a resend after a fault) has the same id and a
+    store keeps it once."""
+    return f"{session}/{athlete}/{foot}/{ic_ns}/{kind}"

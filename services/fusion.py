@@ -20,6 +20,7 @@ from typing import Any
 
 from poserun.processors.athlete import AthleteParams, AthleteState
 from poserun.processors.keypoints import KeypointLayout
+from poserun.processors.records import record_id
 from poserun.services.mqtt import IngestStats, ThreadedSubscriber, aiomqtt_client
 from poserun.services.mqtt_stream import LoopSubscriber
 from poserun.settings import Settings
@@ -261,6 +262,7 @@ class FusionService:
             for r in recs:
                 r["session"] = session
                 r["emitted_ns"] = now
+                r["id"] = record_id(session, r["athlete"], r["type"], r["foot"], r["ic_ns"])
             self.records_out += len(recs)
             for runner in self.sinks:
                 for r in recs:

@@ -57,8 +57,8 @@ class MqttConnection:
     """A publishing and/or subscribing MQTT client that survives a track's network.
 
     ``on_message(message, recv_ns)`` gets every PUBLISH from the broker (it must not raise);
-    with ``on_publish(topic, payload, recv_ns)`` the data frames (QoS 0, not retained) go there
-    instead, without a :class:`~poserun.wire.mqtt.Message` each (the ingest's hot path);
+    with ``on_publish(topic, payload, recv_ns)`` every PUBLISH goes there instead, in order and
+    without a :class:`~poserun.wire.mqtt.Message` each (the ingest's hot path);
     ``on_read()`` is called after the messages of each read from the socket (a batch),
     ``on_state(up)`` when the connection is ready (subscribed) and when it is lost.
     ``persistent`` asks the broker to keep the session (subscriptions and queued QoS 1/2
@@ -75,7 +75,6 @@ class MqttConnection:
         self.role = role
         self.subscriptions = list(subscriptions)
         self.on_message = on_message
-        self._on_publish = on_publish
         self.on_read = on_read  # after the messages of one read from the socket
         self.on_state = on_state  # connected (subscribed) or not
         self.rcvbuf = rcvbuf
@@ -270,11 +269,9 @@ class MqttConnection:
 
     def _events(self, events: list[proto.Event], recv_ns: int) -> None:
         for ev in events:
-            if type(ev) is proto.Message:
+            if type(ev) is proto.Message:  # (with on_publish, the client hands them over itself)
                 if self.on_message is not None:
                     self.on_message(ev, recv_ns)
-                elif self._on_publish is not None:
-                    self._on_publish(ev.topic, ev.payload, recv_ns)  # type: ignore[arg-type]
             elif isinstance(ev, proto.Published):
                 self.stats.acknowledged += 1
                 if self._outbox and self._ready.is_set():

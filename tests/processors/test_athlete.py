@@ -73,7 +73,7 @@ def test_records_carry_every_metric_the_sensors_support() -> None:
     assert len(stances) > 25 and len(landings) > 25  # ~2.9 steps per second for 12 s
     for r in recs:
         model = LandingRecord if r["type"] == "landing" else StanceRecord
-        model.model_validate(r | {"session": "s", "emitted_ns": 0})
+        model.model_validate(r | {"session": "s", "emitted_ns": 0, "id": "x"})
         json.dumps(r)
     must = ["support_time_s", "flight_time_s", "step_time_s", "cadence_spm", "duty_factor", "strike_zone",
             "cop_ic_fraction", "heel_contact", "heel_peak_fraction", "ball_load_fraction", "release_time_s",

@@ -47,7 +47,7 @@ def test_a_key_outside_the_schema_is_refused(records: list[dict]) -> None:
     stance = next(r for r in records if r["type"] == "stance")
     with pytest.raises(ValidationError):
         StanceRecord.model_validate({**stance, "support_time": 0.2})
-    for key in ("cadence_spm", "session", "emitted_ns"):
+    for key in ("cadence_spm", "session", "emitted_ns", "id"):
         with pytest.raises(ValidationError):
             StanceRecord.model_validate({k: v for k, v in stance.items() if k != key})
     with pytest.raises(ValidationError):

@@ -32,7 +32,7 @@ S = 1_000_000_000
 IC = 10 * S
 TO = IC + 200 * MS
 BW = 700.0
-SERVICE = {"session", "emitted_ns"}  # added by the service
+SERVICE = {"session", "emitted_ns", "id"}  # added by the service
 OPTIONAL = {"pressure_map", "pose_ic", "imu_placement"}
 NO_BEFORE = Before(prev_ic_same=None, ic_other=None, to_other=None, cadence_spm=None)
 RUNNING = Before(prev_ic_same=IC - 700 * MS, ic_other=IC - 350 * MS, to_other=IC - 150 * MS, cadence_spm=171.4)
