@@ -2,6 +2,13 @@
 in SQLite (default) or PostgreSQL. Writes are batched and run off the event loop in one
 worker thread; closing flushes everything queued.
 
+Nothing that reached the sink is lost to the database: each batch goes to a local journal
+(JSON lines, flushed) before the database, and leaves it once the database has committed it.
+A database that is down, restarting or locked makes the batch wait and be tried again (with a
+growing delay, reconnecting), the backlog counted; a service killed meanwhile finds the
+journal at its next start and writes it. Rows are keyed by the record's id (``record_id``),
+so a batch written twice (a retry after an unclear failure, a replayed session) is kept once.
+
 URLs: ``sqlite:///path/to/poserun.db`` (or ``sqlite://`` for memory) and
 ``postgresql://user@host:5432/dbname``.
 """
@@ -9,17 +16,21 @@ URLs: ``sqlite:///path/to/poserun.db`` (or ``sqlite://`` for memory) and
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import json
+import logging
 import sqlite3
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from poserun.processors.records import record_id
 from poserun.sinks.base import Record
+
+log = logging.getLogger(__name__)
 
 DEFAULT_URL = "sqlite:///poserun.db"
 SCHEMA = (
@@ -31,9 +42,12 @@ SCHEMA = (
         leg_length_m DOUBLE PRECISION, meta TEXT, PRIMARY KEY (session_id, athlete_id))""",
     """CREATE TABLE IF NOT EXISTS records (
         session_id TEXT NOT NULL, athlete_id TEXT NOT NULL, type TEXT NOT NULL, foot TEXT,
-        ic_ns BIGINT, to_ns BIGINT, emitted_ns BIGINT, data TEXT NOT NULL)""",
+        ic_ns BIGINT, to_ns BIGINT, emitted_ns BIGINT, data TEXT NOT NULL, record_id TEXT)""",
     "CREATE INDEX IF NOT EXISTS records_by_time ON records (session_id, athlete_id, ic_ns)",
 )
+# a store made before records had ids gets the column; then each id is kept once
+MIGRATE = ("ALTER TABLE records ADD COLUMN record_id TEXT",)
+UNIQUE = "CREATE UNIQUE INDEX IF NOT EXISTS records_by_id ON records (record_id)"
 
 
 class StoreMissing(ValueError):
@@ -81,11 +95,19 @@ class Database:
             for stmt in SCHEMA:
                 cur.execute(stmt)
         self.conn.commit()
+        try:
+            self.execute("SELECT record_id FROM records WHERE 1 = 0")
+        except Exception:
+            self.conn.rollback()
+            for stmt in MIGRATE:
+                self.execute(stmt)
+        self.execute(UNIQUE)
+        self.conn.commit()
 
     def _sql(self, sql: str) -> str:
         return sql.replace("?", "%s") if self.kind == "postgresql" else sql
 
-    @contextmanager
+    @contextlib.contextmanager
     def cursor(self) -> Iterator[Any]:
         cur = self.conn.cursor()
         try:
@@ -132,11 +154,15 @@ class Database:
                 "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (session_id, athlete_id) DO NOTHING",
                 (sid, aid, a.get("name"), a.get("body_mass_kg"), a.get("leg_length_m"), json.dumps(a)))
         self.executemany(
-            "INSERT INTO records (session_id, athlete_id, type, foot, ic_ns, to_ns, emitted_ns, data) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO records (session_id, athlete_id, type, foot, ic_ns, to_ns, emitted_ns, data, record_id) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (record_id) DO NOTHING",
             [(str(r.get("session")), str(r.get("athlete")), str(r.get("type")), r.get("foot"), r.get("ic_ns"),
-              r.get("to_ns"), r.get("emitted_ns"), json.dumps(r, separators=(",", ":"))) for r in records])
+              r.get("to_ns"), r.get("emitted_ns"), json.dumps(r, separators=(",", ":")), _id(r)) for r in records])
         self.commit()
+
+    def rollback(self) -> None:
+        with contextlib.suppress(Exception):
+            self.conn.rollback()
 
     # ------------------------------------------------------------- reading
     def sessions(self) -> list[dict[str, Any]]:
@@ -159,16 +185,88 @@ class Database:
         return [{"athlete": r[0], "name": r[1], "body_mass_kg": r[2], "leg_length_m": r[3]} for r in rows]
 
 
+def _id(r: Record) -> str:
+    rid = r.get("id")
+    if isinstance(rid, str) and rid:
+        return rid
+    return record_id(str(r.get("session")), str(r.get("athlete")), str(r.get("type")), str(r.get("foot")),
+                     int(r.get("ic_ns") or 0))
+
+
+class Journal:
+    """Records on their way to the database, in a JSON-lines file: appended (and flushed) before
+    the database is tried, cleared once it has committed them."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = open(path, "a", encoding="utf-8")
+
+    def load(self) -> list[Record]:
+        """What an earlier run left (a partial last line, cut by a crash, is skipped)."""
+        out = []
+        with open(self.path, encoding="utf-8") as fh:
+            for line in fh:
+                with contextlib.suppress(ValueError):
+                    rec = json.loads(line)
+                    if isinstance(rec, dict):
+                        out.append(rec)
+        return out
+
+    def append(self, records: list[Record]) -> None:
+        self._fh.write("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records))
+        self._fh.flush()
+
+    def rewrite(self, records: list[Record]) -> None:
+        self._fh.close()
+        with open(self.path, "w", encoding="utf-8") as fh:
+            fh.write("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records))
+        self._fh = open(self.path, "a", encoding="utf-8")
+
+    def clear(self) -> None:
+        self._fh.truncate(0)
+        self._fh.seek(0)
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+def default_journal(url: str) -> Path | None:
+    """Beside an SQLite file; under ``.poserun/`` for PostgreSQL; none for an in-memory store."""
+    if url == "sqlite://" or url.endswith(":memory:"):
+        return None
+    if url.startswith("sqlite:///"):
+        path = url[len("sqlite://"):]
+        path = path if url.startswith("sqlite:////") else path.lstrip("/")
+        return Path(path + ".journal")
+    return Path(".poserun") / f"store-{hashlib.sha1(url.encode()).hexdigest()[:10]}.journal"
+
+
 class StoreSink:
-    """Writes records to the session store in batches, on a worker thread of its own."""
+    """Writes records to the session store in batches, on a worker thread of its own, through a
+    journal (see the module docstring)."""
 
     name = "store"
     flush_timeout_s = 60.0  # closing waits this long for the queued records (nothing lost on a clean stop)
 
-    def __init__(self, url: str = DEFAULT_URL, context: dict[str, Any] | None = None) -> None:
+    def __init__(self, url: str = DEFAULT_URL, journal: str | None = None, max_backlog: int = 1_000_000,
+                 retry_max_s: float = 10.0, context: dict[str, Any] | None = None) -> None:
         ctx = context if context is not None else {}
         self.url = url
+        if max_backlog < 1:
+            raise ValueError("max_backlog must be at least 1")
+        self.journal_path = Path(journal) if journal else default_journal(url)
+        self.max_backlog = max_backlog
+        self.retry_max_s = retry_max_s
         self.written = 0
+        self.errors = 0  # database writes that failed (and were retried)
+        self.dropped = 0  # records pushed out of a full backlog (max_backlog)
+        self.recovered = 0  # records an earlier run left in the journal
+        self.last_error = ""
+        self._pending: list[Record] = []  # journaled, not yet committed
+        self._journal: Journal | None = None
+        self._retry: asyncio.Task[None] | None = None
+        self._write_lock = asyncio.Lock()
         settings = ctx.get("settings")
         self._sessions: dict[str, dict[str, Any]] = {}
         self._athletes: dict[tuple[str, str], dict[str, Any]] = {}
@@ -179,21 +277,100 @@ class StoreSink:
                 self._athletes[("*", a.id)] = {"name": a.name, "body_mass_kg": a.body_mass_kg,
                                                "leg_length_m": a.leg_length_m, "profile": a.profile}
         self._db: Database | None = None
+        self._broken = False
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
-        self._lock = threading.Lock()
+
+    def connection_stats(self) -> dict[str, object]:
+        return {"backlog": len(self._pending), "db_errors": self.errors, "backlog_dropped": self.dropped,
+                "recovered": self.recovered, "last_error": self.last_error}
 
     async def start(self) -> None:
         self._db = await asyncio.get_running_loop().run_in_executor(self._pool, Database, self.url)
+        if self.journal_path is not None:
+            self._journal = Journal(self.journal_path)
+            left = self._journal.load()
+            if left:  # an earlier run stopped before the database had these
+                log.warning("store: %d records from an earlier run's journal %s", len(left), self.journal_path)
+                self.recovered = len(left)
+                self._pending = left
+                await self._flush()
 
     async def write_batch(self, records: list[Record]) -> None:
-        assert self._db is not None
+        if self._journal is not None:
+            self._journal.append(records)
+        self._pending.extend(records)
+        if len(self._pending) > self.max_backlog:  # the database has been away for long: bounded
+            cut = len(self._pending) - self.max_backlog
+            self.dropped += cut
+            del self._pending[:cut]
+            if self._journal is not None:
+                self._journal.rewrite(self._pending)
+        if self._retry is not None and not self._retry.done():
+            return  # the database is away: the retry writes the backlog when it is back
+        await self._flush()
+
+    async def _flush(self) -> bool:
+        """Write the backlog; True when the database has all of it. A failure schedules a retry."""
+        async with self._write_lock:
+            if not self._pending:
+                return True
+            batch = list(self._pending)
+            loop = asyncio.get_running_loop()
+            try:
+                await loop.run_in_executor(self._pool, self._write, batch)
+            except Exception as exc:  # down, restarting, locked: keep it, count it, try again later
+                self.errors += 1
+                self.last_error = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                if self.errors == 1 or self.errors % 100 == 0:
+                    log.warning("store: %s (%d records wait; retrying)", self.last_error, len(self._pending))
+                if self._retry is None or self._retry.done():
+                    self._retry = asyncio.create_task(self._retry_later())
+                return False
+            del self._pending[:len(batch)]
+            self.written += len(batch)
+            if self._journal is not None and not self._pending:
+                self._journal.clear()
+            return True
+
+    def _write(self, batch: list[Record]) -> None:
+        """On the worker thread: reconnect if the last attempt failed, then write and commit."""
         db = self._db
-        await asyncio.get_running_loop().run_in_executor(self._pool, db.write, records, self._sessions,
-                                                         self._athletes)
-        self.written += len(records)
+        if db is None or self._broken:
+            if db is not None:
+                with contextlib.suppress(Exception):
+                    db.close()
+            self._db = db = Database(self.url)
+            self._broken = False
+        try:
+            db.write(batch, self._sessions, self._athletes)
+        except Exception:
+            db.rollback()
+            self._broken = True
+            raise
+
+    async def _retry_later(self) -> None:
+        delay = 0.2
+        while self._pending:
+            await asyncio.sleep(delay)
+            if await self._flush():
+                return
+            delay = min(delay * 2, self.retry_max_s)
 
     async def close(self) -> None:
+        if self._pending:
+            deadline = asyncio.get_running_loop().time() + self.flush_timeout_s
+            while self._pending and asyncio.get_running_loop().time() < deadline:
+                if not await self._flush():
+                    await asyncio.sleep(0.5)
+            if self._pending:
+                log.error("store: %d records not written (%s); they stay in %s for the next start",
+                          len(self._pending), self.last_error, self.journal_path)
+        if self._retry is not None:
+            self._retry.cancel()
+        if self._journal is not None:
+            self._journal.close()
         if self._db is not None:
-            await asyncio.get_running_loop().run_in_executor(self._pool, self._db.close)
+            with contextlib.suppress(Exception):
+                await asyncio.get_running_loop().run_in_executor(self._pool, self._db.close)
             self._db = None
         self._pool.shutdown(wait=True)
