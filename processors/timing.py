@@ -7,7 +7,9 @@ next and takes over again when it returns. Events of the other sources are ignor
 (they serve clock alignment). An IC seen again after a hand-over, and a TO whose IC another
 source timed, are counted and dropped, so a contact gives one landing and one stance; a
 contact whose toe-off never comes gives its landing, no stance, and a count
-(``stance_without_to``), and a timing source that streams a minute without a contact is
+(``stance_without_to``), a support longer than ``MAX_SUPPORT_NS`` (standing, or a clock that
+jumped) gives no stance and a count (``implausible_support_time``), and a timing source that
+streams a minute without a contact is
 counted too (``<stream>_no_contacts``: not running, or a unit, axis or placement that
 cannot be right).
 """
@@ -27,6 +29,7 @@ DUPLICATE_NS = 250e6  # two ICs of one foot closer than this are the same contac
 TO_MATCH_NS = 30e6  # a TO belongs to the foot's last IC when its IC column is this close
 REJUDGE_NS = 20e6  # the active source is judged afresh every this much data time
 SILENT_NS = 60e9  # a timing source this long without a contact is worth a warning
+MAX_SUPPORT_NS = 5e9  # a "stance" longer than this is standing, or a clock that jumped: no stance record
 
 
 @dataclass
@@ -128,6 +131,9 @@ class Timing:
                     continue
                 self._to_of[foot] = ic_ns
                 self._open[foot] = False
+                if t_ns - ic_ns > MAX_SUPPORT_NS:
+                    self.warnings["implausible_support_time"] += 1
+                    continue
                 impact = self._impact.pop(foot, None)
                 shank = impact[1] if impact is not None and impact[0] == int(ic_ns) else math.nan
                 out.append(Pending("stance", foot, ic_ns, t_ns, kind, shank))

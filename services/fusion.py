@@ -79,6 +79,8 @@ class FusionService:
         self.unrouted: Counter[str] = Counter()  # topics/meta/status we could not attribute
         self.meta: dict[Key, Any] = {}
         self.cursors: dict[Key, SourceCursor] = {}
+        self._boots: dict[tuple[str, str], int] = {}  # (session, gateway) -> the boot_ns of its last online
+        self.epochs = 0  # athletes restarted on a new clock epoch
         self.athletes: dict[tuple[str, str], AthleteState] = {}
         self.records_out = 0
         self._logged: Counter[str] = Counter()
@@ -171,7 +173,25 @@ class FusionService:
             for key in list(self.cursors):
                 if key[0] == t.session and key[1] in status.athletes:
                     del self.cursors[key]
+            boot_key = (t.session, status.gateway)
+            last_boot = self._boots.get(boot_key)
+            if status.boot_ns is not None and last_boot is not None and status.boot_ns != last_boot:
+                for athlete in status.athletes:  # and, with a new boot, its clock: a new time base
+                    self._new_epoch(t.session, athlete, f"gateway {status.gateway} restarted")
+            if status.boot_ns is not None:
+                self._boots[boot_key] = status.boot_ns
         log.info("gateway %s/%s is %s", t.session, status.gateway, status.state)
+
+    def _new_epoch(self, session: str, athlete: str, why: str) -> None:
+        """Start an athlete's processing again on a new time base: what it held (kernel states,
+        recent contacts, clock offsets) belongs to clocks that no longer run."""
+        if self.athletes.pop((session, athlete), None) is not None:
+            self.epochs += 1
+            self._routes = {tp: r for tp, r in self._routes.items() if r.key[:2] != (session, athlete)}
+            # its other sources begin on the new time base too (those of its gateway restart with it)
+            for key in [k for k in self.cursors if k[:2] == (session, athlete)]:
+                del self.cursors[key]
+            log.info("%s/%s: a new clock epoch (%s)", session, athlete, why)
 
     def _athlete(self, session: str, athlete: str) -> AthleteState:
         state = self.athletes.get((session, athlete))
@@ -219,9 +239,12 @@ class FusionService:
         if cursor is None:
             cursor = self.cursors[key] = SourceCursor()
         gaps = cursor.gaps
-        if cursor.check(frame) is Verdict.LATE:
+        verdict = cursor.check(frame)
+        if verdict is Verdict.LATE:
             c.late += 1
             return []
+        if verdict is Verdict.RESTART:
+            self._new_epoch(t.session, t.athlete, f"{t.source} began again")
         c.gaps += cursor.gaps - gaps
         state = self._athlete(t.session, t.athlete)
         route = _Route(key, kind, expected, c, cursor, state)
@@ -243,9 +266,14 @@ class FusionService:
             raise FrameError(Reason.META_MISMATCH, f"{data.shape[1]} channels, meta says {route.channels}")
         cursor = route.cursor
         gaps = cursor.gaps
-        if cursor.check(frame) is Verdict.LATE:
+        verdict = cursor.check(frame)
+        if verdict is Verdict.LATE:
             c.late += 1
             return []
+        if verdict is Verdict.RESTART:
+            session, athlete, source = route.key
+            self._new_epoch(session, athlete, f"{source} began again")
+            route.state = self._athlete(session, athlete)
         c.gaps += cursor.gaps - gaps
         return self._accept(route, frame, recv_ns)
 

@@ -1,4 +1,5 @@
-"""Per-source ordering: sequence gaps, late (old or duplicate) frames, clocks going back."""
+"""Per-source ordering: sequence gaps, late (old or duplicate) frames, clocks going back,
+a gateway restarting with a new clock, one frame stamped far ahead."""
 
 from __future__ import annotations
 
@@ -9,29 +10,42 @@ from poserun.wire.errors import FrameError, Reason
 from poserun.wire.frame import Frame
 
 #: A frame whose sequence goes back but whose time jumps ahead by this much is
-#: taken as a gateway restart (its counters began again), not as a late frame.
+#: taken as a gateway restart (its counters began again), not as a late frame;
+#: likewise one whose sequence and time both go back by this much (a clock since
+#: boot, after a reboot).
 RESTART_JUMP_NS = 1_000_000_000
+#: A frame this far ahead of what its sequence number allows (beyond the frames it says were
+#: lost) is a clock glitch, not data: refused alone, unless the next frame confirms the new time.
+MAX_JUMP_NS = 10_000_000_000
 
 
 class Verdict(StrEnum):
     ACCEPT = "accept"
     LATE = "late"
+    RESTART = "restart"  # accepted, on a new clock epoch: what came before is another time base
 
 
 @dataclass(slots=True)
 class SourceCursor:
     """Tracks the last accepted frame of one source.
 
-    ``check`` returns ``ACCEPT`` or ``LATE`` (an older or repeated sequence
-    number: counted and dropped; the fusion processor owns any reordering)
-    and raises ``FrameError(time_backwards)`` when a newer frame's first
-    sample is not after the previous frame's last sample.
+    ``check`` returns ``ACCEPT``, ``LATE`` (an older or repeated sequence number: counted and
+    dropped; the fusion processor owns any reordering) or ``RESTART`` (the gateway began
+    again: a sequence that goes back with a time that jumps ahead, or with a time that goes
+    back as a clock since boot does after a reboot). It raises ``FrameError(time_backwards)``
+    when a newer frame's first sample is not after the previous frame's last sample, and
+    ``FrameError(time_jump)`` for a frame far ahead of its source (more than ``MAX_JUMP_NS``
+    beyond what its sequence allows): that frame alone is refused, so one glitch cannot make
+    every later frame look old; a second frame that continues from it confirms the new time.
     """
 
     last_seq: int = -1
     last_ns: int = -1
     gaps: int = 0
     restarts: int = 0
+    jumps: int = 0
+    _jump_seq: int = -1  # the refused far-ahead frame, which the next one may confirm
+    _jump_ns: int = -1
 
     def check(self, frame: Frame) -> Verdict:
         if self.last_seq < 0:
@@ -39,16 +53,29 @@ class SourceCursor:
             return Verdict.ACCEPT
         delta = (frame.seq - self.last_seq) & 0xFFFFFFFF
         if delta == 0 or delta >= 0x80000000:
-            if frame.t0_ns > self.last_ns + RESTART_JUMP_NS:
+            if frame.t0_ns > self.last_ns + RESTART_JUMP_NS or frame.last_ns < self.last_ns - RESTART_JUMP_NS:
                 self.restarts += 1
                 self._take(frame)
-                return Verdict.ACCEPT
+                return Verdict.RESTART
             return Verdict.LATE
         if frame.t0_ns <= self.last_ns:
             raise FrameError(
                 Reason.TIME_BACKWARDS,
                 f"frame {frame.seq} starts at {frame.t0_ns} ns, not after {self.last_ns} ns",
             )
+        span = max(frame.last_ns - frame.t0_ns, 1)
+        allowed = MAX_JUMP_NS + delta * 4 * span
+        if frame.t0_ns - self.last_ns > allowed:
+            confirms = self._jump_seq >= 0 and (frame.seq - self._jump_seq) & 0xFFFFFFFF == 1 \
+                and 0 < frame.t0_ns - self._jump_ns <= allowed
+            if not confirms:
+                self.jumps += 1
+                self._jump_seq, self._jump_ns = frame.seq, frame.last_ns
+                raise FrameError(
+                    Reason.TIME_JUMP,
+                    f"frame {frame.seq} starts {(frame.t0_ns - self.last_ns) / 1e9:.1f} s after the source's "
+                    f"last sample, {delta} frame(s) on: refused alone",
+                )
         self.gaps += delta - 1
         self._take(frame)
         return Verdict.ACCEPT
@@ -56,3 +83,4 @@ class SourceCursor:
     def _take(self, frame: Frame) -> None:
         self.last_seq = frame.seq
         self.last_ns = frame.last_ns
+        self._jump_seq = -1

@@ -16,6 +16,7 @@ class Reason(StrEnum):
     COUNT_MISMATCH = "count_mismatch"
     NON_FINITE = "non_finite"
     TIME_BACKWARDS = "time_backwards"
+    TIME_JUMP = "time_jump"  # one frame far ahead of its source's clock: refused alone
     BAD_FIELD = "bad_field"
     BAD_JSON = "bad_json"
     BAD_META = "bad_meta"

@@ -298,3 +298,12 @@ def test_a_timing_source_a_minute_without_contacts_is_counted_once_a_minute() ->
     for sec in range(150, 200):
         t.check_silence(sec * S, first, {"imu_shank_left": sec * S})
     assert t.warnings["imu_shank_left_no_contacts"] == 2  # a contact restarted the minute
+
+
+def test_a_support_of_minutes_is_no_stance() -> None:
+    t = timing()
+    t.accept("left", rows(ic(1.0 * S)), "insole")
+    out = t.accept("left", rows(to(7201.0 * S, 1.0 * S)), "insole")  # a clock that jumped two hours
+    assert out == [] and t.warnings["implausible_support_time"] == 1
+    t.accept("left", rows(ic(7202.0 * S)), "insole")
+    assert t.warnings["stance_without_to"] == 0  # its end was seen, just not believed

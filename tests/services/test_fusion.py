@@ -170,3 +170,32 @@ def test_checks_hold_on_the_routed_fast_path() -> None:
     assert src["rejected"] == {"stream_mismatch": 1, "meta_mismatch": 2, "truncated": 1, "non_finite": 1}
     # the cursor takes only accepted frames: 2-6 and 8 are missing from the sequence
     assert (src["frames"], src["late"], src["gaps"]) == (3, 1, 6)
+
+
+@pytest.mark.parametrize("announce", [False, True])
+def test_a_gateway_rebooted_with_a_clock_since_boot_gives_records_again_at_once(announce: bool) -> None:
+    """Up 20 s, then rebooted: sequence numbers and clock begin again from zero. Records resume
+    within the first second of the new frames (they used to stop until the new clock passed the old
+    one), with or without a new ``online`` status."""
+    team, svc = team_and_service(athletes=1)
+    for _ in range(40):  # 20 s
+        msgs, _ = team.step(50)
+        for m in msgs:
+            svc.handle(m.topic, m.payload)
+    again = SimTeam("s", SimSettings(athletes=1, seed=2))  # the same gateway, started anew
+    if announce:
+        status = wm.GatewayStatus(gateway="sim", state="online", athletes=[team.specs[0].athlete_id], boot_ns=1)
+        svc.handle(topics.status_topic("s", "sim"), wm.dump(status))  # (as it said at its first start)
+        svc.handle(topics.status_topic("s", "sim"), wm.dump(status.model_copy(update={"boot_ns": 2})))
+    for m in again.meta_messages():
+        svc.handle(m.topic, m.payload)
+    after: list[dict] = []
+    for _ in range(4):  # its first 2 s
+        msgs, _ = again.step(50)
+        for m in msgs:
+            after += svc.handle(m.topic, m.payload)
+    stances = [r for r in after if r["type"] == "stance"]
+    assert stances, svc.snapshot()["rejected"]
+    first_ns = min(r["ic_ns"] for r in stances)
+    assert first_ns < 1.0e9  # a contact in the new clock's first second
+    assert svc.epochs == 1 and svc.snapshot()["rejected"] == {}

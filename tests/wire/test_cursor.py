@@ -46,5 +46,37 @@ def test_sequence_wraps() -> None:
 def test_restart_is_taken_as_new_start() -> None:
     c = SourceCursor()
     c.check(fr(500, 10_000))
-    assert c.check(fr(0, 10_000 + 5_000_000_000)) is Verdict.ACCEPT
+    assert c.check(fr(0, 10_000 + 5_000_000_000)) is Verdict.RESTART
     assert c.restarts == 1
+
+
+def test_a_clock_since_boot_after_a_reboot_is_a_restart() -> None:
+    c = SourceCursor()
+    c.check(fr(6500, 65_000_000_000))  # up 65 s
+    assert c.check(fr(0, 100)) is Verdict.RESTART  # rebooted: sequence and clock from zero
+    assert c.check(fr(1, 140)) is Verdict.ACCEPT
+
+
+def test_one_frame_far_ahead_is_refused_alone() -> None:
+    c = SourceCursor()
+    c.check(fr(0, 0))
+    with pytest.raises(FrameError) as info:
+        c.check(fr(1, 7_200_000_000_000))  # +2 h: a glitch
+    assert info.value.reason is Reason.TIME_JUMP and c.jumps == 1
+    assert c.check(fr(2, 80)) is Verdict.ACCEPT  # the source goes on, not poisoned
+    assert c.gaps == 1
+
+
+def test_a_clock_that_really_stepped_ahead_is_confirmed_by_the_next_frame() -> None:
+    c = SourceCursor()
+    c.check(fr(0, 0))
+    with pytest.raises(FrameError):
+        c.check(fr(1, 3_600_000_000_000))
+    assert c.check(fr(2, 3_600_000_000_040)) is Verdict.ACCEPT  # it continues from there: the new time
+
+
+def test_a_long_gap_with_its_frames_lost_is_no_jump() -> None:
+    c = SourceCursor()
+    c.check(fr(0, 0, n=40))  # 40 samples of 10 ns: 390 ns per frame
+    # 5 minutes of frames lost: the sequence says so, so the time may move on that much
+    assert c.check(fr(1 + 769_230_769, 300_000_000_000, n=40)) is Verdict.ACCEPT
