@@ -1,11 +1,15 @@
-"""A receive-only MQTT 3.1.1 client for high-rate ingest: one ``recv`` for many messages.
+"""High-rate MQTT paths: the service's ingest, a threaded reader, pre-encoded publishing.
 
-paho reads every packet with several small ``recv`` calls (type byte,
-each length byte, body); at tens of thousands of 100-byte frames per second
-that, not decoding, is the cost. This client reads up to 1 MiB at a time and
-parses every complete PUBLISH in the buffer; it acknowledges QoS 1, keeps
-the connection alive, and reconnects with a growing, jittered delay. It
-only subscribes: publishing stays with paho / aiomqtt (``services/mqtt.py``).
+paho reads every packet with several small ``recv`` calls (type byte, each length byte,
+body); at tens of thousands of 100-byte frames per second that, not decoding, is the cost.
+These read large blocks and parse every complete packet in them:
+
+* :class:`LoopSubscriber`, the ingest of ``poserun process``, on the event loop over the one
+  MQTT core (``services/mqtt_conn.py``);
+* :class:`StreamSubscriber`, the same idea on a thread of its own, for the recorder and the
+  virtual band (still on its own hand-written client: to move onto the core);
+* :class:`RawPublisher`, QoS 0 frames encoded once and written in batches (replay, the
+  simulator's ``--pregenerate``).
 """
 
 from __future__ import annotations
