@@ -81,6 +81,7 @@ class FusionService:
         self.cursors: dict[Key, SourceCursor] = {}
         self._boots: dict[tuple[str, str], int] = {}  # (session, gateway) -> the boot_ns of its last online
         self.epochs = 0  # athletes restarted on a new clock epoch
+        self._unknown: set[tuple[str, str]] = set()  # athletes not in the config (capped)
         self.athletes: dict[tuple[str, str], AthleteState] = {}
         self.records_out = 0
         self._logged: Counter[str] = Counter()
@@ -170,9 +171,9 @@ class FusionService:
         self._routes.clear()
         if status.state == "online":
             # a gateway that (re)started begins its sequence numbers again
-            for key in list(self.cursors):
-                if key[0] == t.session and key[1] in status.athletes:
-                    del self.cursors[key]
+            listed = set(status.athletes)
+            for key in [k for k in self.cursors if k[0] == t.session and k[1] in listed]:
+                del self.cursors[key]
             boot_key = (t.session, status.gateway)
             last_boot = self._boots.get(boot_key)
             if status.boot_ns is not None and last_boot is not None and status.boot_ns != last_boot:
@@ -201,8 +202,9 @@ class FusionService:
         proc = self.settings.processor
         if conf is None and not proc.accept_unknown_athletes:
             raise WireError(Reason.UNKNOWN_ATHLETE, f"{athlete} is not in the config's athletes")
-        if len(self.athletes) >= proc.max_athletes:
-            raise WireError(Reason.TOO_MANY_ATHLETES, f"limit {proc.max_athletes} reached")
+        # the cap holds the athletes nobody configured: a flood of made-up ids never locks out the team
+        if conf is None and len(self._unknown) >= proc.max_athletes:
+            raise WireError(Reason.TOO_MANY_ATHLETES, f"limit {proc.max_athletes} of unconfigured athletes reached")
         c = proc.contact
         params = AthleteParams(
             body_mass_kg=conf.body_mass_kg if conf else 68.0,
@@ -214,6 +216,8 @@ class FusionService:
             default_oscillation_m=proc.default_oscillation_m, score_weights=proc.score_weights,
         )
         state = self.athletes[(session, athlete)] = AthleteState(athlete, params)
+        if conf is None:
+            self._unknown.add((session, athlete))
         for (sess, ath, _src), meta in self.meta.items():
             if sess == session and ath == athlete:
                 configure(state, meta)
@@ -226,13 +230,13 @@ class FusionService:
         c = self._counter(key)
         c.bytes += len(payload)
         c.last_recv_ns = recv_ns
+        expected = self._channels.get(key)  # the cheap checks first: a frame without meta is not decoded
+        if expected is None:
+            raise FrameError(Reason.NO_META, f"no retained meta for {t.source} yet")
         frame = decode(payload, max_bytes=self._max_frame)
         kind = source_kind(t.source)
         if frame.kind is not kind:
             raise FrameError(Reason.STREAM_MISMATCH, f"{frame.kind.label} frame on the {t.source} topic")
-        expected = self._channels.get(key)
-        if expected is None:
-            raise FrameError(Reason.NO_META, f"no retained meta for {t.source} yet")
         if frame.channels != expected:
             raise FrameError(Reason.META_MISMATCH, f"{frame.channels} channels, meta says {expected}")
         cursor = self.cursors.get(key)

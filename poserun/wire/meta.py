@@ -179,7 +179,8 @@ class GatewayStatus(BaseModel):
     v: Literal[1] = 1
     gateway: str
     state: Literal["online", "offline"]
-    athletes: list[str] = Field(default_factory=list)
+    athletes: list[str] = Field(default_factory=list, max_length=1000,
+                                description="the athletes it serves (a gateway serves a team, not a city)")
     boot_ns: int | None = Field(None, description="wall clock (ns) at start; a new value means counters restarted")
     wall_ns_at_clock_zero: int | None = Field(
         None, description="wall time (ns since 1970) when the gateway clock read 0, if the gateway knows it")

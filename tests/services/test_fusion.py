@@ -199,3 +199,23 @@ def test_a_gateway_rebooted_with_a_clock_since_boot_gives_records_again_at_once(
     first_ns = min(r["ic_ns"] for r in stances)
     assert first_ns < 1.0e9  # a contact in the new clock's first second
     assert svc.epochs == 1 and svc.snapshot()["rejected"] == {}
+
+
+def test_a_flood_of_made_up_athletes_never_locks_out_the_team() -> None:
+    svc = FusionService(load_settings(overrides={"processor": {"max_athletes": 3},
+                                                 "athletes": [{"id": "anna"}, {"id": "ben"}]}))
+    meta = wm.dump(wm.ForceMeta(source="force_left", rate_hz=100, side="left"))
+    for name in [f"junk{i}" for i in range(50)] + ["anna", "ben"]:
+        svc.handle(topics.meta_topic("s", name, "force_left"), meta)
+        svc.handle(topics.data_topic("s", name, "force_left"), frame_bytes(StreamKind.FORCE, 0, 0, 1, 1))
+    assert {a for _s, a in svc.athletes} >= {"anna", "ben"}
+    assert len(svc.athletes) == 5 and svc.snapshot()["rejected"] == {"too_many_athletes": 47}
+
+
+def test_a_status_listing_a_city_is_refused_and_a_frame_without_meta_is_not_decoded() -> None:
+    svc = FusionService(load_settings())
+    huge = json.dumps({"v": 1, "gateway": "g", "state": "online", "athletes": [f"a{i}" for i in range(50_000)]})
+    svc.handle(topics.status_topic("s", "g"), huge.encode())
+    assert svc.snapshot()["rejected"] == {"bad_meta": 1}
+    svc.handle(topics.data_topic("s", "a1", "force_left"), b"\xff" * 100)  # garbage, but first: no meta
+    assert svc.snapshot()["rejected"] == {"bad_meta": 1, "no_meta": 1}
