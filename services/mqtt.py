@@ -303,7 +303,11 @@ class Publisher:
         self.client = paho_client(broker, role, will=will)
         self.flush_every = flush_every
         self.published = 0
+        self.reconnects = 0
         self._since_pump = 0
+        # what this gateway keeps retained (meta, status): published again on every reconnection,
+        # since a broker that restarted without it would leave the service refusing every frame
+        self.retained: dict[str, tuple[bytes, int]] = {}
 
     def connect(self, timeout: float = 10.0) -> None:
         try:
@@ -319,6 +323,8 @@ class Publisher:
                 raise BrokerUnavailable(f"broker {self.broker.url} closed the connection ({rc})")
 
     def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
+        if retain:
+            self.retained[topic] = (payload, qos)
         self.client.publish(topic, payload, qos=qos, retain=retain)
         self.published += 1
         self._since_pump += 1
@@ -330,7 +336,10 @@ class Publisher:
         rc = self.client.loop(timeout)
         if rc == paho.MQTT_ERR_NO_CONN or rc == paho.MQTT_ERR_CONN_LOST:
             with contextlib.suppress(OSError):
-                self.client.reconnect()
+                if self.client.reconnect() == paho.MQTT_ERR_SUCCESS:
+                    self.reconnects += 1
+                    for topic, (payload, qos) in self.retained.items():
+                        self.client.publish(topic, payload, qos=qos, retain=True)
 
     def flush(self, timeout: float = 30.0) -> None:
         """Write everything queued (QoS 1/2 included: wait for their acks)."""

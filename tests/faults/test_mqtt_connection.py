@@ -161,3 +161,42 @@ def test_the_ingest_leaves_a_half_open_link_and_hears_again() -> None:
             await task
             await proxy.close()
     asyncio.run(go())
+
+
+def test_a_gateway_publishes_its_meta_again_when_the_broker_lost_it() -> None:
+    """A broker killed without saving (its retained meta gone): the gateway's publisher says its
+    retained meta and status again on reconnecting, so the service does not refuse every frame."""
+    import threading
+
+    from poserun.services.mqtt import Publisher
+
+    with mosquitto() as m:
+        pub = Publisher(settings(m.url), "gw")
+        pub.connect()
+        pub.publish("poserun/v1/s/a1/imu_foot_left/meta", b'{"m": 1}', qos=1, retain=True)
+        pub.flush()
+        m.stop(signal.SIGKILL)  # nothing saved: the retained message is gone
+        m.start()
+        stop = threading.Event()
+
+        def serve() -> None:
+            while not stop.is_set():
+                pub.pump(0.05)
+        t = threading.Thread(target=serve)
+        t.start()
+
+        async def read() -> list[bytes]:
+            got, on_message = inbox()
+            await until(lambda: pub.reconnects >= 1, "the gateway reconnects")
+            sub = MqttConnection(settings(m.url), "svc", subscriptions=[("poserun/v1/s/+/+/meta", 1)],
+                                 on_message=on_message)
+            await sub.start()
+            await until(lambda: got == [b'{"m": 1}'], "the meta, retained again")
+            await sub.close()
+            return got
+        try:
+            asyncio.run(read())
+        finally:
+            stop.set()
+            t.join()
+            pub.close()
