@@ -7,8 +7,9 @@ The protocol (packets, acknowledgements, packet ids, keep-alive) is the sans-I/O
   SUBACK 0x80: credentials or an ACL), instead of going silent;
 * keeps the link alive and notices a half-open one (the broker gone without a FIN: no
   answer to a PINGREQ within the keep-alive period), then reconnects;
-* reconnects after any loss with a growing, jittered delay, subscribes again and sends
-  again what was in flight (QoS 1/2 publishes not acknowledged);
+* reconnects after any loss with a growing, jittered delay (0.25-0.5 s, doubling to at most
+  ``max_delay_s``), subscribes again and sends again what was in flight (QoS 1/2 publishes not
+  acknowledged; with ``max_age_s``, only those still young enough);
 * keeps what is published while the broker is away in a bounded outbox, sent on
   reconnection; entries older than ``max_age_s`` (a late haptic cue is a wrong one) or
   pushed out of a full outbox are dropped and counted.
@@ -45,6 +46,7 @@ class ConnectionStats:
     queued: int = 0  # publishes that waited in the outbox
     dropped_old: int = 0  # outbox entries older than max_age_s when the broker returned
     dropped_full: int = 0  # outbox entries pushed out by newer ones
+    dropped_closed: int = 0  # still waiting, or unacknowledged, when the connection was closed
     refused: int = 0  # CONNACK or SUBACK refusals
     timeouts: int = 0  # half-open links noticed by the keep-alive
     last_error: str = ""
@@ -62,7 +64,9 @@ class MqttConnection:
     ``on_read()`` is called after the messages of each read from the socket (a batch),
     ``on_state(up)`` when the connection is ready (subscribed) and when it is lost.
     ``persistent`` asks the broker to keep the session (subscriptions and queued QoS 1/2
-    messages) across reconnections, under a client id that stays the same.
+    messages) across reconnections; the client id stays the same for this object's life (a
+    subscriber that must not miss messages while away); publishers need none (in-flight
+    publishes are sent again from here).
     """
 
     def __init__(self, broker: BrokerSettings, role: str, *, subscriptions: Sequence[tuple[str, int]] = (),
@@ -92,6 +96,7 @@ class MqttConnection:
                                        username=broker.username, password=password, will=will,
                                        clean_session=not persistent, on_publish=fast)
         self._outbox: deque[tuple[float, str, bytes, int, bool]] = deque(maxlen=outbox)
+        self._sent_at: dict[int, float] = {}  # in-flight packet id -> when it was first sent (with max_age_s)
         self._transport: asyncio.Transport | None = None
         self._ready = asyncio.Event()  # connected (and subscribed)
         self._lost: asyncio.Future[str] | None = None
@@ -136,16 +141,22 @@ class MqttConnection:
                 self.stats.dropped_full += 1
             self._outbox.append((time.monotonic(), topic, data, qos, retain))
             return
-        _pid, packet = self.client.publish(topic, data, qos, retain)
+        pid, packet = self.client.publish(topic, data, qos, retain)
         t.write(packet)
         self.stats.published += 1
+        if pid is not None and self.max_age_s is not None:
+            self._sent_at[pid] = time.monotonic()
 
     async def close(self, timeout: float = 2.0) -> None:
-        """Wait briefly for the last acknowledgements, say DISCONNECT and stop."""
-        self._closing = True
+        """Send what waits (while connected, up to ``timeout``), take the last acknowledgements,
+        say DISCONNECT and stop; what could not go is counted (``dropped_closed``)."""
         deadline = time.monotonic() + timeout
-        while self.client.in_flight and self._transport is not None and time.monotonic() < deadline:
+        while (self._outbox or self.client.in_flight) and self._ready.is_set() and time.monotonic() < deadline:
+            self._opened()
             await asyncio.sleep(0.01)
+        self._closing = True
+        self.stats.dropped_closed += len(self._outbox) + self.client.in_flight
+        self._outbox.clear()
         t = self._transport
         if t is not None and not t.is_closing():
             with contextlib.suppress(Exception):
@@ -162,7 +173,11 @@ class MqttConnection:
         delay = 0.5
         first = True
         while not self._closing:
-            why, was_up = await self._session(timeout, first)
+            try:
+                why, was_up = await self._session(timeout, first)
+            except Exception as exc:  # a bug must not end the reconnection for good
+                log.exception("mqtt %s: unexpected error", self.role)
+                why, was_up = f"unexpected error: {exc!r}", False
             if self._closing:
                 return
             if first and not was_up and self._first is not None and not self._first.done():
@@ -172,9 +187,10 @@ class MqttConnection:
             if was_up:
                 delay = 0.5
             self.stats.last_error = why
-            log.warning("mqtt %s: %s; reconnecting in %.1f s", self.role, why, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, self.max_delay_s) * (0.8 + 0.4 * random.random())
+            wait = delay * (0.5 + random.random() / 2)  # jittered, so a team's clients do not all come back at once
+            log.warning("mqtt %s: %s; reconnecting in %.1f s", self.role, why, wait)
+            await asyncio.sleep(wait)
+            delay = min(delay * 2, self.max_delay_s)
 
     async def _session(self, timeout: float, first: bool) -> tuple[str, bool]:
         """One connection, from dialling to its loss: why it ended, and whether it was up."""
@@ -207,11 +223,7 @@ class MqttConnection:
             return await self._lost, True
         finally:
             ticker.cancel()
-            was = self._ready.is_set()
-            self._ready.clear()
-            self.stats.connected = False
-            if was and self.on_state is not None:
-                self.on_state(False)
+            self._lose("closed")  # (no-op when already lost)
             t, self._transport = self._transport, None
             if t is not None and not t.is_closing():
                 t.abort()
@@ -234,6 +246,12 @@ class MqttConnection:
             self._transport.write(out)
 
     def _lose(self, why: str) -> None:
+        """The link is gone (or no use): from now on publishes wait in the outbox."""
+        if self._ready.is_set():
+            self._ready.clear()
+            self.stats.connected = False
+            if self.on_state is not None:
+                self.on_state(False)
         if self._lost is not None and not self._lost.done():
             self._lost.set_result(why)
 
@@ -244,7 +262,14 @@ class MqttConnection:
         if self.subscriptions:
             _pid, packet = self.client.subscribe(self.subscriptions)
             t.write(packet)
-        for _pid, packet in self.client.pending():
+        now = time.monotonic()
+        for pid, packet in self.client.pending():
+            sent = self._sent_at.get(pid)
+            if sent is not None and self.max_age_s is not None and now - sent > self.max_age_s:
+                self.client.forget(pid)  # too late to be of use (a cue a stride late is a wrong one)
+                del self._sent_at[pid]
+                self.stats.dropped_old += 1
+                continue
             t.write(packet)
             self.stats.resent += 1
         if not self.subscriptions:
@@ -274,6 +299,7 @@ class MqttConnection:
                     self.on_message(ev, recv_ns)
             elif isinstance(ev, proto.Published):
                 self.stats.acknowledged += 1
+                self._sent_at.pop(ev.packet_id, None)
                 if self._outbox and self._ready.is_set():
                     self._opened()  # room in flight again
             elif isinstance(ev, proto.Connected):

@@ -148,7 +148,7 @@ class HapticSink:
         self.broker: BrokerSettings = ctx.get("broker") or BrokerSettings()
         self.rules = HapticRules(self.config)
         self.sent = 0
-        self.conn = MqttConnection(self.broker, "haptic", persistent=True, outbox=self.config.outbox,
+        self.conn = MqttConnection(self.broker, "haptic", outbox=self.config.outbox,
                                    max_age_s=self.config.max_cue_age_s)
         self._athletes: dict[str, str] = {}  # athlete -> session, for the metronome
         self._metronome: asyncio.Task[None] | None = None

@@ -27,7 +27,7 @@ class MqttRepublishSink:
         if outbox < 1:
             raise ValueError("outbox must be at least 1")
         self.qos = qos
-        self.conn = MqttConnection(self.broker, "records", persistent=True, outbox=outbox)
+        self.conn = MqttConnection(self.broker, "records", outbox=outbox)
 
     def connection_stats(self) -> dict[str, object]:
         return {"outbox": self.conn.outbox, **self.conn.stats.as_dict()}

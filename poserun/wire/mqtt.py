@@ -9,8 +9,9 @@ requires) after each ``receive`` and ``tick``, and calls :meth:`MqttClient.tick`
 with a monotonic time now and then (at least every ``keepalive_s / 4`` seconds).
 
 Keep-alive rule. ``tick(now)`` notes the time of the last send and of the last
-receipt at tick granularity. When nothing was sent for ``ping_fraction *
-keepalive_s`` seconds it queues a PINGREQ. When, after a PINGREQ, nothing at all
+receipt at tick granularity. When nothing was sent, or nothing was received (a
+publisher on a dead link keeps sending), for ``ping_fraction * keepalive_s`` seconds
+it queues a PINGREQ. When, after a PINGREQ, nothing at all
 (no byte) has been received for ``pong_timeout_s`` seconds (default: keepalive_s)
 it returns :class:`KeepaliveTimeout` once: the link is half-open and the adapter
 should close it. ``keepalive_s = 0`` turns both off.
@@ -334,6 +335,7 @@ class MqttClient:
         self._heard = False
         self._manual_ping = False
         self._last_sent = 0.0
+        self._last_heard: float | None = None
         self._ping_at: float | None = None
         self._timed_out = False
 
@@ -386,6 +388,7 @@ class MqttClient:
         self._manual_ping = False
         self._ping_at = None
         self._timed_out = False
+        self._last_heard = None  # the first tick starts the count
         return self._connect_packet
 
     def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> tuple[int | None, bytes]:
@@ -432,6 +435,10 @@ class MqttClient:
         self._manual_ping = True
         return PINGREQ
 
+    def forget(self, packet_id: int) -> None:
+        """Give up an in-flight publish (a cue too old to send again): no resend, its id freed."""
+        self._inflight.pop(packet_id, None)
+
     def disconnect(self) -> bytes:
         """DISCONNECT: the broker then discards the will. Keep-alive stops."""
         self._state = _CLOSED
@@ -455,9 +462,10 @@ class MqttClient:
         if self._sent:
             self._sent = False
             self._last_sent = now
-        if self._heard:
+        if self._heard or self._last_heard is None:
             self._heard = False
             self._ping_at = None
+            self._last_heard = now
         if self._manual_ping:
             self._manual_ping = False
             if self._ping_at is None:
@@ -467,7 +475,8 @@ class MqttClient:
             if waited >= self.pong_timeout_s:
                 self._timed_out = True
                 return [KeepaliveTimeout(waited)]
-        elif now - self._last_sent >= self.ping_interval_s:
+        elif now - self._last_sent >= self.ping_interval_s or now - self._last_heard >= self.ping_interval_s:
+            # idle, or sending but hearing nothing (a publisher on a dead link): ask the broker
             self._out += PINGREQ
             self._last_sent = now
             self._ping_at = now

@@ -94,6 +94,8 @@ class Proxy:
                     if not self.frozen:  # frozen: swallowed, as a dead link would
                         w.write(data)
                         await w.drain()
+            if self.frozen:  # a dead link carries no FIN either: the other side hears nothing
+                return
             with contextlib.suppress(Exception):
                 w.close()
         await asyncio.gather(pipe(reader, up_w), pipe(up_r, writer))

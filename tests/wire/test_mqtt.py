@@ -372,13 +372,25 @@ def test_pingreq_after_idle_then_pong_rearms() -> None:
     assert c.tick(110.0) == [] and c.data_to_send() == b"\xc0\x00"
 
 
-def test_sending_postpones_the_ping() -> None:
+def test_sending_postpones_the_ping_only_while_the_broker_is_heard() -> None:
     c = connected(keepalive_s=10, ping_fraction=1.0)
     c.tick(0.0)
     c.publish("a", b"x")
     assert c.tick(9.0) == [] and c.data_to_send() == b""  # the publish is noted as sent at 9.0
-    assert c.tick(18.9) == [] and c.data_to_send() == b""
-    assert c.tick(19.0) == [] and c.data_to_send() == b"\xc0\x00"
+    c.receive(b"\x40\x02\x00\x01")  # something heard (an acknowledgement)
+    assert c.tick(18.9) == [] and c.data_to_send() == b""  # heard at 18.9, sent at 9.0: not yet
+    assert c.tick(19.0) == [] and c.data_to_send() == b"\xc0\x00"  # idle for 10 s
+
+
+def test_a_publisher_on_a_dead_link_pings_and_times_out() -> None:
+    """Sending all the time but hearing nothing (no PUBACK): the ping goes out anyway."""
+    c = connected(keepalive_s=10)
+    c.tick(0.0)
+    events: list[object] = []
+    for k in range(1, 40):
+        c.publish("a", b"x", qos=1)
+        events += c.tick(float(k))
+    assert c.data_to_send() == b"\xc0\x00" and events == [KeepaliveTimeout(10.0)]
 
 
 def test_keepalive_timeout_when_nothing_comes_back() -> None:
