@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import hashlib
 import json
 import logging
 import sqlite3
 import time
+from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -144,8 +146,9 @@ class Database:
         for sid, recs in per_session.items():
             info = sessions.get(sid, {})
             times = [r.get("emitted_ns") or time.time_ns() for r in recs]
+            new = self._insert_records(recs)  # (a record stored before is kept once and not counted again)
             self.execute(upsert_session, (sid, info.get("name"), info.get("location"), min(times), max(times),
-                                          len(recs), json.dumps(info.get("meta", {}))))
+                                          new, json.dumps(info.get("meta", {}))))
         seen = {(str(r.get("session")), str(r.get("athlete"))) for r in records}
         for sid, aid in sorted(seen):
             a = athletes.get((sid, aid)) or athletes.get(("*", aid)) or {}
@@ -153,12 +156,23 @@ class Database:
                 "INSERT INTO athletes (session_id, athlete_id, name, body_mass_kg, leg_length_m, meta) "
                 "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (session_id, athlete_id) DO NOTHING",
                 (sid, aid, a.get("name"), a.get("body_mass_kg"), a.get("leg_length_m"), json.dumps(a)))
-        self.executemany(
-            "INSERT INTO records (session_id, athlete_id, type, foot, ic_ns, to_ns, emitted_ns, data, record_id) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (record_id) DO NOTHING",
-            [(str(r.get("session")), str(r.get("athlete")), str(r.get("type")), r.get("foot"), r.get("ic_ns"),
-              r.get("to_ns"), r.get("emitted_ns"), json.dumps(r, separators=(",", ":")), _id(r)) for r in records])
         self.commit()
+
+    def _insert_records(self, records: list[Record]) -> int:
+        """Insert the records not stored yet; how many were new."""
+        new = 0
+        for k in range(0, len(records), 500):  # (a backlog can be long; SQL parameters are not)
+            rows = [(str(r.get("session")), str(r.get("athlete")), str(r.get("type")), r.get("foot"), r.get("ic_ns"),
+                     r.get("to_ns"), r.get("emitted_ns"), json.dumps(r, separators=(",", ":")), _id(r))
+                    for r in records[k:k + 500]]
+            ids = list({row[-1] for row in rows})
+            marks = ",".join("?" for _ in ids)
+            before = self.execute(f"SELECT COUNT(*) FROM records WHERE record_id IN ({marks})", ids)[0][0]
+            self.executemany(
+                "INSERT INTO records (session_id, athlete_id, type, foot, ic_ns, to_ns, emitted_ns, data, record_id) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (record_id) DO NOTHING", rows)
+            new += len(ids) - int(before)
+        return new
 
     def rollback(self) -> None:
         with contextlib.suppress(Exception):
@@ -201,6 +215,12 @@ class Journal:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self._fh = open(path, "a", encoding="utf-8")
+        try:  # one writer per journal: another's clear() would drop records this one has not committed
+            fcntl.flock(self._fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._fh.close()
+            raise StoreMissing(f"the store journal {path} is in use by another poserun process; give each its "
+                               "own (the store sink's journal: option)") from None
 
     def load(self) -> list[Record]:
         """What an earlier run left (a partial last line, cut by a crash, is skipped)."""
@@ -218,10 +238,9 @@ class Journal:
         self._fh.flush()
 
     def rewrite(self, records: list[Record]) -> None:
-        self._fh.close()
-        with open(self.path, "w", encoding="utf-8") as fh:
-            fh.write("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records))
-        self._fh = open(self.path, "a", encoding="utf-8")
+        self._fh.truncate(0)
+        self._fh.seek(0)
+        self.append(records)
 
     def clear(self) -> None:
         self._fh.truncate(0)
@@ -263,7 +282,9 @@ class StoreSink:
         self.dropped = 0  # records pushed out of a full backlog (max_backlog)
         self.recovered = 0  # records an earlier run left in the journal
         self.last_error = ""
-        self._pending: list[Record] = []  # journaled, not yet committed
+        self._pending: deque[tuple[int, Record]] = deque()  # (sequence, record): journaled, not yet committed
+        self._seq = 0
+        self._writing = -1  # the last sequence of the batch being written (the cap must not touch it)
         self._journal: Journal | None = None
         self._retry: asyncio.Task[None] | None = None
         self._write_lock = asyncio.Lock()
@@ -292,19 +313,30 @@ class StoreSink:
             if left:  # an earlier run stopped before the database had these
                 log.warning("store: %d records from an earlier run's journal %s", len(left), self.journal_path)
                 self.recovered = len(left)
-                self._pending = left
+                self._queue(left)
                 await self._flush()
+
+    def _queue(self, records: list[Record]) -> None:
+        for r in records:
+            self._pending.append((self._seq, r))
+            self._seq += 1
 
     async def write_batch(self, records: list[Record]) -> None:
         if self._journal is not None:
             self._journal.append(records)
-        self._pending.extend(records)
+        self._queue(records)
         if len(self._pending) > self.max_backlog:  # the database has been away for long: bounded
-            cut = len(self._pending) - self.max_backlog
+            # (journal I/O stays on the loop: an append is one flushed write; a rewrite comes only
+            # past max_backlog, when the database has been away for that many records)
+            # drop the oldest of those waiting; what the worker is writing now (it may be committed
+            # already) is not waiting, and leaves when its write ends
+            keep = [p for p in self._pending if p[0] <= self._writing]
+            rest = [p for p in self._pending if p[0] > self._writing]
+            cut = max(0, len(rest) - self.max_backlog)
             self.dropped += cut
-            del self._pending[:cut]
+            self._pending = deque(keep + rest[cut:])
             if self._journal is not None:
-                self._journal.rewrite(self._pending)
+                self._journal.rewrite([r for _q, r in self._pending])
         if self._retry is not None and not self._retry.done():
             return  # the database is away: the retry writes the backlog when it is back
         await self._flush()
@@ -314,11 +346,13 @@ class StoreSink:
         async with self._write_lock:
             if not self._pending:
                 return True
-            batch = list(self._pending)
+            batch = [r for _q, r in self._pending]
+            upto = self._writing = self._pending[-1][0]
             loop = asyncio.get_running_loop()
             try:
                 await loop.run_in_executor(self._pool, self._write, batch)
             except Exception as exc:  # down, restarting, locked: keep it, count it, try again later
+                self._writing = -1
                 self.errors += 1
                 self.last_error = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 if self.errors == 1 or self.errors % 100 == 0:
@@ -326,7 +360,9 @@ class StoreSink:
                 if self._retry is None or self._retry.done():
                     self._retry = asyncio.create_task(self._retry_later())
                 return False
-            del self._pending[:len(batch)]
+            self._writing = -1
+            while self._pending and self._pending[0][0] <= upto:  # committed: by sequence, not position
+                self._pending.popleft()
             self.written += len(batch)
             if self._journal is not None and not self._pending:
                 self._journal.clear()

@@ -93,9 +93,11 @@ def test_records_on_their_way_when_the_service_dies_are_written_at_its_next_star
         await until(lambda: sink.errors >= 1, "the failed write")
         lock.rollback()
         lock.close()
-        if sink._retry is not None:  # killed: no close, no retry
+        if sink._retry is not None:  # killed: no close, no retry; its files close with the process
             sink._retry.cancel()
         sink._pool.shutdown(wait=True)
+        assert sink._journal is not None
+        sink._journal._fh.close()
 
     async def restart() -> StoreSink:
         sink = StoreSink(url)
@@ -143,3 +145,82 @@ def test_a_store_made_before_record_ids_is_migrated(tmp_path: Path) -> None:
 
     asyncio.run(go())
     assert stored(url, "s") == [0, 1, 2, 3]
+
+
+def test_the_backlog_cap_never_drops_what_is_being_written(tmp_path: Path) -> None:
+    """A batch arriving while the retry is writing, over max_backlog: the oldest not being written
+    are dropped (counted); what the worker commits leaves the backlog by identity."""
+    url = f"sqlite:///{tmp_path}/s.db"
+
+    async def go() -> StoreSink:
+        sink = StoreSink(url, max_backlog=10)
+        await sink.start()
+        lock = sqlite3.connect(tmp_path / "s.db", timeout=0.1)
+        lock.execute("BEGIN EXCLUSIVE")
+        await sink.write_batch(records("s", 0, 10))
+        await until(lambda: sink.errors >= 1, "the first failure")
+        lock.rollback()
+        lock.close()
+        sink._writing = sink._pending[-1][0]  # as when the retry is writing these ten now
+        await sink.write_batch(records("s", 10, 2))  # over the cap while they are being written
+        sink._writing = -1
+        assert sink.dropped == 0 and len(sink._pending) == 12  # nothing being written was dropped
+        await until(lambda: not sink.connection_stats()["backlog"], "the backlog written")
+        await sink.close()
+        return sink
+
+    asyncio.run(go())
+    assert stored(url, "s") == list(range(12))
+
+
+def test_a_session_count_is_the_records_kept(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/s.db"
+
+    async def store(batch: list[dict]) -> None:
+        sink = StoreSink(url)
+        await sink.start()
+        await sink.write_batch(batch)
+        await sink.close()
+
+    asyncio.run(store(records("s", 0, 20)))
+    asyncio.run(store(records("s", 10, 20)))
+    db = Database(url, create=False)
+    assert [s["records"] for s in db.sessions()] == [30]
+    db.close()
+
+
+def test_two_writers_cannot_share_a_journal(tmp_path: Path) -> None:
+    import pytest
+
+    from poserun.sinks.store import StoreMissing
+
+    async def go() -> None:
+        a = StoreSink(f"sqlite:///{tmp_path}/s.db")
+        await a.start()
+        b = StoreSink(f"sqlite:///{tmp_path}/s.db")
+        with pytest.raises(StoreMissing, match="in use by another"):
+            await b.start()
+        await a.close()
+    asyncio.run(go())
+
+
+def test_a_backlog_over_its_cap_drops_the_oldest_and_counts_them(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/s.db"
+
+    async def go() -> StoreSink:
+        sink = StoreSink(url, max_backlog=10)
+        await sink.start()
+        lock = sqlite3.connect(tmp_path / "s.db", timeout=0.1)
+        lock.execute("BEGIN EXCLUSIVE")
+        await sink.write_batch(records("s", 0, 5))
+        await until(lambda: sink.errors >= 1, "the first failure")
+        await until(lambda: sink._writing < 0, "no write in progress")
+        await sink.write_batch(records("s", 5, 10))  # 15 waiting, room for 10
+        lock.rollback()
+        lock.close()
+        await until(lambda: not sink.connection_stats()["backlog"], "the backlog written")
+        await sink.close()
+        return sink
+
+    sink = asyncio.run(go())
+    assert sink.dropped == 5 and stored(url, "s") == list(range(5, 15))

@@ -29,13 +29,13 @@ def postgres_answers() -> bool:
         return False
 
 
-def run_session(broker: BrokerSettings, session_id: str, url: str) -> tuple[int, int]:
+def run_session(broker: BrokerSettings, session_id: str, url: str, journal: str | None = None) -> tuple[int, int]:
     settings = load_settings(overrides={"broker": {"url": broker.url}, "session": {"id": session_id, "name": "Test"},
                                         "athletes": [{"id": "a01", "name": "Abebe", "body_mass_kg": 61}],
                                         "sim": {"athletes": 3, "speed": 3.0}})
 
     async def go() -> tuple[int, int]:
-        sink = StoreSink(url=url, context={"settings": settings})
+        sink = StoreSink(url=url, journal=journal, context={"settings": settings})
         svc = FusionService(settings, [SinkRunner(sink, queue_size=100_000)], session=session_id)
         stop, ready = asyncio.Event(), asyncio.Event()
         task = asyncio.create_task(svc.run(stop, ready))
@@ -90,7 +90,7 @@ def test_sqlite_store_keeps_every_record(broker: BrokerSettings, session_id: str
 @pytest.mark.broker
 def test_postgresql_store(broker: BrokerSettings, session_id: str, tmp_path: Path) -> None:
     require(postgres_answers(), "no PostgreSQL answers at 127.0.0.1:5432 (this machine kind runs one)")
-    made, written = run_session(broker, session_id, PG_URL)
+    made, written = run_session(broker, session_id, PG_URL, journal=str(tmp_path / "pg.journal"))
     try:
         assert made == written > 20
         check_store(PG_URL, session_id, made, tmp_path)
