@@ -79,7 +79,6 @@ class FusionService:
         self.unrouted: Counter[str] = Counter()  # topics/meta/status we could not attribute
         self.meta: dict[Key, Any] = {}
         self.cursors: dict[Key, SourceCursor] = {}
-        self._boots: dict[tuple[str, str], int] = {}  # (session, gateway) -> the boot_ns of its last online
         self.epochs = 0  # athletes restarted on a new clock epoch
         self._unknown: set[tuple[str, str]] = set()  # athletes not in the config (capped)
         self.athletes: dict[tuple[str, str], AthleteState] = {}
@@ -170,17 +169,13 @@ class FusionService:
             raise WireError(Reason.BAD_META, f"gateway status: {str(exc)[:160]}") from None
         self._routes.clear()
         if status.state == "online":
-            # a gateway that (re)started begins its sequence numbers again
+            # a gateway that (re)started begins its sequence numbers again, and if its clock began
+            # again too (the first frame's time goes back), its athletes begin a new clock epoch;
+            # one that only reconnected goes on as before
             listed = set(status.athletes)
-            for key in [k for k in self.cursors if k[0] == t.session and k[1] in listed]:
-                del self.cursors[key]
-            boot_key = (t.session, status.gateway)
-            last_boot = self._boots.get(boot_key)
-            if status.boot_ns is not None and last_boot is not None and status.boot_ns != last_boot:
-                for athlete in status.athletes:  # and, with a new boot, its clock: a new time base
-                    self._new_epoch(t.session, athlete, f"gateway {status.gateway} restarted")
-            if status.boot_ns is not None:
-                self._boots[boot_key] = status.boot_ns
+            for key, cursor in self.cursors.items():
+                if key[0] == t.session and key[1] in listed:
+                    cursor.expect_restart()
         log.info("gateway %s/%s is %s", t.session, status.gateway, status.state)
 
     def _new_epoch(self, session: str, athlete: str, why: str) -> None:

@@ -80,3 +80,31 @@ def test_a_long_gap_with_its_frames_lost_is_no_jump() -> None:
     c.check(fr(0, 0, n=40))  # 40 samples of 10 ns: 390 ns per frame
     # 5 minutes of frames lost: the sequence says so, so the time may move on that much
     assert c.check(fr(1 + 769_230_769, 300_000_000_000, n=40)) is Verdict.ACCEPT
+
+
+def test_one_sample_frames_after_a_long_outage_are_no_jump() -> None:
+    """60 fps keypoints, one sample a frame: 12 s lost, and the sequence says so."""
+    c = SourceCursor()
+    period = 16_666_667
+    for k in range(10):
+        assert c.check(fr(k, k * period, n=1)) is Verdict.ACCEPT
+    assert c.check(fr(9 + 720, (9 + 720) * period, n=1)) is Verdict.ACCEPT
+    assert c.jumps == 0 and c.gaps == 719
+
+
+def test_a_jump_is_confirmed_by_a_later_frame_even_with_losses_between() -> None:
+    c = SourceCursor()
+    c.check(fr(0, 0))
+    with pytest.raises(FrameError):
+        c.check(fr(1, 3_600_000_000_000))
+    assert c.check(fr(3, 3_600_000_000_080)) is Verdict.ACCEPT  # frame 2 lost on the way
+
+
+def test_an_announced_restart_takes_any_sequence_and_sees_a_clock_that_began_again() -> None:
+    c = SourceCursor()
+    c.check(fr(500, 50_000_000_000))
+    c.expect_restart()
+    assert c.check(fr(3, 100)) is Verdict.RESTART  # rebooted: its clock since boot is back at 0
+    c.check(fr(4, 140))
+    c.expect_restart()  # a reconnection, not a reboot: the clock went on
+    assert c.check(fr(0, 1_000_000)) is Verdict.ACCEPT and c.restarts == 1
