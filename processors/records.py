@@ -112,8 +112,8 @@ REQUIRED: dict[str, frozenset[str]] = {"landing": LandingRecord.__required_keys_
 SERVICE_KEYS = frozenset({"session", "emitted_ns", "id"})
 
 
-def record_id(session: str, athlete: str, kind: str, foot: str, ic_ns: int) -> str:
+def record_id(session: str, athlete: str, kind: str, foot: str, ic_ns: int, epoch: int = 0) -> str:
     """A record's identity: one landing and one stance per contact (a foot's IC on the athlete's
-    time base), so a record emitted again (a replay, a resend after a fault) has the same id and a
-    store keeps it once."""
-    return f"{session}/{athlete}/{foot}/{ic_ns}/{kind}"
+    time base, in its clock epoch: a gateway that rebooted starts its clock again), so a record
+    emitted again (a replay, a resend after a fault) has the same id and a store keeps it once."""
+    return f"{session}/{athlete}/{foot}/{ic_ns}/{kind}" + (f"@{epoch}" if epoch else "")

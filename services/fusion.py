@@ -80,6 +80,7 @@ class FusionService:
         self.meta: dict[Key, Any] = {}
         self.cursors: dict[Key, SourceCursor] = {}
         self.epochs = 0  # athletes restarted on a new clock epoch
+        self._epochs: dict[tuple[str, str], int] = {}  # per athlete: its clock epoch (in its records' ids)
         self._unknown: set[tuple[str, str]] = set()  # athletes not in the config (capped)
         self.athletes: dict[tuple[str, str], AthleteState] = {}
         self.records_out = 0
@@ -183,6 +184,7 @@ class FusionService:
         recent contacts, clock offsets) belongs to clocks that no longer run."""
         if self.athletes.pop((session, athlete), None) is not None:
             self.epochs += 1
+            self._epochs[(session, athlete)] = self._epochs.get((session, athlete), 0) + 1
             self._routes = {tp: r for tp, r in self._routes.items() if r.key[:2] != (session, athlete)}
             # its other sources begin on the new time base too (those of its gateway restart with it)
             for key in [k for k in self.cursors if k[:2] == (session, athlete)]:
@@ -289,7 +291,8 @@ class FusionService:
             for r in recs:
                 r["session"] = session
                 r["emitted_ns"] = now
-                r["id"] = record_id(session, r["athlete"], r["type"], r["foot"], r["ic_ns"])
+                r["id"] = record_id(session, r["athlete"], r["type"], r["foot"], r["ic_ns"],
+                                    self._epochs.get((session, r["athlete"]), 0))
             self.records_out += len(recs)
             for runner in self.sinks:
                 for r in recs:

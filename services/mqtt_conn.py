@@ -134,13 +134,18 @@ class MqttConnection:
     def publish(self, topic: str, payload: bytes | str, qos: int = 0, retain: bool = False) -> None:
         """Send now when connected, else keep it in the outbox for the broker's return."""
         data = payload.encode("utf-8") if isinstance(payload, str) else payload
-        t = self._transport
-        if t is None or not self._ready.is_set() or (qos and self.client.in_flight >= self.max_in_flight):
+        if self._transport is None or not self._ready.is_set() or self._outbox or \
+                (qos and self.client.in_flight >= self.max_in_flight):  # (behind what waits: in order)
             self.stats.queued += 1
             if len(self._outbox) == self._outbox.maxlen:
                 self.stats.dropped_full += 1
             self._outbox.append((time.monotonic(), topic, data, qos, retain))
             return
+        self._send(topic, data, qos, retain)
+
+    def _send(self, topic: str, data: bytes, qos: int, retain: bool) -> None:
+        t = self._transport
+        assert t is not None
         pid, packet = self.client.publish(topic, data, qos, retain)
         t.write(packet)
         self.stats.published += 1
@@ -290,7 +295,7 @@ class MqttConnection:
             if box[0][3] and self.client.in_flight >= self.max_in_flight:
                 break
             _t, topic, data, qos, retain = box.popleft()
-            self.publish(topic, data, qos, retain)
+            self._send(topic, data, qos, retain)
 
     def _events(self, events: list[proto.Event], recv_ns: int) -> None:
         for ev in events:

@@ -199,6 +199,7 @@ def test_a_gateway_rebooted_with_a_clock_since_boot_gives_records_again_at_once(
     first_ns = min(r["ic_ns"] for r in stances)
     assert first_ns < 1.0e9  # a contact in the new clock's first second
     assert svc.epochs == 1 and svc.snapshot()["rejected"] == {}
+    assert all(r["id"].endswith("@1") for r in after)  # not the ids of the first clock's contacts
 
 
 def test_a_flood_of_made_up_athletes_never_locks_out_the_team() -> None:
