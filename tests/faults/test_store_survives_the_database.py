@@ -27,6 +27,16 @@ def stored(url: str, session: str) -> list[int]:
         db.close()
 
 
+def store_once(url: str, batch: list[dict]) -> None:
+    """One run of a sink that stores ``batch`` and stops cleanly."""
+    async def go() -> None:
+        sink = StoreSink(url)
+        await sink.start()
+        await sink.write_batch(batch)
+        await sink.close()
+    asyncio.run(go())
+
+
 def test_a_locked_sqlite_file_delays_records_and_loses_none(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/s.db"
 
@@ -114,15 +124,8 @@ def test_records_on_their_way_when_the_service_dies_are_written_at_its_next_star
 
 def test_a_session_stored_twice_is_kept_once(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/s.db"
-
-    async def store(batch: list[dict]) -> None:
-        sink = StoreSink(url)
-        await sink.start()
-        await sink.write_batch(batch)
-        await sink.close()
-
-    asyncio.run(store(records("s", 0, 20)))
-    asyncio.run(store(records("s", 10, 20)))  # a replay overlapping the first run
+    store_once(url, records("s", 0, 20))
+    store_once(url, records("s", 10, 20))  # a replay overlapping the first run
     assert stored(url, "s") == list(range(30))
 
 
@@ -175,15 +178,8 @@ def test_the_backlog_cap_never_drops_what_is_being_written(tmp_path: Path) -> No
 
 def test_a_session_count_is_the_records_kept(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/s.db"
-
-    async def store(batch: list[dict]) -> None:
-        sink = StoreSink(url)
-        await sink.start()
-        await sink.write_batch(batch)
-        await sink.close()
-
-    asyncio.run(store(records("s", 0, 20)))
-    asyncio.run(store(records("s", 10, 20)))
+    store_once(url, records("s", 0, 20))
+    store_once(url, records("s", 10, 20))
     db = Database(url, create=False)
     assert [s["records"] for s in db.sessions()] == [30]
     db.close()
