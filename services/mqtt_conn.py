@@ -8,7 +8,7 @@ The protocol (packets, acknowledgements, packet ids, keep-alive) is the sans-I/O
 * keeps the link alive and notices a half-open one (the broker gone without a FIN: no
   answer to a PINGREQ within the keep-alive period), then reconnects;
 * reconnects after any loss with a growing, jittered delay (0.25-0.5 s, doubling to at most
-  ``max_delay_s``), subscribes again and sends again what was in flight (QoS 1/2 publishes not
+  ``max_delay_s``, 2 s: back within about 2 s of a broker's return, docs/reliability.md), subscribes again and sends again what was in flight (QoS 1/2 publishes not
   acknowledged; with ``max_age_s``, only those still young enough);
 * keeps what is published while the broker is away in a bounded outbox, sent on
   reconnection; entries older than ``max_age_s`` (a late haptic cue is a wrong one) or
@@ -72,7 +72,7 @@ class MqttConnection:
     def __init__(self, broker: BrokerSettings, role: str, *, subscriptions: Sequence[tuple[str, int]] = (),
                  on_message: Callable[[proto.Message, int], object] | None = None, will: proto.Will | None = None,
                  persistent: bool = False, outbox: int = 10_000, max_age_s: float | None = None,
-                 max_in_flight: int = 1000, max_delay_s: float = 8.0,
+                 max_in_flight: int = 1000, max_delay_s: float = 2.0,
                  on_read: Callable[[], object] | None = None, on_state: Callable[[bool], object] | None = None,
                  on_publish: Callable[[str, bytes, int], object] | None = None, rcvbuf: int = 0) -> None:
         self.broker = broker

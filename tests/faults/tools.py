@@ -75,12 +75,16 @@ class Proxy:
         self.port = free_port()
         self.frozen = False
         self.links: list[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
         self._server: asyncio.base_events.Server | None = None
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
         try:
             up_r, up_w = await asyncio.open_connection("127.0.0.1", self.target)
         except OSError:
@@ -114,7 +118,10 @@ class Proxy:
         self.links.clear()
 
     async def close(self) -> None:
-        self.cut()
+        self.frozen = False
+        self.cut()  # every link's reads end with its transport
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=5.0)
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
