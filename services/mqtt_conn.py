@@ -8,8 +8,9 @@ The protocol (packets, acknowledgements, packet ids, keep-alive) is the sans-I/O
 * keeps the link alive and notices a half-open one (the broker gone without a FIN: no
   answer to a PINGREQ within the keep-alive period), then reconnects;
 * reconnects after any loss with a growing, jittered delay (0.25-0.5 s, doubling to at most
-  ``max_delay_s``, 2 s: back within about 2 s of a broker's return, docs/reliability.md), subscribes again and sends again what was in flight (QoS 1/2 publishes not
-  acknowledged; with ``max_age_s``, only those still young enough);
+  ``max_delay_s``, 2 s: back within about 2 s of a broker's return, docs/reliability.md),
+  subscribes again and sends again what was in flight (QoS 1/2 publishes not acknowledged;
+  with ``max_age_s``, only those still young enough);
 * keeps what is published while the broker is away in a bounded outbox, sent on
   reconnection; entries older than ``max_age_s`` (a late haptic cue is a wrong one) or
   pushed out of a full outbox are dropped and counted.
