@@ -6,8 +6,8 @@ These read large blocks and parse every complete packet in them:
 
 * :class:`LoopSubscriber`, the ingest of ``poserun process``, on the event loop over the one
   MQTT core (``services/mqtt_conn.py``);
-* :class:`StreamSubscriber`, the same idea on a thread of its own, for the recorder and the
-  virtual band (still on its own hand-written client: to move onto the core);
+* :class:`StreamSubscriber`, the same connection on a thread of its own, for the recorder
+  and the virtual band;
 * :class:`RawPublisher`, QoS 0 frames encoded once and written in batches (replay, the
   simulator's ``--pregenerate``).
 """
@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import socket
 import ssl
 import struct
@@ -25,6 +24,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from poserun.services.mqtt import NODELAY, BrokerUnavailable, Inbox, Incoming, IngestStats, client_id
 from poserun.settings import BrokerSettings
@@ -60,11 +60,6 @@ def connect_packet(cid: str, keepalive: int, username: str | None, password: str
             payload += _utf8(password)
     body = _utf8("MQTT") + bytes([4, flags]) + _U16.pack(keepalive) + payload
     return b"\x10" + _varint(len(body)) + body
-
-
-def subscribe_packet(packet_id: int, filters: Iterable[tuple[str, int]]) -> bytes:
-    body = _U16.pack(packet_id) + b"".join(_utf8(f) + bytes([q]) for f, q in filters)
-    return b"\x82" + _varint(len(body)) + body
 
 
 def hello_packet(broker: BrokerSettings, role: str) -> bytes:
@@ -140,141 +135,67 @@ def parse_packets(buf: bytearray | bytes, start: int = 0
 
 
 class StreamSubscriber(Inbox):
-    """Subscribe to ``filters`` and feed an :class:`Inbox` from a thread of its own."""
+    """Subscribe to ``filters`` and feed an :class:`Inbox` from a thread of its own (the recorder,
+    the virtual band): the one MQTT connection (``services/mqtt_conn.py``) on that thread's event
+    loop, so it reconnects, notices a half-open link and reports refusals like the ingest."""
 
     def __init__(self, broker: BrokerSettings, filters: Iterable[str], *, qos: int = 0,
                  role: str = "ingest", max_pending: int = 500_000,
-                 on_message: Callable[[Incoming], None] | None = None,
-                 recv_bytes: int = 1 << 20) -> None:
+                 on_message: Callable[[Incoming], None] | None = None) -> None:
         super().__init__(max_pending, on_message)
         self.broker = broker
         self.filters = [(f, qos) for f in filters]
         self.role = role
-        self.recv_bytes = recv_bytes
+        self.conn: Any = None  # the MqttConnection, once started
         self._stop = threading.Event()
-        self._subscribed = threading.Event()
+        self._started = threading.Event()
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
-        self._sock: socket.socket | None = None
+        self._ups = 0
 
     # ----------------------------------------------------------- lifecycle
     def start(self, *, timeout: float = 10.0) -> None:
         """Connect and subscribe (raising :class:`BrokerUnavailable` if that fails), then serve."""
         self._bind_loop()
-        sock = self._open(timeout)
-        self._thread = threading.Thread(target=self._serve, args=(sock,), name=f"mqtt-{self.role}",
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._main(timeout)), name=f"mqtt-{self.role}",
                                         daemon=True)
         self._thread.start()
+        self._started.wait()
+        if self._error is not None:
+            self._thread.join(5)
+            raise self._error
 
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(5)
-        self._close()
 
-    def _close(self) -> None:
-        sock, self._sock = self._sock, None
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.sendall(b"\xe0\x00")  # DISCONNECT
-            with contextlib.suppress(OSError):
-                sock.close()
+    async def _main(self, timeout: float) -> None:
+        from poserun.services.mqtt_conn import MqttConnection
 
-    def _open(self, timeout: float) -> socket.socket:
-        b = self.broker
-        sock = dial(b, self.role, timeout, rcvbuf=4 << 20)
-        sock.sendall(subscribe_packet(1, self.filters))
-        buf = bytearray()
-        deadline = time.monotonic() + timeout
-        connacked = False
-        while True:
-            if time.monotonic() > deadline:
-                sock.close()
-                raise BrokerUnavailable(f"no CONNACK/SUBACK from {b.url} within {timeout:.0f} s")
-            chunk = sock.recv(65536)
-            if not chunk:
-                raise BrokerUnavailable(f"broker {b.url} closed the connection (refused?)")
-            buf += chunk
-            packets, used = parse_packets(buf)
-            del buf[:used]
-            for kind, _flags, _t, body, _pid in packets:
-                if kind == CONNACK:
-                    if len(body) < 2 or body[1] != 0:
-                        sock.close()
-                        code = body[1] if len(body) > 1 else -1
-                        raise BrokerUnavailable(f"broker {b.url} refused the connection (code {code})")
-                    connacked = True
-                elif kind == SUBACK:
-                    if any(code == 0x80 for code in body[2:]):
-                        sock.close()
-                        raise BrokerUnavailable(f"broker {b.url} refused the subscription (ACL?)")
-                    if connacked:
-                        self._leftover = bytes(buf)
-                        self._sock = sock
-                        self.stats.connected = True
-                        self._subscribed.set()
-                        return sock
+        self.conn = MqttConnection(self.broker, self.role, subscriptions=self.filters, on_message=self._message,
+                                   on_state=self._state, rcvbuf=4 << 20)
+        try:
+            await self.conn.start(timeout)
+        except BaseException as exc:  # handed to start()'s caller
+            self._error = exc if isinstance(exc, BrokerUnavailable) else BrokerUnavailable(str(exc))
+            self._started.set()
+            return
+        self._started.set()
+        try:
+            while not self._stop.is_set():
+                await asyncio.sleep(0.05)
+        finally:
+            await self.conn.close(timeout=1.0)
 
-    # -------------------------------------------------------------- serving
-    def _serve(self, sock: socket.socket) -> None:
-        delay = 0.5
-        while not self._stop.is_set():
-            try:
-                self._read(sock)
-            except (OSError, ValueError) as exc:
-                if self._stop.is_set():
-                    break
-                self.stats.connected = False
-                log.warning("ingest connection lost (%s); reconnecting in %.1f s", exc, delay)
-            if self._stop.wait(delay):
-                break
-            try:
-                self._close()
-                sock = self._open(10.0)
-                self.stats.reconnects += 1
-                delay = 0.5
-            except (BrokerUnavailable, OSError) as exc:
-                log.warning("reconnect failed: %s", exc)
-                delay = min(delay * 2, 8.0) * (0.8 + 0.4 * random.random())
+    def _message(self, m: Any, recv_ns: int) -> None:
+        self._put(Incoming(m.topic, m.payload, recv_ns, m.retain, m.qos))
 
-    def _read(self, sock: socket.socket) -> None:
-        keepalive = self.broker.keepalive_s
-        sock.settimeout(min(1.0, keepalive / 2))
-        buf = bytearray(getattr(self, "_leftover", b""))
-        self._leftover = b""
-        last_sent = time.monotonic()
-        view = bytearray(self.recv_bytes)
-        decode = bytes.decode
-        while not self._stop.is_set():
-            if buf:
-                packets, used = parse_packets(buf)
-                if used:
-                    del buf[:used]
-                if packets:
-                    now = time.time_ns()
-                    items = []
-                    acks = []
-                    for kind, flags, topic, payload, pid in packets:
-                        if kind == PUBLISH:
-                            items.append(Incoming(decode(topic, "utf-8", "replace"), payload, now,
-                                                  bool(flags & 1), (flags >> 1) & 3))
-                            if pid:
-                                acks.append(b"\x40\x02" + _U16.pack(pid))
-                    if acks:
-                        sock.sendall(b"".join(acks))
-                        last_sent = time.monotonic()
-                    if items:
-                        self._put_many(items)
-            if time.monotonic() - last_sent > keepalive / 2:
-                sock.sendall(b"\xc0\x00")  # PINGREQ
-                last_sent = time.monotonic()
-            try:
-                n = sock.recv_into(view)
-            except TimeoutError:
-                continue
-            if n == 0:
-                raise OSError("broker closed the connection")
-            buf += view[:n]
+    def _state(self, up: bool) -> None:
+        self.stats.connected = up
+        if up:
+            self._ups += 1
+            self.stats.reconnects = self._ups - 1
 
 
 class LoopSubscriber:
