@@ -428,7 +428,7 @@ def cmd_warm_up(args: argparse.Namespace) -> int:
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
-    from poserun.sinks.base import sink_classes
+    from poserun.sinks.base import build_sink, sink_classes
 
     settings = load_settings(args.file)
     known = sink_classes()
@@ -436,6 +436,16 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     if unknown:
         raise ConfigError(f"{args.file}: sinks: unknown type(s) {unknown}; installed: "
                           f"{', '.join(sorted(known))}")
+    context = {"broker": settings.broker, "settings": settings}
+    for k, spec in enumerate(settings.sinks):  # each sink's options as the service would take them (no I/O yet)
+        try:
+            sink = build_sink(spec.type, dict(spec.options), context)
+        except (ValueError, TypeError) as exc:
+            said = " ".join(str(exc).split()).split(" For further information")[0][:300] or type(exc).__name__
+            raise ConfigError(f"{args.file}: sinks[{k}] ({spec.type}): {said}") from None
+        pool = getattr(sink, "_pool", None)  # (the store's worker, never used here)
+        if pool is not None:
+            pool.shutdown(wait=False)
     print(f"{args.file}: OK (session {settings.session.id}, {len(settings.athletes)} athletes, "
           f"{len(settings.sinks)} sinks, broker {settings.broker.url})")
     return 0

@@ -74,3 +74,17 @@ def test_cli_config_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     bad.write_text("sinks:\n  - type: carrier_pigeon\n")
     assert main(["config", "check", str(bad)]) == 2
     assert "carrier_pigeon" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("options", "needle"), [
+    ("{type: haptic, options: {forced_landing: {pattern: samba}}}", "sinks[0] (haptic): 1 validation error"),
+    ("{type: mqtt, options: {qos: 5}}", "sinks[0] (mqtt): qos must be 0, 1 or 2"),
+    ("{type: jsonl, options: {formatt: text}}", "sinks[0] (jsonl): sink 'jsonl': bad options ['formatt']"),
+    ("{type: store, options: {max_backlog: 0}}", "sinks[0] (store): max_backlog must be at least 1"),
+])
+def test_config_check_validates_each_sinks_options(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                  options: str, needle: str) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"sinks:\n  - {options}\n")
+    assert main(["config", "check", str(bad)]) == 2
+    assert needle in capsys.readouterr().err
