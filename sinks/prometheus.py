@@ -60,10 +60,36 @@ class _Pipeline(Collector):
         depth = GaugeMetricFamily("poserun_sink_queue_depth", "Records waiting per sink", labels=["sink"])
         dropped = CounterMetricFamily("poserun_sink_dropped_records", "Records a full sink queue dropped",
                                       labels=["sink"])
+        backlog = GaugeMetricFamily("poserun_sink_backlog", "Records or cues a sink keeps while its broker or "
+                                    "database is away (outbox, journal backlog)", labels=["sink"])
+        connected = GaugeMetricFamily("poserun_sink_connected", "1 while a sink's broker connection is up",
+                                      labels=["sink"])
+        reconnects = CounterMetricFamily("poserun_sink_reconnects", "Reconnections of a sink to its broker",
+                                         labels=["sink"])
+        lost = CounterMetricFamily("poserun_sink_lost_records", "What a sink gave up, by reason: too old when the "
+                                   "broker returned, pushed out of a full outbox or backlog, still waiting at close",
+                                   labels=["sink", "reason"])
+        db_errors = CounterMetricFamily("poserun_sink_db_errors", "Database writes that failed (and are retried)",
+                                        labels=["sink"])
         for name, s in sorted(snap.get("sinks", {}).items()):
             depth.add_metric([name], s.get("depth", 0))
             dropped.add_metric([name], s.get("dropped", 0))
-        yield from (depth, dropped)
+
+            def value(key: str, s: dict[str, Any] = s) -> Any:
+                return s.get(f"mqtt_{key}", s.get(key))  # (the haptic sink prefixes its connection's counters)
+            if value("outbox") is not None or s.get("backlog") is not None:
+                backlog.add_metric([name], value("outbox") if value("outbox") is not None else s["backlog"])
+            if value("connected") is not None:
+                connected.add_metric([name], 1.0 if value("connected") else 0.0)
+            if value("reconnects") is not None:
+                reconnects.add_metric([name], value("reconnects"))
+            for reason, key in (("too_old", "dropped_old"), ("outbox_full", "dropped_full"),
+                                ("at_close", "dropped_closed"), ("backlog_full", "backlog_dropped")):
+                if value(key) is not None:
+                    lost.add_metric([name, reason], value(key))
+            if s.get("db_errors") is not None:
+                db_errors.add_metric([name], s["db_errors"])
+        yield from (depth, dropped, backlog, connected, reconnects, lost, db_errors)
         lat = snap.get("latency")
         if lat:
             h = HistogramMetricFamily("poserun_processing_latency_seconds",

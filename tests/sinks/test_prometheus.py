@@ -132,3 +132,23 @@ def test_processor_warnings_are_exported() -> None:
     got = {(s.labels["session"], s.labels["athlete"], s.labels["warning"]): s.value
            for s in fams["poserun_processor_warnings"].samples}
     assert got == {("s", "a01", "imu_shank_left_accel_unit_implausible"): 1, ("s", "a01", "pelvis_side_flip"): 3}
+
+
+def test_what_sinks_keep_and_lose_through_faults_is_exported() -> None:
+    from poserun.sinks.prometheus import _Pipeline
+
+    snap = {"sinks": {
+        "haptic": {"depth": 0, "dropped": 0, "outbox": 2, "mqtt_connected": False, "mqtt_reconnects": 3,
+                   "mqtt_dropped_old": 5, "mqtt_dropped_full": 0, "mqtt_dropped_closed": 1},
+        "store": {"depth": 4, "dropped": 0, "backlog": 120, "db_errors": 7, "backlog_dropped": 9},
+    }}
+    fams = {f.name: f for f in _Pipeline(lambda: snap).collect()}
+
+    def samples(name: str) -> dict[tuple[str, ...], float]:
+        return {tuple(s.labels.values()): s.value for s in fams[name].samples}
+    assert samples("poserun_sink_backlog") == {("haptic",): 2, ("store",): 120}
+    assert samples("poserun_sink_connected") == {("haptic",): 0.0}
+    assert samples("poserun_sink_reconnects") == {("haptic",): 3}
+    assert samples("poserun_sink_lost_records") == {("haptic", "too_old"): 5, ("haptic", "outbox_full"): 0,
+                                                    ("haptic", "at_close"): 1, ("store", "backlog_full"): 9}
+    assert samples("poserun_sink_db_errors") == {("store",): 7}
