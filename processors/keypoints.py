@@ -554,13 +554,14 @@ def _camera_step(t: float, zi: float, wi: float, touch_m: float, lift_m: float, 
                         st[_K_IN] = 1.0
                         st[_K_IC] = ic
                         n_ev = emit(events, n_ev, 1.0, ic, ic, foot)
-        st[_K_DESC] = 1.0 if st[_K_HAVE] > 0.5 and zi < st[_K_PREV_Z] else 0.0
-        if zi > st[_K_TOP]:
-            st[_K_TOP] = zi
-        j = int(st[_K_RING_N] % SOLE_RING)
-        st[_K_RING + 2 * j] = t
-        st[_K_RING + 2 * j + 1] = zi
-        st[_K_RING_N] += 1.0
+        if sole:  # what the sole rule reads: the descent, the swing's height, the last samples
+            st[_K_DESC] = 1.0 if st[_K_HAVE] > 0.5 and zi < st[_K_PREV_Z] else 0.0
+            if zi > st[_K_TOP]:
+                st[_K_TOP] = zi
+            j = int(st[_K_RING_N] % SOLE_RING)
+            st[_K_RING + 2 * j] = t
+            st[_K_RING + 2 * j + 1] = zi
+            st[_K_RING_N] += 1.0
         st[_K_PREV_T] = t
         st[_K_PREV_Z] = zi
         st[_K_HAVE] = 1.0

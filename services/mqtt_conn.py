@@ -217,14 +217,11 @@ class MqttConnection:
                 return self._lost.result(), False
             if not done:
                 return f"no CONNACK/SUBACK from {b.url} within {timeout:.0f} s", False
-            self.stats.connects += 1
-            self.stats.connected = True
             if first:
                 assert self._first is not None
                 if not self._first.done():
                     self._first.set_result(None)
             else:
-                self.stats.reconnects += 1
                 log.info("mqtt %s: connected again to %s", self.role, b.url)
             return await self._lost, True
         finally:
@@ -284,6 +281,9 @@ class MqttConnection:
     def _opened(self) -> None:
         if not self._ready.is_set():
             self._ready.set()
+            self.stats.connected = True
+            self.stats.connects += 1  # (counted before on_state, which may read them)
+            self.stats.reconnects = self.stats.connects - 1
             if self.on_state is not None:
                 self.on_state(True)
         now = time.monotonic()

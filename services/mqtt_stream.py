@@ -151,7 +151,6 @@ class StreamSubscriber(Inbox):
         self._started = threading.Event()
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
-        self._ups = 0
 
     # ----------------------------------------------------------- lifecycle
     def start(self, *, timeout: float = 10.0) -> None:
@@ -193,9 +192,7 @@ class StreamSubscriber(Inbox):
 
     def _state(self, up: bool) -> None:
         self.stats.connected = up
-        if up:
-            self._ups += 1
-            self.stats.reconnects = self._ups - 1
+        self.stats.reconnects = self.conn.stats.reconnects
 
 
 class LoopSubscriber:
@@ -229,7 +226,6 @@ class LoopSubscriber:
         self.max_backlog = max_backlog
         self.backlog: deque[tuple[str, bytes, int]] = deque()
         self._scheduled = False
-        self._ups = 0
         self.conn = MqttConnection(broker, role, subscriptions=self.filters, on_publish=self._publish,
                                    on_read=self._read, on_state=self._state, rcvbuf=4 << 20)
         self._received = 0  # since the last read was handed on
@@ -246,9 +242,7 @@ class LoopSubscriber:
 
     def _state(self, up: bool) -> None:
         self.stats.connected = up
-        if up:
-            self._ups += 1
-            self.stats.reconnects = self._ups - 1
+        self.stats.reconnects = self.conn.stats.reconnects
 
     def _work(self) -> None:
         """Hand over up to ``slice`` queued messages; come back for the rest after the loop's other work."""

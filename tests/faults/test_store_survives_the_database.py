@@ -27,6 +27,18 @@ def stored(url: str, session: str) -> list[int]:
         db.close()
 
 
+def lock_file(path: Path) -> sqlite3.Connection:
+    """Another program holds the SQLite file (BEGIN EXCLUSIVE); ``unlock`` lets it go."""
+    lock = sqlite3.connect(path, timeout=0.1)
+    lock.execute("BEGIN EXCLUSIVE")
+    return lock
+
+
+def unlock(lock: sqlite3.Connection) -> None:
+    lock.rollback()
+    lock.close()
+
+
 def store_once(url: str, batch: list[dict]) -> None:
     """One run of a sink that stores ``batch`` and stops cleanly."""
     async def go() -> None:
@@ -44,14 +56,12 @@ def test_a_locked_sqlite_file_delays_records_and_loses_none(tmp_path: Path) -> N
         sink = StoreSink(url)
         await sink.start()
         await sink.write_batch(records("s", 0, 10))
-        lock = sqlite3.connect(tmp_path / "s.db", timeout=0.1)
-        lock.execute("BEGIN EXCLUSIVE")  # another program holds the file
+        lock = lock_file(tmp_path / "s.db")  # another program holds the file
         await sink.write_batch(records("s", 10, 10))
         await until(lambda: sink.errors >= 1, "a failed write")
         await sink.write_batch(records("s", 20, 10))
         assert sink.connection_stats()["backlog"] == 20
-        lock.rollback()
-        lock.close()
+        unlock(lock)
         await until(lambda: not sink.connection_stats()["backlog"], "the backlog written")
         await sink.close()
         return sink
@@ -97,12 +107,10 @@ def test_records_on_their_way_when_the_service_dies_are_written_at_its_next_star
     async def crash() -> None:
         sink = StoreSink(url)
         await sink.start()
-        lock = sqlite3.connect(tmp_path / "s.db", timeout=0.1)
-        lock.execute("BEGIN EXCLUSIVE")
+        lock = lock_file(tmp_path / "s.db")
         await sink.write_batch(records("s", 0, 25))  # journaled, not in the database
         await until(lambda: sink.errors >= 1, "the failed write")
-        lock.rollback()
-        lock.close()
+        unlock(lock)
         if sink._retry is not None:  # killed: no close, no retry; its files close with the process
             sink._retry.cancel()
         sink._pool.shutdown(wait=True)
@@ -158,12 +166,10 @@ def test_the_backlog_cap_never_drops_what_is_being_written(tmp_path: Path) -> No
     async def go() -> StoreSink:
         sink = StoreSink(url, max_backlog=10)
         await sink.start()
-        lock = sqlite3.connect(tmp_path / "s.db", timeout=0.1)
-        lock.execute("BEGIN EXCLUSIVE")
+        lock = lock_file(tmp_path / "s.db")
         await sink.write_batch(records("s", 0, 10))
         await until(lambda: sink.errors >= 1, "the first failure")
-        lock.rollback()
-        lock.close()
+        unlock(lock)
         sink._writing = sink._pending[-1][0]  # as when the retry is writing these ten now
         await sink.write_batch(records("s", 10, 2))  # over the cap while they are being written
         sink._writing = -1
@@ -206,14 +212,12 @@ def test_a_backlog_over_its_cap_drops_the_oldest_and_counts_them(tmp_path: Path)
     async def go() -> StoreSink:
         sink = StoreSink(url, max_backlog=10)
         await sink.start()
-        lock = sqlite3.connect(tmp_path / "s.db", timeout=0.1)
-        lock.execute("BEGIN EXCLUSIVE")
+        lock = lock_file(tmp_path / "s.db")
         await sink.write_batch(records("s", 0, 5))
         await until(lambda: sink.errors >= 1, "the first failure")
         await until(lambda: sink._writing < 0, "no write in progress")
         await sink.write_batch(records("s", 5, 10))  # 15 waiting, room for 10
-        lock.rollback()
-        lock.close()
+        unlock(lock)
         await until(lambda: not sink.connection_stats()["backlog"], "the backlog written")
         await sink.close()
         return sink

@@ -156,12 +156,12 @@ def test_loop_subscriber_reconnects_after_the_broker_restarts() -> None:
             task = asyncio.create_task(sub.run(stop, ready))
             await asyncio.wait_for(ready.wait(), CEILING)
             await asyncio.to_thread(send, b"one")
-            await wait_for(lambda: len(got) == 1, 5)
-        await wait_for(lambda: not sub.stats.connected, 5)
+            await wait_for(lambda: len(got) == 1, CEILING)
+        await wait_for(lambda: not sub.stats.connected, CEILING)
         with mosquitto_broker(port):
-            await wait_for(lambda: sub.stats.connected and sub.stats.reconnects >= 1, 15)
+            await wait_for(lambda: sub.stats.connected and sub.stats.reconnects >= 1, CEILING)
             await asyncio.to_thread(send, b"two")
-            await wait_for(lambda: len(got) == 2, 5)
+            await wait_for(lambda: len(got) == 2, CEILING)
             stop.set()
             await asyncio.wait_for(task, 10)
         return sub
