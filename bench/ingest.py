@@ -3,26 +3,29 @@
 One run, one machine, one broker (a private mosquitto with a deep queue):
 
 1. ``raw``      mosquitto_sub (C) receiving the same burst: the broker's fan-in.
-2. ``stream``   the fusion service with poserun's receive-only reader (the default ingest).
-3. ``paho``     the fusion service with paho's network thread.
-4. ``aiomqtt``  the fusion service with aiomqtt's async iterator.
+2. ``stream``   ``poserun process``: its ingest on the one MQTT core (``services/mqtt_stream.py``).
+3. ``paho``     the same handler fed by paho's network thread (for comparison only).
+4. ``aiomqtt``  the same handler fed by aiomqtt's async iterator (for comparison only).
 5. ``handle``   decode + route + process alone, no network (the ceiling of the Python side).
 
 The burst is a recording of the simulated team replayed with ``--speed 0``
-from a separate process. Ratios are taken within this run.
+from a separate process. Ratios are taken within this run. paho and aiomqtt are not
+dependencies of poserun: ``pip install -e '.[bench]'``.
 
-    python bench/ingest.py [--athletes 30] [--seconds 10] [--markdown]
+    python bench/ingest.py [--athletes 30] [--seconds 10] [--json]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -30,6 +33,7 @@ from poserun.recording import RecordedMessage, read_messages
 from poserun.services.broker import mosquitto_broker
 from poserun.services.fusion import FusionService
 from poserun.services.importer import write_recording
+from poserun.services.mqtt import NODELAY
 from poserun.services.sim.team import SimTeam
 from poserun.settings import load_settings
 
@@ -71,14 +75,74 @@ def bench_raw(url: str, path: Path, frames: int, session: str) -> float | None:
     return (len(stamps) - 1) / (stamps[-1] - stamps[0])
 
 
+async def _paho_ingest(svc: FusionService, url: str, stop: asyncio.Event, ready: asyncio.Event) -> None:
+    """paho's network thread hands messages to the loop in batches (as poserun's old paho ingest did)."""
+    import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    loop = asyncio.get_running_loop()
+    inbox: list[tuple[str, bytes, int]] = []
+    wake = asyncio.Event()
+    subscribed = threading.Event()
+    host, port = url.removeprefix("mqtt://").rsplit(":", 1)
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id="bench-paho", protocol=paho.MQTTv311)
+    client.on_socket_open = lambda _c, _u, sock: sock.setsockopt(*NODELAY)
+    client.on_connect = lambda c, *_a: c.subscribe([(f, 1) for f in svc.filters()])
+    client.on_subscribe = lambda *_a: subscribed.set()
+
+    def on_message(_c: object, _u: object, msg: object) -> None:
+        inbox.append((msg.topic, msg.payload, time.time_ns()))  # type: ignore[attr-defined]
+        if len(inbox) == 1:
+            loop.call_soon_threadsafe(wake.set)
+
+    client.on_message = on_message
+    client.connect(host, int(port))
+    client.loop_start()
+    await asyncio.to_thread(subscribed.wait, 10)
+    ready.set()
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wake.wait(), 0.1)
+        wake.clear()
+        batch = inbox[:]
+        del inbox[:len(batch)]
+        for m in batch:
+            svc.handle(*m)
+    client.disconnect()
+    client.loop_stop()
+
+
+async def _aiomqtt_ingest(svc: FusionService, url: str, stop: asyncio.Event, ready: asyncio.Event) -> None:
+    import aiomqtt
+
+    host, port = url.removeprefix("mqtt://").rsplit(":", 1)
+    async with aiomqtt.Client(host, int(port), identifier="bench-aiomqtt", socket_options=[NODELAY]) as client:
+        for f in svc.filters():
+            await client.subscribe(f, qos=1)
+        ready.set()
+
+        async def read() -> None:
+            async for msg in client.messages:
+                svc.handle(str(msg.topic), bytes(msg.payload), time.time_ns())  # type: ignore[arg-type]
+
+        reader = asyncio.create_task(read())
+        await stop.wait()
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+
+
 def bench_service(url: str, path: Path, frames: int, session: str, ingest: str) -> float:
-    settings = load_settings(overrides={"broker": {"url": url},
-                                        "processor": {"ingest": ingest}})
+    settings = load_settings(overrides={"broker": {"url": url}})
 
     async def main() -> float:
         svc = FusionService(settings, session=session)
         stop, ready = asyncio.Event(), asyncio.Event()
-        task = asyncio.create_task(svc.run(stop, ready))
+        if ingest == "stream":
+            task = asyncio.create_task(svc.run(stop, ready))
+        else:
+            run = _paho_ingest if ingest == "paho" else _aiomqtt_ingest
+            task = asyncio.create_task(run(svc, url, stop, ready))
         await ready.wait()
         pub = replay(url, path)
         first = last = None

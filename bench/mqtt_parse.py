@@ -3,7 +3,7 @@
 One buffer of 100,000 QoS 0 PUBLISH packets (the simulated team's topics, 128-byte
 payloads: an IMU frame of 4 samples x 6 channels), parsed in one run by:
 
-1. ``parse_packets``                 services.mqtt_stream's parser: tuples with bytes topics.
+1. ``parse_packets``                 the ingest's former parser (kept here for comparison): tuples.
 2. ``parse_packets + decode``        the same plus the topic decode that LoopSubscriber does.
 3. ``MqttClient.receive``            poserun.wire.mqtt: Message events, str topics.
 4. ``MqttClient.receive, bytes``     the same with ``bytes_topics=True``.
@@ -22,16 +22,57 @@ import statistics
 import time
 from collections.abc import Callable
 
-from poserun.services.mqtt_stream import parse_packets, publish_packet
-from poserun.wire.mqtt import Message, MqttClient
+from poserun.wire.mqtt import Message, MqttClient, encode_publish
 
 SOURCES = ("imu_foot_left", "imu_foot_right", "insole_left", "insole_right", "keypoints")
+
+
+def parse_packets(buf: bytearray | bytes, start: int = 0
+                  ) -> tuple[list[tuple[int, int, bytes, bytes, int]], int]:
+    """The former ingest parser: complete packets in ``buf`` as (type, flags, topic, payload,
+    packet id) for PUBLISH, (type, flags, b"", body, 0) for others; and the offset after the last."""
+    out = []
+    n = len(buf)
+    pos = start
+    while pos + 2 <= n:
+        b0 = buf[pos]
+        length = 0
+        mult = 1
+        i = pos + 1
+        while True:
+            if i >= n:
+                return out, pos
+            byte = buf[i]
+            length += (byte & 0x7F) * mult
+            i += 1
+            if not byte & 0x80:
+                break
+            mult *= 128
+            if mult > 128**3:
+                raise ValueError("malformed remaining length")
+        end = i + length
+        if end > n:
+            return out, pos
+        kind = b0 >> 4
+        if kind == 3:  # PUBLISH
+            tlen = (buf[i] << 8) | buf[i + 1]
+            t_end = i + 2 + tlen
+            topic = bytes(buf[i + 2:t_end])
+            pid = 0
+            if (b0 >> 1) & 3:
+                pid = (buf[t_end] << 8) | buf[t_end + 1]
+                t_end += 2
+            out.append((kind, b0 & 0x0F, topic, bytes(buf[t_end:end]), pid))
+        else:
+            out.append((kind, b0 & 0x0F, b"", bytes(buf[i:end]), 0))
+        pos = end
+    return out, pos
 
 
 def make_buffer(n: int) -> bytes:
     rng = random.Random(7)
     topics = [f"poserun/v1/s{rng.randrange(10**6):06d}/a{k:02d}/data/{s}" for k in range(12) for s in SOURCES]
-    return b"".join(publish_packet(topics[k % len(topics)], rng.randbytes(128)) for k in range(n))
+    return b"".join(encode_publish(topics[k % len(topics)], rng.randbytes(128)) for k in range(n))
 
 
 def run_parse_packets(reads: list[bytes], decode_topics: bool) -> int:

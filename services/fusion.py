@@ -2,16 +2,14 @@
 
 ``FusionService.handle`` is synchronous and network-free (tests call it
 with raw topics and payloads); ``run`` wires it to the broker through the
-chosen ingest path and to the sinks through their bounded queues.
+ingest on the event loop and to the sinks through their bounded queues.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
-import random
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -21,7 +19,7 @@ from typing import Any
 from poserun.processors.athlete import AthleteParams, AthleteState
 from poserun.processors.keypoints import KeypointLayout
 from poserun.processors.records import record_id
-from poserun.services.mqtt import IngestStats, ThreadedSubscriber, aiomqtt_client
+from poserun.services.mqtt import IngestStats
 from poserun.services.mqtt_stream import LoopSubscriber
 from poserun.settings import Settings
 from poserun.sinks.base import Record, SinkRunner
@@ -92,6 +90,10 @@ class FusionService:
         self._routes: dict[str, _Route] = {}
         self._max_frame = settings.processor.max_frame_bytes
         self.ingest_stats: IngestStats | None = None  # set by run()
+        # asks a gateway for meta it lacks (set by run(): a publish on the ingest's connection)
+        self.request_meta: Callable[[str], object] | None = None
+        self.meta_requests = 0
+        self._asked: dict[Key, int] = {}  # when each source's meta was last asked for (its frame's arrival)
 
     # ------------------------------------------------------------ handling
     def handle(self, topic: str, payload: bytes, recv_ns: int | None = None) -> list[Record]:
@@ -157,6 +159,7 @@ class FusionService:
         if meta.source != t.source or meta.kind != source_kind(t.source).label:
             raise WireError(Reason.BAD_META, f"meta for {meta.source}/{meta.kind} on topic of {t.source}")
         self.meta[key] = meta
+        self._asked.pop(key, None)
         self._channels[key] = len(meta.channels)
         self._routes.clear()
         state = self.athletes.get((t.session, t.athlete))
@@ -229,6 +232,7 @@ class FusionService:
         c.last_recv_ns = recv_ns
         expected = self._channels.get(key)  # the cheap checks first: a frame without meta is not decoded
         if expected is None:
+            self._ask_meta(key, recv_ns)
             raise FrameError(Reason.NO_META, f"no retained meta for {t.source} yet")
         frame = decode(payload, max_bytes=self._max_frame)
         kind = source_kind(t.source)
@@ -253,6 +257,21 @@ class FusionService:
             self._routes.clear()
         self._routes[topic] = route
         return self._accept(route, frame, recv_ns)
+
+    META_REQUEST_INTERVAL_NS = 2_000_000_000
+
+    def _ask_meta(self, key: Key, recv_ns: int) -> None:
+        """Ask for a source's missing meta, at most every 2 s per source (docs/protocol.md)."""
+        if self.request_meta is None:
+            return
+        last = self._asked.get(key)
+        if last is not None and 0 <= recv_ns - last < self.META_REQUEST_INTERVAL_NS:
+            return
+        if len(self._asked) >= 100_000:
+            self._asked.clear()
+        self._asked[key] = recv_ns
+        self.meta_requests += 1
+        self.request_meta(topics.meta_request_topic(*key))
 
     def _routed(self, route: _Route, payload: bytes, recv_ns: int) -> list[Record]:
         c = route.counters
@@ -341,7 +360,7 @@ class FusionService:
         if st is None:
             return {}
         return {"received": st.received, "overflow": st.overflow, "reconnects": st.reconnects,
-                "connected": st.connected}
+                "connected": st.connected, "meta_requests": self.meta_requests}
 
     # ------------------------------------------------------------- running
     def filters(self) -> list[str]:
@@ -359,70 +378,13 @@ class FusionService:
         for runner in self.sinks:
             await runner.start()
         try:
-            ingest = self.settings.processor.ingest
-            if ingest == "aiomqtt":
-                await self._run_aiomqtt(stop, ready)
-            elif ingest == "stream":
-                sub = LoopSubscriber(self.settings.broker, self.filters(), self.handle, qos=1, role="fusion")
-                self.ingest_stats = sub.stats
-                await sub.run(stop, ready)
-            else:
-                await self._run_threaded(stop, ready)
+            sub = LoopSubscriber(self.settings.broker, self.filters(), self.handle, qos=1, role="fusion")
+            self.ingest_stats = sub.stats
+            self.request_meta = lambda topic: sub.conn.publish(topic, b"", qos=0)
+            await sub.run(stop, ready)
         finally:
             for runner in self.sinks:
                 await runner.close()
-
-    async def _run_threaded(self, stop: asyncio.Event, ready: asyncio.Event | None) -> None:
-        """Ingest on paho's network thread, processing in batches here."""
-        sub = ThreadedSubscriber(self.settings.broker, self.filters(), qos=1, role="fusion")
-        sub.start()
-        self.ingest_stats = sub.stats
-        if ready is not None:
-            ready.set()
-        try:
-            while not stop.is_set():
-                batch = await sub.batch(0.1)
-                for k, m in enumerate(batch):
-                    self.handle(m.topic, m.payload, m.recv_ns)
-                    if k % 64 == 63:  # let the sinks (haptic cues) run between slices of a backlog
-                        await asyncio.sleep(0)
-                await asyncio.sleep(0)
-        finally:
-            sub.stop()
-            for m in sub.drain():
-                self.handle(m.topic, m.payload, m.recv_ns)
-
-    async def _run_aiomqtt(self, stop: asyncio.Event, ready: asyncio.Event | None) -> None:
-        import aiomqtt
-
-        delay = 0.5
-        while not stop.is_set():
-            try:
-                async with aiomqtt_client(self.settings.broker, "fusion") as client:
-                    for f in self.filters():
-                        await client.subscribe(f, qos=1)
-                    if ready is not None:
-                        ready.set()
-                    delay = 0.5
-                    reader = asyncio.create_task(self._read(client))
-                    stopper = asyncio.create_task(stop.wait())
-                    done, _ = await asyncio.wait({reader, stopper}, return_when=asyncio.FIRST_COMPLETED)
-                    for task in (reader, stopper):
-                        task.cancel()
-                        with contextlib.suppress(asyncio.CancelledError):
-                            await task
-                    if reader in done and reader.exception():
-                        raise reader.exception()  # type: ignore[misc]
-            except aiomqtt.MqttError as exc:
-                log.warning("broker connection lost (%s); reconnecting in %.1f s", exc, delay)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), delay)
-                delay = min(delay * 2, 10.0) * (0.8 + 0.4 * random.random())
-
-    async def _read(self, client: Any) -> None:
-        async for msg in client.messages:
-            payload = msg.payload if isinstance(msg.payload, bytes | bytearray) else str(msg.payload).encode()
-            self.handle(str(msg.topic), bytes(payload), time.time_ns())
 
 
 def configure(state: AthleteState, meta: Any) -> None:

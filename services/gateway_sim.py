@@ -8,12 +8,12 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from poserun.services.mqtt import Publisher, Will
-from poserun.services.mqtt_stream import RawPublisher, publish_packet
+from poserun.services.mqtt_publisher import gateway_publisher
 from poserun.services.sim.team import Message, SimTeam
 from poserun.settings import Settings
 from poserun.wire import meta as wm
 from poserun.wire import topics
+from poserun.wire.mqtt import Will, encode_publish
 
 log = logging.getLogger(__name__)
 CHUNK_SLICES = 50  # frame periods generated at once (0.5 s at 10 ms frames)
@@ -30,6 +30,8 @@ class GatewayStats:
     sim_seconds: float = 0.0
     wall_seconds: float = 0.0
     max_lag_s: float = 0.0  # how far publication fell behind the schedule
+    dropped: int = 0  # frames published while the broker was away
+    reconnects: int = 0
 
 
 def status_message(session: str, gateway: str, state: str, athletes: list[str],
@@ -58,15 +60,13 @@ def run_sim_gateway(settings: Settings, *, duration: float | None = None,
     t_zero = team.t
     chunks: Iterator[tuple[list[Message], list[bytes] | None, int, float]] = (
         (msgs, None, truth, t_end) for msgs, truth, t_end in publication_chunks(team, duration, stop, sim.truth))
-    raw: RawPublisher | None = None
     if pregenerate:  # simulated and encoded up front; QoS 0 frames then go out in one write per moment
-        chunks = iter([(msgs, [publish_packet(m.topic, m.payload) if m.qos == 0 and not m.retain else b""
+        chunks = iter([(msgs, [encode_publish(m.topic, m.payload) if m.qos == 0 and not m.retain else b""
                                for m in msgs], truth, t_end) for msgs, _none, truth, t_end in chunks])
-        raw = RawPublisher(settings.broker, f"gw-{sim.gateway_id}-frames")
-        raw.connect()
     offline = status_message(session, sim.gateway_id, "offline", athletes)
-    pub = Publisher(settings.broker, f"gw-{sim.gateway_id}",
-                    will=Will(offline.topic, offline.payload, qos=1, retain=True))
+    # one connection for frames, meta and status: the broker sees them in publication order
+    pub = gateway_publisher(settings.broker, f"gw-{sim.gateway_id}", session,
+                            will=Will(offline.topic, offline.payload, qos=1, retain=True))
     pub.connect()
     stats = GatewayStats()
     for m in team.meta_messages():
@@ -89,20 +89,17 @@ def run_sim_gateway(settings: Settings, *, duration: float | None = None,
                 due = start + m.at_ns / 1e9 / speed
                 ahead = due - time.monotonic()
                 if ahead > 0.002:
-                    if raw is not None:
-                        raw.send(batch)
-                        batch.clear()
-                        raw.keepalive()
+                    pub.send_packets(batch)
+                    batch.clear()
                     pub.flush()
                     pub.sleep(ahead, stop)
                 elif -ahead > stats.max_lag_s:
                     stats.max_lag_s = -ahead
-                if raw is not None and packets is not None and packets[k]:
+                if packets is not None and packets[k]:
                     batch.append(packets[k])
                 else:
-                    if raw is not None:
-                        raw.send(batch)
-                        batch.clear()
+                    pub.send_packets(batch)
+                    batch.clear()
                     pub.publish(m.topic, m.payload, qos=m.qos, retain=m.retain)
                 stats.messages += 1
                 stats.bytes += len(m.payload)
@@ -111,13 +108,12 @@ def run_sim_gateway(settings: Settings, *, duration: float | None = None,
             if sim.truth:  # truth messages go out only when asked for
                 stats.truth += truth
             stats.sim_seconds = t_end
-        if raw is not None:
-            raw.send(batch)
+        pub.send_packets(batch)
         pub.flush()
     finally:
-        if raw is not None:
-            raw.close()
         stats.wall_seconds = time.monotonic() - start
+        stats.dropped = pub.stats.dropped
+        stats.reconnects = pub.stats.reconnects
         final = status_message(session, sim.gateway_id, "offline", athletes)
         pub.publish(final.topic, final.payload, qos=1, retain=True)
         pub.close()

@@ -28,8 +28,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from poserun.services.mqtt import BrokerUnavailable, client_id
-from poserun.services.mqtt_stream import tls_context
+from poserun.services.mqtt import BrokerUnavailable, client_id, tls_context
 from poserun.settings import BrokerSettings
 from poserun.wire import mqtt as proto
 

@@ -1,9 +1,8 @@
 """``poserun gateway replay``: republish a recording with its original timing (or faster).
 
-QoS 0 frames go out pre-encoded in batches on a connection of their own (as ``gateway sim
---pregenerate`` does); retained meta and status go through paho, each only once the broker has
-handled every frame before it (a PINGREQ on the frames' connection is the barrier) and each
-acknowledged before a later frame is sent: the recorded order holds across the two connections.
+QoS 0 frames go out pre-encoded in batches (as ``gateway sim --pregenerate`` does); retained
+meta and status go on the same connection, each acknowledged before a later frame is sent, so
+the recorded order holds. Like a gateway, a replay answers poserun's meta requests.
 
 A replay stands in for the gateways, so by default it republishes only what gateways publish:
 sensor frames, device meta and gateway status (:data:`GATEWAY_CHANNELS`). Ground truth is
@@ -20,10 +19,10 @@ import time
 from pathlib import Path
 
 from poserun.recording import TransferStats, read_messages
-from poserun.services.mqtt import Publisher
-from poserun.services.mqtt_stream import RawPublisher, publish_packet
+from poserun.services.mqtt_publisher import Publisher, gateway_publisher
 from poserun.settings import BrokerSettings
 from poserun.wire import topics
+from poserun.wire.mqtt import encode_publish
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +40,9 @@ GATEWAY_CHANNELS = ("data", "meta", "status")
 BATCH = 256  # frames written at once when replaying faster than they were recorded
 
 
-def _sleep(pub: Publisher, raw: RawPublisher, seconds: float, stop: threading.Event | None) -> None:
-    """Wait, keeping both connections alive through a long gap in the recording."""
-    end = time.monotonic() + seconds
-    while (left := end - time.monotonic()) > 0 and not (stop is not None and stop.is_set()):
-        pub.sleep(min(left, 5.0), stop)
-        raw.keepalive()
+def _sleep(pub: Publisher, seconds: float, stop: threading.Event | None) -> None:
+    """Wait, keeping the connection alive through a long gap in the recording."""
+    pub.sleep(seconds, stop)
 
 
 def channel_of(topic: str) -> str | None:
@@ -69,10 +65,8 @@ def replay(broker: BrokerSettings, path: str | Path, *, speed: float = 1.0,
     routes: dict[str, str | None] = {}  # recorded topic -> topic to publish on (None: left out); topics repeat
     messages = read_messages(path)
     first_message = next(messages, None)  # a file that is not a recording fails here, before connecting
-    pub = Publisher(broker, "replay")
+    pub = gateway_publisher(broker, "replay", session)
     pub.connect()
-    raw = RawPublisher(broker, "replay-frames")  # QoS 0 frames pre-encoded, written in batches
-    raw.connect()
     batch: list[bytes] = []
     stats = TransferStats()
     start = time.monotonic()
@@ -92,27 +86,25 @@ def replay(broker: BrokerSettings, path: str | Path, *, speed: float = 1.0,
             if speed > 0:
                 ahead = start + (m.log_time_ns - first) / 1e9 / speed - time.monotonic()
                 if ahead > 0.002:
-                    raw.send(batch)
+                    pub.send_packets(batch)
                     batch.clear()
                     pub.flush()
-                    _sleep(pub, raw, ahead, stop)
+                    _sleep(pub, ahead, stop)
             if m.qos == 0 and not m.retain:
-                batch.append(publish_packet(topic, m.payload))
+                batch.append(encode_publish(topic, m.payload))
                 if len(batch) >= BATCH:
-                    raw.send(batch)
+                    pub.send_packets(batch)
                     batch.clear()
-            else:  # meta, status (retained, QoS 1) through paho: after every frame before it, acked before any after
-                raw.send(batch)
+            else:  # meta, status (retained, QoS 1): after every frame before it, acked before any after
+                pub.send_packets(batch)
                 batch.clear()
-                raw.barrier()
                 pub.publish(topic, m.payload, qos=max(m.qos, 1 if m.retain else 0), retain=m.retain)
                 pub.flush()
             stats.messages += 1
             stats.bytes += len(m.payload)
-        raw.send(batch)
+        pub.send_packets(batch)
         pub.flush()
     finally:
-        raw.close()
         pub.close()
         stats.seconds = time.monotonic() - start
     log.info("replayed %d messages in %.1f s", stats.messages, stats.seconds)

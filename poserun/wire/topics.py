@@ -2,6 +2,7 @@
 
     poserun/v1/{session}/{athlete}/data/{source}     sensor frames (binary or JSON)
     poserun/v1/{session}/{athlete}/meta/{source}     device meta, retained JSON
+    poserun/v1/{session}/{athlete}/meta_request/{source}  poserun asks the gateway for missing meta
     poserun/v1/{session}/{athlete}/truth             ground truth events (simulator, lab imports)
     poserun/v1/{session}/{athlete}/records           fused records out of poserun
     poserun/v1/{session}/{athlete}/haptic            haptic commands to the athlete's band
@@ -20,7 +21,8 @@ ROOT = "poserun"
 PROTOCOL = "v1"
 GATEWAY = "_gateway"
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-CHANNELS = ("data", "meta", "truth", "records", "haptic", "status")
+CHANNELS = ("data", "meta", "meta_request", "truth", "records", "haptic", "status")
+_SOURCED = ("data", "meta", "meta_request")  # channels whose topics end in a source
 
 
 def valid_id(value: str) -> bool:
@@ -51,7 +53,7 @@ class Topic:
         base = f"{ROOT}/{PROTOCOL}/{self.session}"
         if self.channel == "status":
             return f"{base}/{GATEWAY}/{self.gateway}/status"
-        if self.channel in ("data", "meta"):
+        if self.channel in _SOURCED:
             return f"{base}/{self.athlete}/{self.channel}/{self.source}"
         return f"{base}/{self.athlete}/{self.channel}"
 
@@ -62,6 +64,23 @@ def data_topic(session: str, athlete: str, source: str) -> str:
 
 def meta_topic(session: str, athlete: str, source: str) -> str:
     return f"{ROOT}/{PROTOCOL}/{session}/{athlete}/meta/{source}"
+
+
+def meta_request_topic(session: str, athlete: str, source: str) -> str:
+    """Where poserun asks for a source's meta it lacks (empty payload); the gateway that holds the
+    meta publishes it again (retained) on :func:`meta_topic`."""
+    return f"{ROOT}/{PROTOCOL}/{session}/{athlete}/meta_request/{source}"
+
+
+def requested_meta(topic: str) -> str | None:
+    """The meta topic a meta request asks for (None: not a valid meta request topic)."""
+    try:
+        t = parse(topic)
+    except TopicError:
+        return None
+    if t.channel != "meta_request" or t.athlete is None or t.source is None:
+        return None
+    return meta_topic(t.session, t.athlete, t.source)
 
 
 def athlete_topic(session: str, athlete: str, channel: str) -> str:
@@ -78,7 +97,7 @@ def status_topic(session: str, gateway: str) -> str:
 def subscription(session: str | None = None, channel: str = "data") -> str:
     """The MQTT filter for one channel of one session (``None``: every session)."""
     sess = session if session is not None else "+"
-    if channel in ("data", "meta"):
+    if channel in _SOURCED:
         return f"{ROOT}/{PROTOCOL}/{sess}/+/{channel}/+"
     if channel == "status":
         return f"{ROOT}/{PROTOCOL}/{sess}/{GATEWAY}/+/status"
@@ -108,7 +127,7 @@ def parse(topic: str) -> Topic:
     if not valid_id(athlete):
         raise TopicError(f"bad athlete id in {topic[:120]!r}")
     channel = parts[4]
-    if channel in ("data", "meta"):
+    if channel in _SOURCED:
         if len(parts) != 6 or parts[5] not in SOURCES:
             raise TopicError(f"unknown source in {topic[:120]!r}")
         return Topic(session, athlete, channel, parts[5])

@@ -152,7 +152,7 @@ def test_a_gateway_publishes_its_meta_again_when_the_broker_lost_it() -> None:
     retained meta and status again on reconnecting, so the service does not refuse every frame."""
     import threading
 
-    from poserun.services.mqtt import Publisher
+    from poserun.services.mqtt_publisher import Publisher
 
     with mosquitto() as m:
         pub = Publisher(settings(m.url), "gw")

@@ -12,7 +12,8 @@ import pytest
 
 from poserun.services.fusion import FusionService
 from poserun.services.gateway_sim import run_sim_gateway
-from poserun.services.mqtt import Publisher, ThreadedSubscriber
+from poserun.services.mqtt_publisher import Publisher
+from poserun.services.mqtt_stream import StreamSubscriber
 from poserun.services.sim.team import SimTeam
 from poserun.settings import BrokerSettings, Settings, load_settings
 from poserun.sinks.base import SinkRunner
@@ -37,12 +38,8 @@ async def wait_for(cond, timeout: float = 20.0) -> None:  # type: ignore[no-unty
         await asyncio.sleep(0.05)
 
 
-@pytest.mark.parametrize("ingest", ["stream", "paho", "aiomqtt"])
-def test_simulated_team_through_the_broker(broker: BrokerSettings, session_id: str,
-                                           ingest: str) -> None:
+def test_simulated_team_through_the_broker(broker: BrokerSettings, session_id: str) -> None:
     settings = settings_for(broker, session_id)
-    settings = settings.model_copy(update={"processor": settings.processor.model_copy(
-        update={"ingest": ingest})})
     sink = ListSink()
 
     async def main() -> tuple[dict, object]:
@@ -114,7 +111,7 @@ def test_random_payloads_never_stop_the_service(broker: BrokerSettings, session_
 def test_records_are_republished_on_mqtt(broker: BrokerSettings, session_id: str) -> None:
     settings = settings_for(broker, session_id, athletes=2)
     got: list[dict] = []
-    sub = ThreadedSubscriber(broker, [topics.subscription(session_id, "records")],
+    sub = StreamSubscriber(broker, [topics.subscription(session_id, "records")],
                              on_message=lambda m: got.append(json.loads(m.payload)))
     sub.start()
 
@@ -140,7 +137,7 @@ def test_records_are_republished_on_mqtt(broker: BrokerSettings, session_id: str
 def test_gateway_status_and_stop(broker: BrokerSettings, session_id: str) -> None:
     settings = settings_for(broker, session_id, athletes=1, speed=1.0)
     statuses: list[dict] = []
-    sub = ThreadedSubscriber(broker, [topics.subscription(session_id, "status")],
+    sub = StreamSubscriber(broker, [topics.subscription(session_id, "status")],
                              on_message=lambda m: statuses.append(json.loads(m.payload)))
     sub.start()
     stop = threading.Event()

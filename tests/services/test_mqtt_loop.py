@@ -1,4 +1,4 @@
-"""The event-loop MQTT reader (fusion ingest) and the raw QoS 0 publisher, against a real broker."""
+"""The event-loop MQTT reader (fusion ingest) and the gateways' publisher, against a real broker."""
 
 from __future__ import annotations
 
@@ -8,36 +8,26 @@ import time
 import pytest
 
 from poserun.services.broker import free_port, mosquitto_broker
-from poserun.services.mqtt import BrokerUnavailable, Publisher
-from poserun.services.mqtt_stream import (
-    PUBLISH,
-    LoopSubscriber,
-    RawPublisher,
-    StreamSubscriber,
-    parse_packets,
-    publish_packet,
-)
+from poserun.services.mqtt import BrokerUnavailable
+from poserun.services.mqtt_publisher import Publisher
+from poserun.services.mqtt_stream import LoopSubscriber, StreamSubscriber
 from poserun.settings import BrokerSettings
+from poserun.wire.mqtt import encode_publish
 from tests.conftest import CEILING
 
 
-def test_publish_packet_parses_back() -> None:
-    pkts = publish_packet("a/b", b"\x00payload") + publish_packet("c" * 300, b"x" * 200)
-    out, used = parse_packets(pkts)
-    assert used == len(pkts)
-    assert [(k, t, p) for k, _f, t, p, _pid in out] == [(PUBLISH, b"a/b", b"\x00payload"),
-                                                         (PUBLISH, b"c" * 300, b"x" * 200)]
-
-
-def test_raw_publisher_delivers_in_order(broker: BrokerSettings, session_id: str) -> None:
+def test_pre_encoded_frames_and_retained_meta_arrive_in_order(broker: BrokerSettings, session_id: str) -> None:
+    """Frames written in batches and QoS 1 messages between them share one connection: in order."""
     sub = StreamSubscriber(broker, [f"{session_id}/#"], qos=1)
     sub.start()
-    raw = RawPublisher(broker)
-    raw.connect()
+    pub = Publisher(broker, "gw")
+    pub.connect()
     n = 2000
-    raw.send([publish_packet(f"{session_id}/{k % 7}", k.to_bytes(4, "big")) for k in range(n)])
-    raw.keepalive()
-    raw.close()
+    for k in range(0, n, 100):
+        pub.send_packets([encode_publish(f"{session_id}/{j % 7}", j.to_bytes(4, "big")) for j in range(k, k + 99)])
+        pub.publish(f"{session_id}/{(k + 99) % 7}", (k + 99).to_bytes(4, "big"), qos=1)
+    pub.close()
+    assert pub.stats.acknowledged == n // 100 and pub.stats.dropped == 0
     got: list = []
     deadline = time.monotonic() + CEILING
     while len(got) < n and time.monotonic() < deadline:
@@ -105,10 +95,10 @@ def test_loop_subscriber_sheds_the_oldest_when_far_behind(broker: BrokerSettings
         stop, ready = asyncio.Event(), asyncio.Event()
         task = asyncio.create_task(sub.run(stop, ready))
         await asyncio.wait_for(ready.wait(), CEILING)
-        raw = RawPublisher(broker)
-        raw.connect()
-        raw.send([publish_packet(f"{session_id}/x", k.to_bytes(4, "big")) for k in range(600)])
-        raw.close()
+        pub = Publisher(broker, "burst")
+        pub.connect()
+        pub.send_packets([encode_publish(f"{session_id}/x", k.to_bytes(4, "big")) for k in range(600)])
+        pub.close()
         deadline = time.monotonic() + CEILING
         while len(got) + sub.stats.overflow < 600 and time.monotonic() < deadline:
             await asyncio.sleep(0.02)

@@ -1,0 +1,185 @@
+"""The gateways' publisher (services/mqtt_publisher.py) against a real mosquitto: refusals are
+errors, a lost or half-open link comes back with its retained meta, and a service that lacks a
+source's meta asks for it and gets it (docs/protocol.md, "Meta requests")."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from poserun.services.fusion import FusionService
+from poserun.services.mqtt import BrokerUnavailable
+from poserun.services.mqtt_conn import MqttConnection
+from poserun.services.mqtt_publisher import Publisher, gateway_publisher
+from poserun.services.sim.team import SimTeam
+from poserun.settings import BrokerSettings, load_settings
+from tests.conftest import until, wait_until
+from tests.faults.tools import Proxy, mosquitto
+
+
+def test_a_refused_connection_is_an_error_that_says_so(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    passwd = tmp_path / "passwd"
+    passwd.write_text("")
+    with mosquitto(f"allow_anonymous false\npassword_file {passwd}\n") as m:
+        pub = Publisher(BrokerSettings(url=m.url, username="gw", password="nope"), "gw")
+        with pytest.raises(BrokerUnavailable, match="refused the connection"):
+            pub.connect(timeout=5.0)
+
+
+def dynsec_client(tmp_path, username: str, password: str) -> str:  # type: ignore[no-untyped-def]
+    """Mosquitto's dynamic security plugin with one client and no roles: it may connect, and every
+    subscription is refused with SUBACK 0x80 (mosquitto's acl_file never refuses a subscription,
+    it only withholds the messages: docs/operations.md)."""
+    import base64
+    import hashlib
+    import json
+    import os
+
+    plugin = "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so"
+    if not os.path.exists(plugin):
+        pytest.skip(f"mosquitto's dynamic security plugin is not at {plugin}")
+    salt = os.urandom(12)
+    client = {"username": username, "salt": base64.b64encode(salt).decode(), "iterations": 101, "roles": [],
+              "password": base64.b64encode(hashlib.pbkdf2_hmac("sha512", password.encode(), salt, 101)).decode()}
+    conf = tmp_path / "dynsec.json"
+    conf.write_text(json.dumps({"clients": [client], "roles": [], "groups": [], "defaultACLAccess": {
+        "publishClientSend": True, "publishClientReceive": True, "subscribe": False, "unsubscribe": True}}))
+    return f"plugin {plugin}\nplugin_opt_config_file {conf}\n"
+
+
+def test_a_refused_subscription_is_an_error_that_says_so(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from poserun.services.mqtt_stream import LoopSubscriber
+
+    with mosquitto(dynsec_client(tmp_path, "gw", "pw")) as m:
+        broker = BrokerSettings(url=m.url, username="gw", password="pw")
+        pub = gateway_publisher(broker, "gw", "s1")
+        with pytest.raises(BrokerUnavailable, match="refused the subscription to poserun/v1/s1/"):
+            pub.connect(timeout=5.0)
+        ingest = LoopSubscriber(broker, ["poserun/v1/s1/+/data/+"], lambda *a: None)
+        with pytest.raises(BrokerUnavailable, match="refused"):
+            asyncio.run(ingest.run(asyncio.Event(), timeout=5.0))
+
+
+def test_the_service_asks_for_missing_meta_and_the_gateway_answers() -> None:
+    """The broker lost the retained meta (here: cleared by hand) and the service starts after
+    that: its first frames are refused for want of meta, it asks on the meta request topic, the
+    gateway publishes the meta again, and the athlete's frames are taken from then on."""
+    session = "metareq"
+    with mosquitto() as m:
+        settings = load_settings(overrides={"broker": {"url": m.url}, "session": {"id": session},
+                                            "sim": {"athletes": 1}})
+        team = SimTeam(session, settings.sim)
+        pub = gateway_publisher(settings.broker, "gw", session)
+        pub.connect()
+        for msg in team.meta_messages():
+            pub.publish(msg.topic, msg.payload, qos=1, retain=True)
+        pub.flush()
+        wipe = Publisher(settings.broker, "wipe")  # an empty retained message deletes the retained one
+        wipe.connect()
+        for msg in team.meta_messages():
+            wipe.publish(msg.topic, b"", qos=1, retain=True)
+        wipe.close()
+
+        async def go() -> FusionService:
+            svc = FusionService(settings, session=session)
+            stop, ready = asyncio.Event(), asyncio.Event()
+            task = asyncio.create_task(svc.run(stop, ready))
+            await until(ready.is_set, "the service is up")
+            halt = threading.Event()
+
+            def frames() -> None:
+                while not halt.is_set():
+                    for msg in team.step(10)[0]:
+                        pub.publish(msg.topic, msg.payload, qos=msg.qos)
+                    pub.sleep(0.05, halt)
+            t = threading.Thread(target=frames)
+            t.start()
+            try:
+                await until(lambda: svc.snapshot()["totals"].get("frames", 0) > 100, "frames taken after meta came")
+            finally:
+                halt.set()
+                await asyncio.to_thread(t.join)
+                stop.set()
+                await task
+            return svc
+
+        svc = asyncio.run(go())
+        pub.close()
+    snap = svc.snapshot()
+    assert svc.meta_requests >= 1 and pub.answered >= 1
+    assert snap["rejected"].get("no_meta", 0) > 0  # it did lack the meta, and said so
+    assert len(svc.meta) == len(team.meta_messages())
+
+
+def test_a_gateway_on_a_frozen_link_notices_and_comes_back() -> None:
+    """The link freezes (no bytes, no FIN) while the gateway publishes: the keep-alive notices,
+    the publisher reconnects once the link works again and says its retained status again."""
+    async def go() -> None:
+        with mosquitto() as m:
+            proxy = Proxy(m.port)
+            await proxy.start()
+            got: list[bytes] = []
+            sub = MqttConnection(BrokerSettings(url=m.url), "svc", subscriptions=[("g/#", 1)],
+                                 on_message=lambda msg, _r: got.append(msg.payload))
+            await sub.start()
+            pub = Publisher(BrokerSettings(url=f"mqtt://127.0.0.1:{proxy.port}", keepalive_s=5), "gw")
+            # (the blocking publisher runs on threads: this loop runs the proxy)
+            await asyncio.to_thread(pub.connect)
+            pub.publish("g/status", b"online", qos=1, retain=True)
+            await asyncio.to_thread(pub.flush)
+            await until(lambda: got == [b"online"], "the status")
+            proxy.freeze()
+            halt = threading.Event()
+
+            def publish() -> None:
+                k = 0
+                while not halt.is_set():
+                    pub.publish("g/frame", k.to_bytes(4, "big"))
+                    k += 1
+                    pub.sleep(0.01, halt)
+            t = threading.Thread(target=publish)
+            t.start()
+            try:
+                await until(lambda: pub.stats.timeouts >= 1, "the keep-alive noticed the dead link")
+                proxy.cut()
+                proxy.thaw()
+                await until(lambda: pub.reconnects >= 1 and got.count(b"online") >= 2,
+                            "reconnected, the status said again")
+                n = len(got)
+                await until(lambda: len(got) > n + 10, "frames flow again")
+            finally:
+                halt.set()
+                await asyncio.to_thread(t.join)
+                await asyncio.to_thread(pub.close)
+                await sub.close()
+                await proxy.close()
+            assert pub.stats.dropped > 0  # frames published while the link was down: counted, not queued
+
+    asyncio.run(go())
+
+
+def test_qos1_publishes_while_the_broker_is_away_are_sent_on_its_return() -> None:
+    with mosquitto() as m:
+        pub = Publisher(BrokerSettings(url=m.url, keepalive_s=5), "gw")
+        pub.connect()
+        m.stop()
+        wait_until(lambda: (pub.pump(0.05), not pub.connected)[1], "the loss noticed")
+        pub.publish("q/a", b"kept", qos=1)
+        pub.publish("q/b", b"gone")  # QoS 0: dropped and counted
+        m.start()
+
+        got: list[bytes] = []
+
+        async def read() -> None:
+            sub = MqttConnection(BrokerSettings(url=m.url), "svc", subscriptions=[("q/#", 1)],
+                                 on_message=lambda msg, _r: got.append(msg.payload))
+            await sub.start()
+            await asyncio.to_thread(wait_until, lambda: (pub.pump(0.05), pub.stats.acknowledged >= 1)[1],
+                                    "the kept publish acknowledged")
+            await until(lambda: got == [b"kept"], "the kept publish delivered")
+            await sub.close()
+        asyncio.run(read())
+        pub.close()
+        assert pub.stats.dropped == 1 and pub.stats.resent == 1
