@@ -21,6 +21,7 @@ from poserun.processors.keypoints import KeypointLayout
 from poserun.processors.records import record_id
 from poserun.services.mqtt import IngestStats
 from poserun.services.mqtt_stream import LoopSubscriber
+from poserun.services.timebase import AthleteTimebase
 from poserun.settings import Settings
 from poserun.sinks.base import Record, SinkRunner
 from poserun.wire import topics
@@ -43,12 +44,13 @@ class SourceCounters:
     bytes: int = 0
     late: int = 0
     gaps: int = 0
+    aligning: int = 0  # held back while its clock's offset is being found (services/timebase.py)
     rejected: Counter[str] = field(default_factory=Counter)
     last_recv_ns: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {"frames": self.frames, "samples": self.samples, "bytes": self.bytes,
-                "late": self.late, "gaps": self.gaps, "rejected": dict(self.rejected)}
+                "late": self.late, "gaps": self.gaps, "aligning": self.aligning, "rejected": dict(self.rejected)}
 
 
 @dataclass(slots=True)
@@ -62,6 +64,7 @@ class _Route:
     counters: SourceCounters
     cursor: SourceCursor
     state: AthleteState
+    timebase: AthleteTimebase
 
 
 class FusionService:
@@ -81,6 +84,8 @@ class FusionService:
         self._epochs: dict[tuple[str, str], int] = {}  # per athlete: its clock epoch (in its records' ids)
         self._unknown: set[tuple[str, str]] = set()  # athletes not in the config (capped)
         self.athletes: dict[tuple[str, str], AthleteState] = {}
+        # per athlete: the shifts that put sources on clocks of their own onto its time base
+        self.timebases: dict[tuple[str, str], AthleteTimebase] = {}
         self.records_out = 0
         self._logged: Counter[str] = Counter()
         self._channels: dict[Key, int] = {}
@@ -97,11 +102,13 @@ class FusionService:
 
     # ------------------------------------------------------------ handling
     def handle(self, topic: str, payload: bytes, recv_ns: int | None = None) -> list[Record]:
-        """Process one MQTT message; never raises for bad input (it is counted)."""
+        """Process one MQTT message; never raises for bad input (it is counted). ``recv_ns``, when
+        it arrived (wall clock; a recording's log time), also puts sources on clocks of their own
+        onto their athlete's time base (services/timebase.py); without it, none is moved."""
         route = self._routes.get(topic)
         if route is not None:
             try:
-                return self._routed(route, payload, recv_ns or time.time_ns())
+                return self._routed(route, payload, recv_ns or time.time_ns(), recv_ns is not None)
             except WireError as exc:
                 self._refuse(route.key, exc)
             except Exception:  # a bug must cost one message, not the service
@@ -122,7 +129,7 @@ class FusionService:
             return []
         try:
             if t.channel == "data":
-                return self._data(topic, t, payload, recv_ns or time.time_ns())
+                return self._data(topic, t, payload, recv_ns or time.time_ns(), recv_ns is not None)
             if t.channel == "meta":
                 self._meta(t, payload)
             elif t.channel == "status":
@@ -185,6 +192,7 @@ class FusionService:
     def _new_epoch(self, session: str, athlete: str, why: str) -> None:
         """Start an athlete's processing again on a new time base: what it held (kernel states,
         recent contacts, clock offsets) belongs to clocks that no longer run."""
+        self.timebases.pop((session, athlete), None)
         if self.athletes.pop((session, athlete), None) is not None:
             self.epochs += 1
             self._epochs[(session, athlete)] = self._epochs.get((session, athlete), 0) + 1
@@ -223,7 +231,7 @@ class FusionService:
                 configure(state, meta)
         return state
 
-    def _data(self, topic: str, t: topics.Topic, payload: bytes, recv_ns: int) -> list[Record]:
+    def _data(self, topic: str, t: topics.Topic, payload: bytes, recv_ns: int, timed: bool) -> list[Record]:
         """A data frame on a topic without a route yet: check everything, then make one."""
         assert t.athlete is not None and t.source is not None
         key = (t.session, t.athlete, t.source)
@@ -252,11 +260,11 @@ class FusionService:
             self._new_epoch(t.session, t.athlete, f"{t.source} began again")
         c.gaps += cursor.gaps - gaps
         state = self._athlete(t.session, t.athlete)
-        route = _Route(key, kind, expected, c, cursor, state)
+        route = _Route(key, kind, expected, c, cursor, state, self._timebase(t.session, t.athlete))
         if len(self._routes) >= 100_000:
             self._routes.clear()
         self._routes[topic] = route
-        return self._accept(route, frame, recv_ns)
+        return self._accept(route, frame, recv_ns, timed)
 
     META_REQUEST_INTERVAL_NS = 2_000_000_000
 
@@ -273,7 +281,7 @@ class FusionService:
         self.meta_requests += 1
         self.request_meta(topics.meta_request_topic(*key))
 
-    def _routed(self, route: _Route, payload: bytes, recv_ns: int) -> list[Record]:
+    def _routed(self, route: _Route, payload: bytes, recv_ns: int, timed: bool) -> list[Record]:
         c = route.counters
         c.bytes += len(payload)
         c.last_recv_ns = recv_ns
@@ -294,15 +302,31 @@ class FusionService:
             session, athlete, source = route.key
             self._new_epoch(session, athlete, f"{source} began again")
             route.state = self._athlete(session, athlete)
+            route.timebase = self._timebase(session, athlete)
         c.gaps += cursor.gaps - gaps
-        return self._accept(route, frame, recv_ns)
+        return self._accept(route, frame, recv_ns, timed)
 
-    def _accept(self, route: _Route, frame: Frame, recv_ns: int) -> list[Record]:
+    def _timebase(self, session: str, athlete: str) -> AthleteTimebase:
+        tb = self.timebases.get((session, athlete))
+        if tb is None:
+            tb = self.timebases[(session, athlete)] = AthleteTimebase()
+        return tb
+
+    def _accept(self, route: _Route, frame: Frame, recv_ns: int, timed: bool) -> list[Record]:
+        """Put the frame on its athlete's time base (when its arrival time is known) and process it."""
         c = route.counters
         data = frame.data
+        times = frame.times_ns()
+        if timed:
+            shift = route.timebase.shift(route.key[2], int(times[-1]), recv_ns)
+            if shift is None:  # a clock of its own, its offset not yet known
+                c.aligning += 1
+                return []
+            if shift:
+                times = times + shift
         c.frames += 1
         c.samples += data.shape[0]
-        recs = route.state.push(route.key[2], frame.times_ns(), data)
+        recs = route.state.push(route.key[2], times, data)
         if recs:
             now = self.clock()
             self._latency(max(0, now - recv_ns) / 1e9)
@@ -334,7 +358,7 @@ class FusionService:
         rejected: Counter[str] = Counter(self.unrouted)
         for c in self.counters.values():
             totals.update({"frames": c.frames, "samples": c.samples, "bytes": c.bytes,
-                           "late": c.late, "gaps": c.gaps})
+                           "late": c.late, "gaps": c.gaps, "aligning": c.aligning})
             rejected.update(c.rejected)
         return {
             "totals": dict(totals), "rejected": dict(rejected), "records": self.records_out,
@@ -343,6 +367,8 @@ class FusionService:
                          if st.warnings},
             "clocks": {f"{sess}/{ath}": st.clocks() for (sess, ath), st in sorted(self.athletes.items())
                        if st.clocks()},
+            "timebases": {f"{sess}/{ath}": tb.report() for (sess, ath), tb in sorted(self.timebases.items())
+                          if tb.report()},
             "sources": {"/".join(k): v.as_dict() for k, v in sorted(self.counters.items())},
             "latency": {"buckets": [[str(b), c] for b, c in zip([*self.LATENCY_BUCKETS, "+Inf"],
                                                                  self._lat_counts, strict=True)],
