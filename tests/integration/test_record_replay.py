@@ -203,10 +203,9 @@ def test_replay_republishes_only_gateway_channels(broker: BrokerSettings, sessio
         replay(broker, path, channels=("data", "video"))
 
 
-def test_replay_keeps_the_recorded_order_across_its_two_connections(broker: BrokerSettings, session_id: str,
-                                                                     tmp_path: Path) -> None:
-    """Frames go out on a raw connection, meta and status through paho: a status recorded after
-    frames must not overtake them (the broker answers a PINGREQ only after what came before it)."""
+def test_replay_keeps_the_recorded_order(broker: BrokerSettings, session_id: str, tmp_path: Path) -> None:
+    """Frames go out pre-encoded in batches, meta and status as QoS 1 publishes between them: a
+    status recorded after frames must not overtake them."""
     from poserun.recording import RecordingWriter
 
     team = SimTeam(session_id, load_settings(overrides={"sim": {"athletes": 2}}).sim)
