@@ -18,7 +18,7 @@ import threading
 import time
 from typing import Any, TextIO
 
-from poserun.services.broker import local_broker
+from poserun.services.broker import check_port_free, local_broker
 from poserun.services.fusion import FusionService
 from poserun.services.gateway_sim import run_sim_gateway
 from poserun.services.mqtt import broker_answers
@@ -30,6 +30,7 @@ from poserun.wire import topics
 
 log = logging.getLogger(__name__)
 EMBEDDED_MAX_ATHLETES = 4
+BOARD_PORT = 8765  # the board's port without a config, when free
 DRAIN_S = 5.0  # at the end of a --duration run, the longest wait for frames still on their way
 
 
@@ -134,13 +135,25 @@ async def run_demo(settings: Settings, *, broker: str | None = None, duration: f
         return snap
 
 
+def board_port() -> int:
+    """:data:`BOARD_PORT` when free, else 0 (any free port): the demo's own board always starts,
+    while a port a config names is that port or an error."""
+    try:
+        check_port_free(BOARD_PORT)
+    except OSError:
+        return 0
+    return BOARD_PORT
+
+
 def demo_settings(path: str | None, athletes: int | None, session: str | None = None) -> Settings:
-    """The demo's settings: a config file if given, else a team table on the terminal and the board.
+    """The demo's settings: a config file if given, else a team table on the terminal and the board
+    (on port 8765, or any free port when that one is taken).
 
     The session id is ``session`` if given, else the config's if it names one, else a new one per
     run (``demo-YYYYMMDD-HHMMSS-xxxx``), so two demos on one broker never mix their data.
     """
-    over: dict[str, Any] = {} if path else {"sinks": [{"type": "console"}, {"type": "dashboard"}]}
+    over: dict[str, Any] = {} if path else {"sinks": [{"type": "console"},
+                                                       {"type": "dashboard", "options": {"port": board_port()}}]}
     if athletes is not None:
         over["sim"] = {"athletes": athletes}
     if session is not None:
