@@ -43,8 +43,6 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         sim["profiles"] = args.profiles.split(",")
     if sim:
         over["sim"] = sim
-    if getattr(args, "ingest", None):
-        over["processor"] = {"ingest": args.ingest}
     return over
 
 
@@ -470,6 +468,47 @@ def cmd_broker(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_access_acl(args: argparse.Namespace) -> int:
+    from poserun.services import access
+
+    settings = load_settings(args.config)
+    found = access.accounts(settings, session=args.session)
+    text = access.acl_text(found, origin=args.config, session=args.session)
+    if not settings.athletes:
+        print("poserun access: the config lists no athletes: only the service and recorder accounts "
+              "(list the athletes, with their gateway, to give devices access)", file=sys.stderr)
+    if args.output:
+        Path(args.output).write_text(text)
+        print(f"{args.output}: {len(found)} accounts; reload mosquitto to apply (kill -HUP)", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_access_passwd(args: argparse.Namespace) -> int:
+    from poserun.services import access
+
+    settings = load_settings(args.config)
+    found = access.accounts(settings, session=args.session)
+    out = Path(args.output)
+    creds = Path(args.credentials) if args.credentials else out.with_name(out.name + ".credentials.json")
+    previous = access.read_credentials(creds)
+    rotate = [u.strip() for u in args.rotate.split(",") if u.strip()] if args.rotate else []
+    passwords, fresh = access.passwords(found, previous, rotate)
+    url = args.broker or settings.broker.url
+    access.write_private(creds, access.credentials_text(found, passwords, broker_url=url, session=args.session))
+    access.write_private(out, access.passwd_text(passwords))
+    kept = [a.user for a in found if a.user not in fresh]
+    dropped = sorted(set(previous) - set(passwords))
+    print(f"{out}: {len(found)} accounts (mosquitto $7$ PBKDF2-SHA512 hashes); their passwords are in {creds} "
+          f"(mode 0600: hand each device its own entry)")
+    print(f"new passwords: {', '.join(fresh) or 'none'}; kept: {', '.join(kept) or 'none'}"
+          + (f"; removed: {', '.join(dropped)}" if dropped else ""))
+    print(access.summary(found))
+    print("reload mosquitto to apply (kill -HUP)")
+    return 0
+
+
 # ------------------------------------------------------------------- parser
 
 def _common(p: argparse.ArgumentParser, *, config: bool = True) -> None:
@@ -545,8 +584,6 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--session", help="only this session (default: all)")
     p.add_argument("--duration", type=float, help="stop after this many seconds")
-    p.add_argument("--ingest", choices=["stream", "paho", "aiomqtt"],
-                   help="MQTT ingest: stream (default, the fast reader on the event loop), paho or aiomqtt")
     p.add_argument("--stats-interval", type=float, default=10.0,
                    help="seconds between stats lines (0: none until the end)")
     p.add_argument("--stats-file", help="write the full counters here (JSON) at every stats line")
@@ -644,6 +681,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("broker", help="run the embedded MQTT broker (for machines without one)")
     p.add_argument("--port", type=int, default=1883, help="loopback port to listen on (refused if taken)")
     p.set_defaults(func=cmd_broker)
+
+    acc = sub.add_parser("access", help="per-device broker access from the config: Mosquitto ACL and passwords"
+                         ).add_subparsers(dest="access_cmd", required=True)
+    p = acc.add_parser("acl", help="print (or write) the Mosquitto ACL file: one account per gateway and band")
+    p.add_argument("--config", "-c", help="YAML config: the athletes and the gateway carrying each device")
+    p.add_argument("--session", help="allow only this session's topics (default: any session)")
+    p.add_argument("-o", "--output", help="write it to this file instead (then reload mosquitto)")
+    p.set_defaults(func=cmd_access_acl)
+    p = acc.add_parser("passwd", help="write the Mosquitto password file and the credentials to hand out")
+    p.add_argument("--config", "-c", help="YAML config: the athletes and the gateway carrying each device")
+    p.add_argument("--broker", help="the broker URL the devices use, written into the credentials (default: "
+                                    "the config's broker.url)")
+    p.add_argument("--session", help="the session named in the credentials' topics (default: any session)")
+    p.add_argument("-o", "--output", required=True, help="the password file to write (mode 0600)")
+    p.add_argument("--credentials", help="the credentials file, JSON, mode 0600 (default OUTPUT.credentials.json); "
+                                         "passwords already in it are kept")
+    p.add_argument("--rotate", metavar="USERS", help="comma list of accounts to give new passwords, or all")
+    p.set_defaults(func=cmd_access_passwd)
 
     p = sub.add_parser("warm-up", help="compile and cache every processor kernel (make runs it after installing)")
     p.add_argument("--jobs", type=int, help="processes to compile in when the cache is cold (default: one per core)")

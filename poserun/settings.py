@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 from urllib.parse import urlparse
 
 import yaml
@@ -78,6 +78,8 @@ class SessionSettings(_Model):
 class DeviceSettings(_Model):
     source: str = Field(description=f"one of {', '.join(SOURCES)}")
     device: str | None = Field(None, description="make/model/serial")
+    gateway: str | None = Field(None, description="id of the gateway that publishes this device's stream, when "
+                                                  "not the athlete's gateway (e.g. a camera's)")
 
     @field_validator("source")
     @classmethod
@@ -85,6 +87,11 @@ class DeviceSettings(_Model):
         if v not in SOURCES:
             raise ValueError(f"unknown source; use one of {', '.join(SOURCES)}")
         return v
+
+    @field_validator("gateway")
+    @classmethod
+    def _gateway(cls, v: str | None) -> str | None:
+        return None if v is None else check_id(v, "gateway")
 
 
 class AthleteSettings(_Model):
@@ -94,11 +101,34 @@ class AthleteSettings(_Model):
     leg_length_m: Annotated[float, Field(gt=0.5, lt=1.4, description="greater trochanter to floor, m")] = 0.9
     devices: list[DeviceSettings] = Field(default_factory=list)
     profile: str | None = Field(None, description="technique profile when simulated")
+    gateway: str | None = Field(None, description="id of the gateway that carries this athlete's devices "
+                                                  "(default: the athlete's id; poserun access gives it their topics)")
 
     @field_validator("id")
     @classmethod
     def _id(cls, v: str) -> str:
         return check_id(v, "athlete")
+
+    @field_validator("gateway")
+    @classmethod
+    def _gateway(cls, v: str | None) -> str | None:
+        return None if v is None else check_id(v, "gateway")
+
+    @field_validator("devices")
+    @classmethod
+    def _one_device_per_source(cls, v: list[DeviceSettings]) -> list[DeviceSettings]:
+        sources = [d.source for d in v]
+        dup = sorted({s for s in sources if sources.count(s) > 1})
+        if dup:
+            raise ValueError(f"one device per source (its topic); repeated: {', '.join(dup)}")
+        return v
+
+    def gateway_of(self, source: str | None = None) -> str:
+        """The gateway that publishes ``source`` (or, without one, the athlete's gateway)."""
+        for d in self.devices:
+            if d.source == source and d.gateway is not None:
+                return d.gateway
+        return self.gateway or self.id
 
 
 class ContactSettings(_Model):
@@ -126,9 +156,6 @@ class ProcessorSettings(_Model):
         2000, description="cap on athlete states (bounds memory against stray topics)"
     )
     max_frame_bytes: Annotated[int, Field(ge=1024, le=16 * 1024 * 1024)] = 256 * 1024
-    ingest: Literal["stream", "paho", "aiomqtt"] = Field(
-        "stream", description="MQTT ingest path (docs/benchmarks.md says why stream is the default)"
-    )
 
 
 class SinkSettings(_Model):
