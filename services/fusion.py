@@ -12,13 +12,14 @@ import gc
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from poserun.processors.athlete import AthleteParams, AthleteState
 from poserun.processors.keypoints import KeypointLayout
 from poserun.processors.records import record_id
+from poserun.services.bounds import MAX_META_BYTES, MAX_STATUS_BYTES, AthleteTable, Entry, FrameLimits
 from poserun.services.mqtt import IngestStats
 from poserun.services.mqtt_stream import LoopSubscriber
 from poserun.services.timebase import AthleteTimebase
@@ -29,7 +30,7 @@ from poserun.wire.cursor import SourceCursor, Verdict
 from poserun.wire.errors import FrameError, Reason, TopicError, WireError
 from poserun.wire.frame import Frame, decode
 from poserun.wire.meta import GatewayStatus, ImuMeta, InsoleMeta, KeypointMeta, parse_meta
-from poserun.wire.streams import StreamKind, source_kind
+from poserun.wire.streams import SOURCES, StreamKind, source_kind
 
 log = logging.getLogger(__name__)
 Key = tuple[str, str, str]  # session, athlete, source
@@ -56,7 +57,7 @@ class SourceCounters:
 @dataclass(slots=True)
 class _Route:
     """What a data topic leads to, looked up once: the hot path then does one dict lookup per frame.
-    Dropped whenever meta or a gateway status arrives (channels, cursors may change)."""
+    Dropped when its source's meta arrives (channels, limits may change) or its athlete is evicted."""
 
     key: Key
     kind: StreamKind
@@ -65,13 +66,25 @@ class _Route:
     cursor: SourceCursor
     state: AthleteState
     timebase: AthleteTimebase
+    limits: FrameLimits
+    entry: Entry
 
 
 class FusionService:
+    #: An athlete (or a stray) silent this long loses its state (docs/reliability.md: longer than
+    #: any rest between a session's reps, so only the gone and the made-up are evicted).
+    IDLE_S = 600.0
+    #: With no session given, configured ids may appear under this many sessions at once.
+    MAX_SESSIONS = 16
+    #: Meta requests for athletes nobody configured, at most this many per second in all.
+    STRANGER_META_REQUESTS_PER_S = 20
+
     def __init__(self, settings: Settings, sinks: list[SinkRunner] | None = None,
-                 session: str | None = None, clock: Callable[[], int] = time.time_ns) -> None:
+                 session: str | None = None, clock: Callable[[], int] = time.time_ns,
+                 idle_s: float | None = None) -> None:
         """``clock`` stamps ``emitted_ns`` and times the processing latency: the wall clock live,
-        the recording's log time offline (``poserun analyze``), so that offline is deterministic."""
+        the recording's log time offline (``poserun analyze``), so that offline is deterministic.
+        ``idle_s``: how long a silent athlete keeps its state (default ``IDLE_S``)."""
         self.settings = settings
         self.clock = clock
         self.sinks = sinks or []
@@ -82,7 +95,18 @@ class FusionService:
         self.cursors: dict[Key, SourceCursor] = {}
         self.epochs = 0  # athletes restarted on a new clock epoch
         self._epochs: dict[tuple[str, str], int] = {}  # per athlete: its clock epoch (in its records' ids)
-        self._unknown: set[tuple[str, str]] = set()  # athletes not in the config (capped)
+        proc = settings.processor
+        configured = max(1, len(settings.athletes)) * (1 if session is not None else self.MAX_SESSIONS)
+        # who may hold state (every per-athlete and per-source table below is keyed by its entries)
+        self.table = AthleteTable(int((idle_s if idle_s is not None else self.IDLE_S) * 1e9), configured,
+                                  proc.max_athletes, self._evict)
+        self._limits: dict[Key, FrameLimits] = {}  # per source, from its meta
+        self._retired: dict[str, Counter[str]] = {}  # per stream kind, the counters of evicted sources
+        self._retired_rejected: Counter[str] = Counter()
+        self._ticks = 0  # routed frames, for the amortised sweep
+        self._stranger_asks = (0, 0)  # (second, meta requests for unconfigured athletes in it)
+        self._configured = frozenset(a.id for a in settings.athletes)
+        self._sub: LoopSubscriber | None = None  # the ingest, once run() has made it
         self.athletes: dict[tuple[str, str], AthleteState] = {}
         # per athlete: the shifts that put sources on clocks of their own onto its time base
         self.timebases: dict[tuple[str, str], AthleteTimebase] = {}
@@ -122,16 +146,20 @@ class FusionService:
             except TopicError as exc:
                 self._refuse(None, exc)
                 return []
-            if len(self._topics) >= 100_000:  # stray topics must not grow memory without bound
+            if len(self._topics) >= self.TOPIC_CACHE:  # stray topics must not grow memory (amortised O(1))
                 self._topics.clear()
             self._topics[topic] = t
         if self.session is not None and t.session != self.session:
             return []
+        now = recv_ns or time.time_ns()
+        self._ticks += 1
+        if not self._ticks & 63:
+            self.table.sweep(now)
         try:
             if t.channel == "data":
-                return self._data(topic, t, payload, recv_ns or time.time_ns(), recv_ns is not None)
+                return self._data(topic, t, payload, now, recv_ns is not None)
             if t.channel == "meta":
-                self._meta(t, payload)
+                self._meta(t, payload, now)
             elif t.channel == "status":
                 self._status(t, payload)
         except WireError as exc:
@@ -144,8 +172,9 @@ class FusionService:
 
     def _refuse(self, key: Key | None, exc: WireError) -> None:
         reason = exc.reason.value
-        if key is not None:
-            self._counter(key).rejected[reason] += 1
+        c = self.counters.get(key) if key is not None else None  # (only a source in the table has counters)
+        if c is not None:
+            c.rejected[reason] += 1
         else:
             self.unrouted[reason] += 1
         n = self._logged[reason] = self._logged[reason] + 1
@@ -159,35 +188,122 @@ class FusionService:
             c = self.counters[key] = SourceCounters()
         return c
 
-    def _meta(self, t: topics.Topic, payload: bytes) -> None:
+    def _admit(self, session: str, athlete: str, now_ns: int) -> Entry:
+        """The athlete's entry in the table, or a refusal (counted once, not per source): not in the
+        config (with ``accept_unknown_athletes: false``) or no room for another stranger."""
+        e = self.table.get((session, athlete))
+        if e is not None:
+            if now_ns - e.seen_ns > 1_000_000_000:
+                self.table.touch(e, now_ns)
+            return e
+        configured = athlete in self._configured
+        proc = self.settings.processor
+        if not configured and not proc.accept_unknown_athletes:
+            raise WireError(Reason.UNKNOWN_ATHLETE, f"{athlete} is not in the config's athletes")
+        e = self.table.admit((session, athlete), configured, now_ns)
+        if e is None:  # its lane holds active athletes only: the team is never pushed out by strangers
+            lane, what = ("configured", "configured athletes' sessions") if configured else \
+                ("unknown", "unconfigured athletes")
+            raise WireError(Reason.TOO_MANY_ATHLETES, f"limit {self.table.caps[lane]} of {what} reached")
+        return e
+
+    def admits(self, prefix: str) -> bool:
+        """The ingest's check before it queues a message of ``poserun/v1/{session}/{athlete}``:
+        ``False`` (counted) for an athlete this service refuses anyway, so a flood of them costs
+        no memory; another session's messages are ignored, as :meth:`handle` does."""
+        parts = prefix.split("/")
+        if len(parts) != 4 or parts[0] != topics.ROOT or parts[1] != topics.PROTOCOL:
+            return True  # (handle() says what is wrong with it)
+        if self.session is not None and parts[2] != self.session:
+            return False
+        athlete = parts[3]
+        if athlete == topics.GATEWAY or athlete in self._configured or self.settings.processor.accept_unknown_athletes:
+            return True
+        self._refuse(None, WireError(Reason.UNKNOWN_ATHLETE, f"{athlete[:64]} is not in the config's athletes"))
+        return False
+
+    def _source(self, e: Entry, key: Key) -> SourceCounters:
+        e.sources.add(key[2])
+        return self._counter(key)
+
+    def _evict(self, e: Entry) -> None:
+        """Forget an athlete the table let go: its sources' state, counters (kept in the totals),
+        routes; its meta too unless configured in this service's one session (bounded then)."""
+        session, athlete = e.key
+        keep_meta = e.configured and self.session is not None
+        for src in e.sources:
+            key = (session, athlete, src)
+            c = self.counters.pop(key, None)
+            if c is not None:
+                self._retire(src, c)
+            self.cursors.pop(key, None)
+            self._asked.pop(key, None)
+            self._routes.pop(topics.data_topic(session, athlete, src), None)
+            if not keep_meta:
+                self.meta.pop(key, None)
+                self._channels.pop(key, None)
+                self._limits.pop(key, None)
+        self.timebases.pop(e.key, None)
+        if self.athletes.pop(e.key, None) is not None:
+            # its next state is a new clock epoch: a gateway rebooted meanwhile never reuses record ids
+            self._epochs[e.key] = self._epochs.pop(e.key, 0) + 1
+            while len(self._epochs) > 4 * (self.table.caps["configured"] + self.table.caps["unknown"]):
+                self._epochs.pop(next(iter(self._epochs)))
+        elif not e.configured:
+            self._epochs.pop(e.key, None)
+
+    def _retire(self, source: str, c: SourceCounters) -> None:
+        agg = self._retired.setdefault(SOURCES[source].label, Counter())
+        agg.update({"frames": c.frames, "samples": c.samples, "bytes": c.bytes, "late": c.late, "gaps": c.gaps,
+                    "aligning": c.aligning})
+        self._retired_rejected.update(c.rejected)
+
+    def _meta(self, t: topics.Topic, payload: bytes, now: int) -> None:
         assert t.athlete is not None and t.source is not None
         key = (t.session, t.athlete, t.source)
+        if len(payload) > MAX_META_BYTES:
+            raise WireError(Reason.OVERSIZED, f"meta of {len(payload)} bytes > {MAX_META_BYTES}")
+        e = self._admit(t.session, t.athlete, now)
         meta = parse_meta(payload)
         if meta.source != t.source or meta.kind != source_kind(t.source).label:
             raise WireError(Reason.BAD_META, f"meta for {meta.source}/{meta.kind} on topic of {t.source}")
+        if not self.table.prove(e, now):
+            raise WireError(Reason.TOO_MANY_ATHLETES, f"limit {self.table.caps['unknown']} of unconfigured athletes "
+                            "reached")
+        self._source(e, key)
         self.meta[key] = meta
         self._asked.pop(key, None)
         self._channels[key] = len(meta.channels)
-        self._routes.clear()
+        self._limits[key] = FrameLimits.of(meta.rate_hz, len(meta.channels), self._max_frame)
+        self._routes.pop(topics.data_topic(*key), None)  # its channels or limits may have changed
         state = self.athletes.get((t.session, t.athlete))
         if state is not None:
             configure(state, meta)
 
     def _status(self, t: topics.Topic, payload: bytes) -> None:
+        if len(payload) > MAX_STATUS_BYTES:
+            raise WireError(Reason.OVERSIZED, f"gateway status of {len(payload)} bytes > {MAX_STATUS_BYTES}")
         try:
             status = GatewayStatus.model_validate_json(payload)
         except ValueError as exc:
             raise WireError(Reason.BAD_META, f"gateway status: {str(exc)[:160]}") from None
-        self._routes.clear()
         if status.state == "online":
             # a gateway that (re)started begins its sequence numbers again, and if its clock began
             # again too (the first frame's time goes back), its athletes begin a new clock epoch;
-            # one that only reconnected goes on as before
-            listed = set(status.athletes)
-            for key, cursor in self.cursors.items():
-                if key[0] == t.session and key[1] in listed:
-                    cursor.expect_restart()
-        log.info("gateway %s/%s is %s", t.session, status.gateway, status.state)
+            # one that only reconnected goes on as before (the routes hold the same cursors)
+            for cursor in self._cursors_of(t.session, status.athletes):
+                cursor.expect_restart()
+        log.info("gateway %s/%s is %s", t.session, status.gateway[:64], status.state)
+
+    def _cursors_of(self, session: str, athletes: Iterable[str]) -> list[SourceCursor]:
+        out = []
+        for athlete in set(athletes):
+            e = self.table.get((session, athlete))
+            for src in e.sources if e is not None else ():
+                cursor = self.cursors.get((session, athlete, src))
+                if cursor is not None:
+                    out.append(cursor)
+        return out
 
     def _new_epoch(self, session: str, athlete: str, why: str) -> None:
         """Start an athlete's processing again on a new time base: what it held (kernel states,
@@ -196,23 +312,18 @@ class FusionService:
         if self.athletes.pop((session, athlete), None) is not None:
             self.epochs += 1
             self._epochs[(session, athlete)] = self._epochs.get((session, athlete), 0) + 1
-            self._routes = {tp: r for tp, r in self._routes.items() if r.key[:2] != (session, athlete)}
             # its other sources begin on the new time base too (those of its gateway restart with it)
-            for key in [k for k in self.cursors if k[:2] == (session, athlete)]:
-                del self.cursors[key]
+            for src in SOURCES:
+                self._routes.pop(topics.data_topic(session, athlete, src), None)
+                self.cursors.pop((session, athlete, src), None)
             log.info("%s/%s: a new clock epoch (%s)", session, athlete, why)
 
     def _athlete(self, session: str, athlete: str) -> AthleteState:
         state = self.athletes.get((session, athlete))
         if state is not None:
             return state
-        conf = self.settings.athlete(athlete)
+        conf = self.settings.athlete(athlete)  # (admitted already: _admit)
         proc = self.settings.processor
-        if conf is None and not proc.accept_unknown_athletes:
-            raise WireError(Reason.UNKNOWN_ATHLETE, f"{athlete} is not in the config's athletes")
-        # the cap holds the athletes nobody configured: a flood of made-up ids never locks out the team
-        if conf is None and len(self._unknown) >= proc.max_athletes:
-            raise WireError(Reason.TOO_MANY_ATHLETES, f"limit {proc.max_athletes} of unconfigured athletes reached")
         c = proc.contact
         params = AthleteParams(
             body_mass_kg=conf.body_mass_kg if conf else 68.0,
@@ -224,10 +335,9 @@ class FusionService:
             default_oscillation_m=proc.default_oscillation_m, score_weights=proc.score_weights,
         )
         state = self.athletes[(session, athlete)] = AthleteState(athlete, params)
-        if conf is None:
-            self._unknown.add((session, athlete))
-        for (sess, ath, _src), meta in self.meta.items():
-            if sess == session and ath == athlete:
+        for src in SOURCES:
+            meta = self.meta.get((session, athlete, src))
+            if meta is not None:
                 configure(state, meta)
         return state
 
@@ -235,13 +345,17 @@ class FusionService:
         """A data frame on a topic without a route yet: check everything, then make one."""
         assert t.athlete is not None and t.source is not None
         key = (t.session, t.athlete, t.source)
-        c = self._counter(key)
+        e = self._admit(t.session, t.athlete, recv_ns)  # the cheap checks first: who, then meta and size
+        c = self._source(e, key)
         c.bytes += len(payload)
         c.last_recv_ns = recv_ns
-        expected = self._channels.get(key)  # the cheap checks first: a frame without meta is not decoded
-        if expected is None:
-            self._ask_meta(key, recv_ns)
+        expected = self._channels.get(key)
+        if expected is None:  # a frame without meta is not decoded
+            if e.configured or self._may_ask_stranger(recv_ns):
+                self._ask_meta(key, recv_ns)
             raise FrameError(Reason.NO_META, f"no retained meta for {t.source} yet")
+        limits = self._limits[key]
+        limits.check(payload)
         frame = decode(payload, max_bytes=self._max_frame)
         kind = source_kind(t.source)
         if frame.kind is not kind:
@@ -259,14 +373,25 @@ class FusionService:
         if verdict is Verdict.RESTART:
             self._new_epoch(t.session, t.athlete, f"{t.source} began again")
         c.gaps += cursor.gaps - gaps
+        if not self.table.prove(e, recv_ns):
+            raise WireError(Reason.TOO_MANY_ATHLETES, f"limit {self.table.caps['unknown']} of unconfigured athletes "
+                            "reached")
         state = self._athlete(t.session, t.athlete)
-        route = _Route(key, kind, expected, c, cursor, state, self._timebase(t.session, t.athlete))
-        if len(self._routes) >= 100_000:
-            self._routes.clear()
-        self._routes[topic] = route
+        route = _Route(key, kind, expected, c, cursor, state, self._timebase(t.session, t.athlete), limits, e)
+        self._routes[topic] = route  # (bounded: one per source of an athlete in the table)
         return self._accept(route, frame, recv_ns, timed)
 
     META_REQUEST_INTERVAL_NS = 2_000_000_000
+    TOPIC_CACHE = 4096  # parsed topics kept (the routed ones need none)
+
+    def _may_ask_stranger(self, recv_ns: int) -> bool:
+        """At most ``STRANGER_META_REQUESTS_PER_S`` meta requests a second for unconfigured athletes:
+        a flood of made-up ids must not become a flood of requests."""
+        second = recv_ns // 1_000_000_000
+        last, n = self._stranger_asks
+        n = n + 1 if second == last else 1
+        self._stranger_asks = (second, n)
+        return n <= self.STRANGER_META_REQUESTS_PER_S
 
     def _ask_meta(self, key: Key, recv_ns: int) -> None:
         """Ask for a source's missing meta, at most every 2 s per source (docs/protocol.md)."""
@@ -285,6 +410,13 @@ class FusionService:
         c = route.counters
         c.bytes += len(payload)
         c.last_recv_ns = recv_ns
+        e = route.entry
+        if recv_ns - e.seen_ns > 1_000_000_000:
+            self.table.touch(e, recv_ns)
+        self._ticks += 1
+        if not self._ticks & 255:
+            self.table.sweep(recv_ns)
+        route.limits.check(payload)
         frame = decode(payload, max_bytes=self._max_frame)
         if frame.kind is not route.kind:
             raise FrameError(Reason.STREAM_MISMATCH,
@@ -353,23 +485,40 @@ class FusionService:
         counts[-1] += 1
         self._lat_sum += seconds
 
+    _FIELDS = ("frames", "samples", "bytes", "late", "gaps", "aligning")
+
     def snapshot(self) -> dict[str, Any]:
-        totals: Counter[str] = Counter()
+        """The counters: totals and per stream kind (evicted sources included), per source for the
+        athletes that proved themselves (strays only in the totals: the cost stays bounded)."""
+        kinds: dict[str, Counter[str]] = {k: Counter(v) for k, v in self._retired.items()}
         rejected: Counter[str] = Counter(self.unrouted)
-        for c in self.counters.values():
-            totals.update({"frames": c.frames, "samples": c.samples, "bytes": c.bytes,
-                           "late": c.late, "gaps": c.gaps, "aligning": c.aligning})
-            rejected.update(c.rejected)
+        rejected.update(self._retired_rejected)
+        stray = self.table.lanes["stray"]
+        sources: dict[str, Any] = {}
+        for key, c in sorted(list(self.counters.items())):  # (a copy: safe even off the loop)
+            agg = kinds.get(SOURCES[key[2]].label)
+            if agg is None:
+                agg = kinds[SOURCES[key[2]].label] = Counter()
+            for f in self._FIELDS:
+                agg[f] += getattr(c, f)
+            if c.rejected:
+                rejected.update(c.rejected)
+            if key[:2] not in stray:
+                sources["/".join(key)] = c.as_dict()
+        totals: Counter[str] = Counter()
+        for agg in kinds.values():
+            totals.update(agg)
+        athletes = sorted(list(self.athletes.items()))
         return {
-            "totals": dict(totals), "rejected": dict(rejected), "records": self.records_out,
-            "athletes": len(self.athletes),
-            "warnings": {f"{sess}/{ath}": dict(st.warnings) for (sess, ath), st in sorted(self.athletes.items())
-                         if st.warnings},
-            "clocks": {f"{sess}/{ath}": st.clocks() for (sess, ath), st in sorted(self.athletes.items())
-                       if st.clocks()},
-            "timebases": {f"{sess}/{ath}": tb.report() for (sess, ath), tb in sorted(self.timebases.items())
+            "totals": {f: totals[f] for f in self._FIELDS} if kinds else {}, "rejected": dict(rejected),
+            "records": self.records_out, "athletes": len(athletes),
+            "kinds": {k: dict(v) for k, v in sorted(kinds.items())},
+            "tables": self.table.report(),
+            "warnings": {f"{sess}/{ath}": dict(st.warnings) for (sess, ath), st in athletes if st.warnings},
+            "clocks": {f"{sess}/{ath}": st.clocks() for (sess, ath), st in athletes if st.clocks()},
+            "timebases": {f"{sess}/{ath}": tb.report() for (sess, ath), tb in sorted(list(self.timebases.items()))
                           if tb.report()},
-            "sources": {"/".join(k): v.as_dict() for k, v in sorted(self.counters.items())},
+            "sources": sources,
             "latency": {"buckets": [[str(b), c] for b, c in zip([*self.LATENCY_BUCKETS, "+Inf"],
                                                                  self._lat_counts, strict=True)],
                         "sum": self._lat_sum},
@@ -385,8 +534,10 @@ class FusionService:
         st = self.ingest_stats
         if st is None:
             return {}
+        sub = self._sub
+        queue = {"backlog": sub.queued, "backlog_bytes": sub.queued_bytes, "lanes": len(sub.lanes)} if sub else {}
         return {"received": st.received, "overflow": st.overflow, "reconnects": st.reconnects,
-                "connected": st.connected, "meta_requests": self.meta_requests}
+                "connected": st.connected, "meta_requests": self.meta_requests, **queue}
 
     # ------------------------------------------------------------- running
     def filters(self) -> list[str]:
@@ -404,8 +555,10 @@ class FusionService:
         for runner in self.sinks:
             await runner.start()
         try:
-            sub = LoopSubscriber(self.settings.broker, self.filters(), self.handle, qos=1, role="fusion")
+            sub = LoopSubscriber(self.settings.broker, self.filters(), self.handle, qos=1, role="fusion",
+                                 admit=self.admits)
             self.ingest_stats = sub.stats
+            self._sub = sub
             self.request_meta = lambda topic: sub.conn.publish(topic, b"", qos=0)
             await sub.run(stop, ready)
         finally:

@@ -14,6 +14,7 @@ import asyncio
 import logging
 import struct
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -87,26 +88,64 @@ class StreamSubscriber(Inbox):
         self.stats.reconnects = self.conn.stats.reconnects
 
 
+class _Lane:
+    """One athlete's (one topic prefix's) queue in the ingest's backlog."""
+
+    __slots__ = ("bytes", "deficit", "in_turn", "name", "q")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.q: deque[tuple[str, bytes, int]] = deque()
+        self.bytes = 0
+        self.deficit = 0
+        self.in_turn = False
+
+
+def lane_of(topic: str) -> str:
+    """The topic up to its fourth ``/``: ``poserun/v1/{session}/{athlete}`` (a gateway's status:
+    ``.../_gateway``); a shorter topic is its own lane."""
+    k = -1
+    for _ in range(4):
+        k = topic.find("/", k + 1)
+        if k < 0:
+            return topic
+    return topic[:k]
+
+
 class LoopSubscriber:
     """The ingest on the asyncio event loop: no thread, no hand-over.
 
     The connection is :class:`~poserun.services.mqtt_conn.MqttConnection` (the one MQTT core:
     refusals are errors, a half-open link is noticed by the keep-alive, every loss reconnects
     and subscribes again). Each read from the socket is parsed at once and its PUBLISHes
-    queued; the queue is handed to ``on_publish(topic, payload, recv_ns)`` inside the loop. At
-    real-time rates (a few messages per read) this saves the per-batch wake-up, queue and GIL
-    hand-over between a network thread and the loop, which cost more than the messages
-    themselves. A backlog (a burst, a slow moment) is worked off ``slice`` messages at a time,
-    and a slice ends early when ``on_publish`` returns something true (a record), so the sinks'
-    tasks and socket writes (a haptic cue) run in between. Reading goes on meanwhile (pausing
-    it would make the broker drop what it cannot queue, uncounted); past ``max_backlog`` the
-    oldest messages are shed and counted as ``overflow``. ``on_publish`` must not raise (the
-    fusion service counts errors).
+    queued, each with the time the read arrived; the queue is handed to
+    ``on_publish(topic, payload, recv_ns)`` inside the loop. At real-time rates (a few
+    messages per read) this saves the per-batch wake-up, queue and GIL hand-over between a
+    network thread and the loop, which cost more than the messages themselves.
+
+    The backlog is fair between athletes: one queue (lane) per topic prefix up to the athlete
+    (:func:`lane_of`), served by deficit round robin, ``quantum`` payload bytes a turn, so one
+    athlete's flood of large frames waits in its own lane while the others' frames go on
+    (docs/reliability.md measures it). The work goes in slices of at most ``slice`` messages
+    and ``slice_s`` seconds, and a slice ends early when ``on_publish`` returns something true
+    (a record), so the sinks' tasks, socket reads and writes (a haptic cue) run in between.
+    Reading goes on meanwhile (pausing it would make the broker drop what it cannot queue,
+    uncounted); a lane over ``max_lane_bytes`` or a backlog over ``max_backlog`` messages
+    sheds the oldest of the biggest lane, counted as ``overflow``; the backlog's size counts
+    each message's payload, topic and ``MESSAGE_OVERHEAD`` (what holding it costs), up to
+    ``max_backlog_bytes``. Past ``max_lanes`` lanes, new prefixes share one. ``admit(prefix)``,
+    asked before a message opens a lane, may refuse it unqueued (the fusion service refuses
+    athletes it does not serve there: a flood of them costs no memory). ``on_publish`` must not
+    raise (the fusion service counts errors).
     """
+
+    MESSAGE_OVERHEAD = 200  # bytes: the tuple, the topic and payload objects, the deque slot
 
     def __init__(self, broker: BrokerSettings, filters: Iterable[str],
                  on_publish: Callable[[str, bytes, int], object], *, qos: int = 0, role: str = "ingest",
-                 slice: int = 64, max_backlog: int = 500_000) -> None:
+                 slice: int = 64, slice_s: float = 0.005, quantum: int = 16 * 1024, max_lanes: int = 1024,
+                 max_backlog_bytes: int = 8 << 20, max_backlog: int = 500_000,
+                 admit: Callable[[str], bool] | None = None) -> None:
         from poserun.services.mqtt_conn import MqttConnection
 
         self.broker = broker
@@ -115,21 +154,64 @@ class LoopSubscriber:
         self.on_publish = on_publish
         self.stats = IngestStats()
         self.slice = slice
+        self.slice_ns = int(slice_s * 1e9)
+        self.quantum = quantum
+        self.max_lanes = max_lanes
+        self.max_backlog_bytes = max_backlog_bytes
         self.max_backlog = max_backlog
-        self.backlog: deque[tuple[str, bytes, int]] = deque()
+        self.admit = admit
+        self.lanes: dict[str, _Lane] = {}
+        self.active: deque[_Lane] = deque()  # lanes with messages, in turn order
+        self.queued = 0
+        self.queued_bytes = 0
+        self.refused = 0  # messages admit() refused
+        self._big: _Lane | None = None  # the biggest lane seen (shed from first when over the limits)
         self._scheduled = False
         self.conn = MqttConnection(broker, role, subscriptions=self.filters, on_publish=self._publish,
                                    on_read=self._read, on_state=self._state, rcvbuf=4 << 20)
         self._received = 0  # since the last read was handed on
 
+    @property
+    def backlog(self) -> int:
+        return self.queued
+
     def _publish(self, topic: str, payload: bytes, recv_ns: int) -> None:
         self._received += 1
-        self.backlog.append((topic, payload, recv_ns))
+        name = lane_of(topic)
+        lane = self.lanes.get(name)
+        if lane is None:
+            if self.admit is not None and not self.admit(name):
+                self.refused += 1
+                return
+            if len(self.lanes) >= self.max_lanes:  # a flood of prefixes shares one lane
+                name = ""
+                lane = self.lanes.get(name)
+            if lane is None:
+                lane = self.lanes[name] = _Lane(name)
+                self.active.append(lane)
+        lane.q.append((topic, payload, recv_ns))
+        cost = len(payload) + len(topic) + self.MESSAGE_OVERHEAD
+        lane.bytes += cost
+        self.queued += 1
+        self.queued_bytes += cost
+        big = self._big
+        if big is None or lane.bytes > big.bytes:
+            self._big = big = lane
+        while self.queued_bytes > self.max_backlog_bytes or self.queued > self.max_backlog:  # shed, counted
+            victim = big if big.q else lane
+            if not victim.q:
+                break
+            t, old, _r = victim.q.popleft()
+            cost = len(old) + len(t) + self.MESSAGE_OVERHEAD
+            victim.bytes -= cost
+            self.queued_bytes -= cost
+            self.queued -= 1
+            self.stats.overflow += 1
 
     def _read(self) -> None:
         self.stats.received += self._received
         self._received = 0
-        if self.backlog and not self._scheduled:
+        if self.active and not self._scheduled:
             self._work()
 
     def _state(self, up: bool) -> None:
@@ -137,25 +219,54 @@ class LoopSubscriber:
         self.stats.reconnects = self.conn.stats.reconnects
 
     def _work(self) -> None:
-        """Hand over up to ``slice`` queued messages; come back for the rest after the loop's other work."""
+        """One slice of the backlog, lane by lane; come back for the rest after the loop's other work."""
         self._scheduled = False
-        q = self.backlog
+        active = self.active
         on_publish = self.on_publish
-        for _ in range(min(self.slice, len(q))):
-            if on_publish(*q.popleft()):
-                break  # it produced something (a record): let its consumers (a haptic cue) run first
-        if q:
+        deadline = time.perf_counter_ns() + self.slice_ns
+        n = 0
+        pause = False
+        while active and not pause:
+            lane = active[0]
+            if not lane.in_turn:  # its turn begins: a quantum more to spend
+                lane.in_turn = True
+                lane.deficit += self.quantum
+            q = lane.q
+            while q:
+                topic, payload, recv_ns = q[0]
+                if len(payload) > lane.deficit:
+                    break
+                q.popleft()
+                cost = len(payload) + len(topic) + self.MESSAGE_OVERHEAD
+                lane.deficit -= len(payload)
+                lane.bytes -= cost
+                self.queued -= 1
+                self.queued_bytes -= cost
+                n += 1
+                if on_publish(topic, payload, recv_ns) or n >= self.slice or time.perf_counter_ns() > deadline:
+                    pause = True  # a record (let its consumers, a haptic cue, run first) or the slice is spent
+                    break
+            if not q:  # done with it: an idle lane keeps no credit and no room
+                active.popleft()
+                del self.lanes[lane.name]
+                if self._big is lane:
+                    self._big = None
+            elif not pause:  # its turn is over
+                lane.in_turn = False
+                active.rotate(-1)
+        if active:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self._work)
-            while len(q) > self.max_backlog:  # far behind: shed the oldest, counted (never silently)
-                q.popleft()
-                self.stats.overflow += 1
 
     def drain(self) -> None:
-        """Hand over whatever is still queued (at shutdown)."""
-        q = self.backlog
-        while q:
-            self.on_publish(*q.popleft())
+        """Hand over whatever is still queued (at shutdown), lane by lane."""
+        while self.active:
+            lane = self.active.popleft()
+            del self.lanes[lane.name]
+            while lane.q:
+                self.on_publish(*lane.q.popleft())
+        self.queued = self.queued_bytes = 0
+        self._big = None
 
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None, *,
                   timeout: float = 10.0) -> None:

@@ -1,16 +1,21 @@
 """What the fault tests break things with: a mosquitto that can be killed and brought back on
-the same port with its sessions, and a TCP proxy that can cut or freeze a link."""
+the same port with its sessions, a TCP proxy that can cut or freeze a link, and ``poserun
+process`` as a subprocess (its memory read from /proc)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from poserun.services.broker import free_port, mosquitto_exe
 from tests.conftest import CEILING, require, wait_until
@@ -125,3 +130,57 @@ class Proxy:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
+
+
+def rss_mib(pid: int) -> float:
+    """A process's resident memory (VmRSS), MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+class Service:
+    """``poserun process -c CONFIG`` as a subprocess: started, waited for (its ready file), its
+    counters read (its stats file, written every second), stopped or killed."""
+
+    def __init__(self, config: Path, workdir: Path) -> None:
+        self.config = config
+        self.ready = workdir / "ready"
+        self.stats_file = workdir / "stats.json"
+        self.log = workdir / "process.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.ready.unlink(missing_ok=True)
+        self.stats_file.unlink(missing_ok=True)
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "poserun", "process", "-c", str(self.config), "--stats-interval", "1",
+                 "--stats-file", str(self.stats_file), "--ready-file", str(self.ready)],
+                stdout=subprocess.DEVNULL, stderr=log, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        wait_until(self._ready, "poserun process ready", CEILING)
+
+    def _ready(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"poserun process exited: {self.log.read_text()[-2000:]}")
+        return self.ready.exists()
+
+    def stats(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.stats_file.read_text())
+        except (OSError, ValueError):  # not written yet, or being written
+            return {}
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        code = self.proc.wait(CEILING)
+        self.proc = None
+        return code

@@ -112,7 +112,7 @@ def test_each_rejection_reason_is_counted() -> None:
     snap = svc.snapshot()
     assert snap["rejected"] == {
         "no_meta": 1, "bad_meta": 3, "stream_mismatch": 1, "meta_mismatch": 1,
-        "time_backwards": 1, "unknown_topic": 2, "unknown_athlete": 1,
+        "time_backwards": 1, "unknown_topic": 2, "unknown_athlete": 2,  # its meta and its frame
     }
     assert snap["totals"]["late"] == 1 and snap["totals"]["frames"] == 1
     src = snap["sources"]["s/a/imu_foot_left"]
@@ -128,7 +128,8 @@ def test_athlete_cap_bounds_memory() -> None:
         svc.handle(topics.data_topic("s", f"x{i}", "force_left"),
                    frame_bytes(StreamKind.FORCE, 0, 0, 1, 1))
     assert len(svc.athletes) == 3
-    assert svc.snapshot()["rejected"] == {"too_many_athletes": 3}
+    # their meta is refused (no room), so their frames have none
+    assert svc.snapshot()["rejected"] == {"too_many_athletes": 3, "no_meta": 3}
 
 
 def test_kpa_insole_uses_cell_areas() -> None:
@@ -210,13 +211,17 @@ def test_a_flood_of_made_up_athletes_never_locks_out_the_team() -> None:
         svc.handle(topics.meta_topic("s", name, "force_left"), meta)
         svc.handle(topics.data_topic("s", name, "force_left"), frame_bytes(StreamKind.FORCE, 0, 0, 1, 1))
     assert {a for _s, a in svc.athletes} >= {"anna", "ben"}
-    assert len(svc.athletes) == 5 and svc.snapshot()["rejected"] == {"too_many_athletes": 47}
+    assert len(svc.athletes) == 5
+    assert svc.snapshot()["rejected"] == {"too_many_athletes": 47, "no_meta": 47}
 
 
 def test_a_status_listing_a_city_is_refused_and_a_frame_without_meta_is_not_decoded() -> None:
     svc = FusionService(load_settings())
     huge = json.dumps({"v": 1, "gateway": "g", "state": "online", "athletes": [f"a{i}" for i in range(50_000)]})
-    svc.handle(topics.status_topic("s", "g"), huge.encode())
-    assert svc.snapshot()["rejected"] == {"bad_meta": 1}
+    svc.handle(topics.status_topic("s", "g"), huge.encode())  # refused by its size, before parsing
+    assert svc.snapshot()["rejected"] == {"oversized": 1}
+    long = json.dumps({"v": 1, "gateway": "g", "state": "online", "athletes": [f"a{i}" for i in range(1001)]})
+    svc.handle(topics.status_topic("s", "g"), long.encode())  # small enough, but over the list's cap
+    assert svc.snapshot()["rejected"] == {"oversized": 1, "bad_meta": 1}
     svc.handle(topics.data_topic("s", "a1", "force_left"), b"\xff" * 100)  # garbage, but first: no meta
-    assert svc.snapshot()["rejected"] == {"bad_meta": 1, "no_meta": 1}
+    assert svc.snapshot()["rejected"] == {"oversized": 1, "bad_meta": 1, "no_meta": 1}
