@@ -485,27 +485,59 @@ def cmd_access_acl(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_access_passwd(args: argparse.Namespace) -> int:
+def _access_passwords(args: argparse.Namespace, settings: Settings, found: list[Any], out: Path
+                      ) -> tuple[Path, dict[str, str], str]:
+    """The accounts' passwords (kept from the credentials file unless rotated), that file written
+    again; returns its path, the passwords and a line on what changed."""
     from poserun.services import access
 
-    settings = load_settings(args.config)
-    found = access.accounts(settings, session=args.session)
-    out = Path(args.output)
     creds = Path(args.credentials) if args.credentials else out.with_name(out.name + ".credentials.json")
     previous = access.read_credentials(creds)
     rotate = [u.strip() for u in args.rotate.split(",") if u.strip()] if args.rotate else []
     passwords, fresh = access.passwords(found, previous, rotate)
     url = args.broker or settings.broker.url
     access.write_private(creds, access.credentials_text(found, passwords, broker_url=url, session=args.session))
-    access.write_private(out, access.passwd_text(passwords))
     kept = [a.user for a in found if a.user not in fresh]
     dropped = sorted(set(previous) - set(passwords))
+    said = (f"new passwords: {', '.join(fresh) or 'none'}; kept: {', '.join(kept) or 'none'}"
+            + (f"; removed: {', '.join(dropped)}" if dropped else ""))
+    return creds, passwords, said
+
+
+def cmd_access_passwd(args: argparse.Namespace) -> int:
+    from poserun.services import access
+
+    settings = load_settings(args.config)
+    found = access.accounts(settings, session=args.session)
+    out = Path(args.output)
+    creds, passwords, said = _access_passwords(args, settings, found, out)
+    access.write_private(out, access.passwd_text(passwords))
     print(f"{out}: {len(found)} accounts (mosquitto $7$ PBKDF2-SHA512 hashes); their passwords are in {creds} "
           f"(mode 0600: hand each device its own entry)")
-    print(f"new passwords: {', '.join(fresh) or 'none'}; kept: {', '.join(kept) or 'none'}"
-          + (f"; removed: {', '.join(dropped)}" if dropped else ""))
+    print(said)
     print(access.summary(found))
     print("reload mosquitto to apply (kill -HUP)")
+    return 0
+
+
+def cmd_access_dynsec(args: argparse.Namespace) -> int:
+    from poserun.services import access
+
+    settings = load_settings(args.config)
+    found = access.accounts(settings, session=args.session)
+    if args.admin:
+        found.append(access.admin_account(args.admin, found))
+    out = Path(args.output)
+    creds, passwords, said = _access_passwords(args, settings, found, out)
+    access.write_private(out, access.dynsec_text(found, passwords))
+    print(f"{out}: {len(found)} clients, a role each (mosquitto's dynamic security plugin: a subscription "
+          f"outside an account's topics is refused); their passwords are in {creds} "
+          f"(mode 0600: hand each device its own entry)")
+    print(said)
+    print(access.summary(found))
+    print("restart mosquitto to apply: the plugin reads this file at start only (a SIGHUP does not)"
+          + (f"; or change it live with mosquitto_ctrl -u {args.admin} (and stop regenerating it)"
+             if args.admin else ""))
     return 0
 
 
@@ -682,7 +714,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=1883, help="loopback port to listen on (refused if taken)")
     p.set_defaults(func=cmd_broker)
 
-    acc = sub.add_parser("access", help="per-device broker access from the config: Mosquitto ACL and passwords"
+    acc = sub.add_parser("access", help="per-device broker access from the config: Mosquitto ACL and passwords, "
+                         "or the dynamic security plugin's file"
                          ).add_subparsers(dest="access_cmd", required=True)
     p = acc.add_parser("acl", help="print (or write) the Mosquitto ACL file: one account per gateway and band")
     p.add_argument("--config", "-c", help="YAML config: the athletes and the gateway carrying each device")
@@ -699,6 +732,20 @@ def build_parser() -> argparse.ArgumentParser:
                                          "passwords already in it are kept")
     p.add_argument("--rotate", metavar="USERS", help="comma list of accounts to give new passwords, or all")
     p.set_defaults(func=cmd_access_passwd)
+    p = acc.add_parser("dynsec", help="write the dynamic security plugin's file (accounts, passwords, roles), "
+                                      "which refuses a forbidden subscription, and the credentials to hand out")
+    p.add_argument("--config", "-c", help="YAML config: the athletes and the gateway carrying each device")
+    p.add_argument("--broker", help="the broker URL the devices use, written into the credentials (default: "
+                                    "the config's broker.url)")
+    p.add_argument("--session", help="allow only this session's topics (default: any session)")
+    p.add_argument("-o", "--output", required=True, help="the plugin's JSON file to write (mode 0600; then "
+                                                         "restart mosquitto)")
+    p.add_argument("--credentials", help="the credentials file, JSON, mode 0600 (default OUTPUT.credentials.json); "
+                                         "passwords already in it are kept")
+    p.add_argument("--rotate", metavar="USERS", help="comma list of accounts to give new passwords, or all")
+    p.add_argument("--admin", metavar="USER", help="add this client, allowed the plugin's control topics only "
+                                                   "(mosquitto_ctrl dynsec); default: no admin")
+    p.set_defaults(func=cmd_access_dynsec)
 
     p = sub.add_parser("warm-up", help="compile and cache every processor kernel (make runs it after installing)")
     p.add_argument("--jobs", type=int, help="processes to compile in when the cache is cold (default: one per core)")

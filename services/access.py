@@ -1,5 +1,6 @@
-"""Per-device broker access from the session config: a Mosquitto ACL file, a password file and
-the credentials to hand to each device (``poserun access``; docs/operations.md#per-device-access).
+"""Per-device broker access from the session config: a Mosquitto ACL file and a password file,
+or the dynamic security plugin's JSON, and the credentials to hand to each device (``poserun
+access``; docs/operations.md#per-device-access).
 
 Accounts (user names):
 
@@ -11,6 +12,13 @@ Accounts (user names):
   poserun's requests for that meta (``meta_request``);
 * ``band-<athlete>``: one per athlete; reads only that athlete's haptic topic (and the status
   of the gateways carrying the athlete, for the latency measurement of docs/haptics.md).
+* an admin (``access dynsec --admin USER``), only when asked: the dynamic security plugin's
+  control topics (``mosquitto_ctrl dynsec``), no device topic.
+
+Each account also has the filters it may subscribe to (``subscribe``, for the dynamic security
+plugin, which refuses any other subscription with SUBACK 0x80): its read topics, except that a
+gateway subscribes to every ``meta_request`` of the session (docs/protocol.md) and a band to
+every gateway's status (docs/haptics.md); the broker then delivers only what it may read.
 
 Which gateway carries what: an athlete's ``gateway`` (default: the athlete's id), or a
 device's own ``gateway`` for that source (a camera that streams several athletes' keypoints).
@@ -41,12 +49,14 @@ BAND_PREFIX = "band-"
 ITERATIONS = 101
 SALT_BYTES = 12  # as mosquitto_passwd
 META_REQUEST = "meta_request"  # poserun asks a gateway for a source's meta on .../{athlete}/meta_request/{source}
-Role = Literal["service", "recorder", "gateway", "band"]
+Role = Literal["service", "recorder", "gateway", "band", "admin"]
+#: the dynamic security plugin's control topics (what ``mosquitto_ctrl dynsec`` uses)
+DYNSEC_CONTROL = "$CONTROL/dynamic-security/#"
 
 
 @dataclass(frozen=True)
 class Account:
-    """One broker user: what it is for and the topics it may read and write."""
+    """One broker user: what it is for and the topics it may read, write and subscribe to."""
 
     user: str
     role: Role
@@ -55,6 +65,12 @@ class Account:
     read: tuple[str, ...] = ()
     gateway: str | None = None
     athletes: tuple[str, ...] = field(default_factory=tuple)
+    subscribe: tuple[str, ...] | None = None  # None: the read topics
+
+    @property
+    def filters(self) -> tuple[str, ...]:
+        """The topic filters this account may subscribe to."""
+        return self.read if self.subscribe is None else self.subscribe
 
 
 def _base(session: str | None) -> str:
@@ -80,12 +96,7 @@ def accounts(settings: Settings, *, session: str | None = None) -> list[Account]
     if session is not None:
         check_id(session, "session")
     base = _base(session)
-    service = settings.broker.username or "poserun"
-    if ":" in service or not service.isprintable() or service != service.strip() or " " in service:
-        raise ConfigError(f"broker.username {service!r}: a Mosquitto user name has no ':' or spaces")
-    if service == RECORDER or service.startswith((GATEWAY_PREFIX, BAND_PREFIX)):
-        raise ConfigError(f"broker.username {service!r} would clash with the device accounts "
-                          f"({RECORDER}, {GATEWAY_PREFIX}..., {BAND_PREFIX}...): choose another")
+    service = check_user(settings.broker.username or "poserun", "broker.username", ConfigError)
     found = [
         Account(service, "service", "the fusion service: reads the gateways' data, meta and status; "
                 "writes records, haptic cues and meta requests",
@@ -106,13 +117,33 @@ def accounts(settings: Settings, *, session: str | None = None) -> list[Account]
             said.append(f"{athlete} ({', '.join(sources) if sources is not None else 'any source'})")
         write.append(f"{base}/{GATEWAY}/{gw}/status")
         found.append(Account(GATEWAY_PREFIX + gw, "gateway", f"gateway {gw}: {'; '.join(said)}",
-                             write=tuple(write), read=tuple(read), gateway=gw, athletes=tuple(carried)))
+                             write=tuple(write), read=tuple(read), gateway=gw, athletes=tuple(carried),
+                             subscribe=(f"{base}/+/{META_REQUEST}/+",)))
     for a in settings.athletes:
         carriers = [gw for gw, carried in gateways.items() if a.id in carried]
         found.append(Account(BAND_PREFIX + a.id, "band", f"haptic band of {a.id}",
                              read=(f"{base}/{a.id}/haptic", *(f"{base}/{GATEWAY}/{gw}/status" for gw in carriers)),
-                             athletes=(a.id,)))
+                             athletes=(a.id,), subscribe=(f"{base}/{a.id}/haptic", f"{base}/{GATEWAY}/+/status")))
     return found
+
+
+def check_user(user: str, what: str, error: type[Exception] = ValueError) -> str:
+    """``user`` if it can name a poserun-made account of its own, else ``error``."""
+    if not user or ":" in user or not user.isprintable() or " " in user:
+        raise error(f"{what} {user!r}: a Mosquitto user name has no ':' or spaces")
+    if user == RECORDER or user.startswith((GATEWAY_PREFIX, BAND_PREFIX)):
+        raise error(f"{what} {user!r} would clash with the device accounts "
+                    f"({RECORDER}, {GATEWAY_PREFIX}..., {BAND_PREFIX}...): choose another")
+    return user
+
+
+def admin_account(user: str, found: Iterable[Account]) -> Account:
+    """A dynamic security admin (``mosquitto_ctrl dynsec``): the plugin's control topics only."""
+    check_user(user, "--admin")
+    if user in {a.user for a in found}:
+        raise ValueError(f"--admin {user!r} is already an account: choose another name")
+    return Account(user, "admin", "dynamic security admin (mosquitto_ctrl dynsec): its control topics only",
+                   write=(DYNSEC_CONTROL,), read=(DYNSEC_CONTROL,))
 
 
 def acl_text(found: Iterable[Account], *, origin: str | None, session: str | None = None) -> str:
@@ -137,11 +168,17 @@ def generate_password() -> str:
     return secrets.token_urlsafe(18)
 
 
-def hash_password(password: str, *, salt: bytes | None = None, iterations: int = ITERATIONS) -> str:
-    """Mosquitto 2's password hash: ``$7$ITERATIONS$SALT$HASH`` (PBKDF2-HMAC-SHA512, base64)."""
+def _pbkdf2(password: str, salt: bytes | None, iterations: int) -> tuple[str, str]:
+    """(base64 salt, base64 PBKDF2-HMAC-SHA512 hash of 64 bytes), a new salt if None."""
     salt = os.urandom(SALT_BYTES) if salt is None else salt
     digest = hashlib.pbkdf2_hmac("sha512", password.encode("utf-8"), salt, iterations, 64)
-    return f"$7${iterations}${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
+    return base64.b64encode(salt).decode(), base64.b64encode(digest).decode()
+
+
+def hash_password(password: str, *, salt: bytes | None = None, iterations: int = ITERATIONS) -> str:
+    """Mosquitto 2's password hash: ``$7$ITERATIONS$SALT$HASH`` (PBKDF2-HMAC-SHA512, base64)."""
+    salt64, digest64 = _pbkdf2(password, salt, iterations)
+    return f"$7${iterations}${salt64}${digest64}"
 
 
 def check_password(password: str, encoded: str) -> bool:
@@ -181,6 +218,29 @@ def passwd_text(passwords_by_user: Mapping[str, str]) -> str:
     return "".join(f"{user}:{hash_password(pw)}\n" for user, pw in passwords_by_user.items())
 
 
+def dynsec_text(found: Iterable[Account], passwords_by_user: Mapping[str, str]) -> str:
+    """The dynamic security plugin's file (``plugin_opt_config_file``): per account a client with
+    its password (PBKDF2-HMAC-SHA512, a 12-byte salt, as ``mosquitto_ctrl``) and a role of the same
+    name: publishClientSend for what it writes, publishClientReceive for what it reads and
+    subscribePattern for its ``filters``; no group, nothing allowed by default but unsubscribing."""
+    clients: list[dict[str, object]] = []
+    roles: list[dict[str, object]] = []
+    for a in found:
+        salt64, digest64 = _pbkdf2(passwords_by_user[a.user], None, ITERATIONS)
+        clients.append({"username": a.user, "textName": a.about, "password": digest64, "salt": salt64,
+                        "iterations": ITERATIONS, "roles": [{"rolename": a.user}]})
+        acls = [{"acltype": kind, "topic": t, "allow": True}
+                for kind, topics in (("publishClientSend", a.write), ("publishClientReceive", a.read),
+                                     ("subscribePattern", a.filters))
+                for t in dict.fromkeys(topics)]
+        roles.append({"rolename": a.user, "textName": a.about, "acls": acls})
+    return json.dumps({
+        "defaultACLAccess": {"publishClientSend": False, "publishClientReceive": False,
+                             "subscribe": False, "unsubscribe": True},
+        "clients": clients, "roles": roles, "groups": [],
+    }, indent=1) + "\n"
+
+
 def credentials_text(found: Iterable[Account], passwords_by_user: Mapping[str, str], *, broker_url: str,
                      session: str | None) -> str:
     """The credentials to hand out (JSON): per account its user, password and topics."""
@@ -190,7 +250,8 @@ def credentials_text(found: Iterable[Account], passwords_by_user: Mapping[str, s
         "accounts": [{"user": a.user, "password": passwords_by_user[a.user], "role": a.role, "about": a.about,
                       **({"gateway": a.gateway} if a.gateway else {}),
                       **({"athletes": list(a.athletes)} if a.athletes else {}),
-                      "write": list(a.write), "read": list(a.read)} for a in found],
+                      "write": list(a.write), "read": list(a.read), "subscribe": list(a.filters)}
+                     for a in found],
     }, indent=1) + "\n"
 
 

@@ -1,8 +1,12 @@
 """``poserun access`` without a broker: which account may do what, the config it reads, mosquitto's
-password hash, and the files the CLI writes (the broker's side: tests/faults/test_access.py)."""
+password hash, and the files the CLI writes, the dynamic security plugin's among them (the
+broker's side: tests/faults/test_access.py and test_access_dynsec.py)."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 import shutil
 import stat
@@ -161,3 +165,73 @@ def test_docker_acl_is_the_generated_one_for_the_example_team() -> None:
     text = access.acl_text(access.accounts(settings), origin="config/track-team.yaml")
     assert (ROOT / "docker" / "acl").read_text() == text, (
         "regenerate with: poserun access acl -c config/track-team.yaml -o docker/acl")
+
+
+def dynsec_password_checks(password: str, client: dict[str, object]) -> bool:
+    """As the dynamic security plugin checks a client's password."""
+    salt = base64.b64decode(str(client["salt"]))
+    digest = base64.b64decode(str(client["password"]))
+    assert len(salt) == 12 and len(digest) == 64  # (the plugin skips a client whose lengths differ)
+    iterations = client["iterations"]
+    assert isinstance(iterations, int)
+    return hmac.compare_digest(hashlib.pbkdf2_hmac("sha512", password.encode(), salt, iterations, 64), digest)
+
+
+def test_the_dynsec_file_has_a_client_and_a_role_per_account(tmp_path: Path) -> None:
+    found = access.accounts(load_settings(team(tmp_path)))
+    pw = {a.user: f"pw-{a.user}" for a in found}
+    data = json.loads(access.dynsec_text(found, pw))
+    assert data["defaultACLAccess"] == {"publishClientSend": False, "publishClientReceive": False,
+                                        "subscribe": False, "unsubscribe": True}
+    assert data["groups"] == [] and [c["username"] for c in data["clients"]] == [a.user for a in found]
+    for c in data["clients"]:
+        assert c["roles"] == [{"rolename": c["username"]}] and c["iterations"] == access.ITERATIONS
+        assert dynsec_password_checks(pw[c["username"]], c) and not dynsec_password_checks("other", c)
+    roles = {r["rolename"]: r["acls"] for r in data["roles"]}
+    assert list(roles) == [a.user for a in found]
+
+    def acl(user: str, kind: str) -> list[str]:
+        assert all(a["allow"] is True for a in roles[user])
+        return [a["topic"] for a in roles[user] if a["acltype"] == kind]
+
+    for a in found:  # the ACL's topics, as they are (no %u or %c: each account's own)
+        assert acl(a.user, "publishClientSend") == list(a.write)
+        assert acl(a.user, "publishClientReceive") == list(a.read)
+        assert {x["acltype"] for x in roles[a.user]} <= {"publishClientSend", "publishClientReceive",
+                                                         "subscribePattern"}
+    assert acl("svc", "subscribePattern") == list(by_user(tmp_path)["svc"].read)
+    assert acl("recorder", "subscribePattern") == ["poserun/v1/+/#"]
+    # what docs/protocol.md and docs/haptics.md tell a gateway and a band to subscribe to
+    assert acl("gw-lane3", "subscribePattern") == ["poserun/v1/+/+/meta_request/+"]
+    assert acl("band-anna", "subscribePattern") == ["poserun/v1/+/anna/haptic", "poserun/v1/+/_gateway/+/status"]
+
+
+def test_the_cli_writes_the_dynsec_file_and_shares_the_credentials(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    cfg, out, creds_file = team(tmp_path), tmp_path / "dynamic-security.json", tmp_path / "credentials.json"
+    assert main(["access", "passwd", "-c", str(cfg), "-o", str(tmp_path / "passwd"),
+                 "--credentials", str(creds_file)]) == 0
+    first = access.read_credentials(creds_file)
+    capsys.readouterr()
+    assert main(["access", "dynsec", "-c", str(cfg), "-o", str(out), "--credentials", str(creds_file),
+                 "--session", "s1", "--admin", "ops", "--rotate", "band-ben"]) == 0
+    said = capsys.readouterr().out
+    assert "9 clients" in said and "new passwords: band-ben, ops;" in said and "restart mosquitto" in said
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600 and stat.S_IMODE(creds_file.stat().st_mode) == 0o600
+    again = access.read_credentials(creds_file)
+    assert all(again[u] == first[u] for u in first if u != "band-ben") and again["band-ben"] != first["band-ben"]
+    data = json.loads(out.read_text())
+    clients = {c["username"]: c for c in data["clients"]}
+    assert all(dynsec_password_checks(again[u], clients[u]) for u in again)
+    ops = next(r["acls"] for r in data["roles"] if r["rolename"] == "ops")
+    assert {(a["acltype"], a["topic"]) for a in ops} == {
+        (kind, "$CONTROL/dynamic-security/#") for kind in ("publishClientSend", "publishClientReceive",
+                                                           "subscribePattern")}
+    gw = next(r["acls"] for r in data["roles"] if r["rolename"] == "gw-dan")
+    assert gw[0] == {"acltype": "publishClientSend", "topic": "poserun/v1/s1/dan/data/+", "allow": True}
+    assert said.count(again["ops"]) == 0
+    entry = next(a for a in json.loads(creds_file.read_text())["accounts"] if a["user"] == "band-anna")
+    assert entry["subscribe"] == ["poserun/v1/s1/anna/haptic", "poserun/v1/s1/_gateway/+/status"]
+    for bad, needle in (("gw-x", "would clash"), ("svc", "already an account"), ("a b", "no ':' or spaces")):
+        assert main(["access", "dynsec", "-c", str(cfg), "-o", str(out), "--admin", bad]) == 2
+        assert needle in capsys.readouterr().err
