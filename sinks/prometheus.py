@@ -6,11 +6,18 @@ not seen for ``stale_s`` are removed, so cardinality stays bounded as
 athletes come and go. Pipeline health is read from the fusion service at
 scrape time: frames and samples per source kind, rejected frames by reason,
 late frames, sequence gaps, sink queue depths and drops, and the processing
-latency from a frame's arrival to the records it completed.
+latency from a frame's arrival to the records it completed. The scrape runs on
+prometheus-client's HTTP thread; the service's counters are read on the event
+loop that changes them (:func:`on_loop`), so a scrape sees one consistent
+snapshot however fast sources come and go.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -21,10 +28,43 @@ from prometheus_client.registry import Collector
 
 from poserun.sinks.base import Record
 
+log = logging.getLogger(__name__)
+
 SOURCE_KIND = {"imu_foot_left": "imu", "imu_foot_right": "imu", "imu_shank_left": "imu", "imu_shank_right": "imu",
                "imu_pelvis": "imu", "insole_left": "insole", "insole_right": "insole", "keypoints": "keypoints",
                "force_left": "force", "force_right": "force"}
 SUPPORT_BUCKETS = (0.10, 0.14, 0.16, 0.18, 0.20, 0.22, 0.24, 0.26, 0.28, 0.30, 0.35, 0.40)
+
+
+def on_loop(stats: Callable[[], dict[str, Any]], loop: asyncio.AbstractEventLoop,
+            timeout_s: float = 5.0) -> Callable[[], dict[str, Any]]:
+    """``stats`` called on ``loop`` (from any thread: it waits up to ``timeout_s``); when the loop
+    cannot answer (closed, or stuck that long), the last snapshot it gave."""
+    loop_thread = threading.get_ident()
+    last: dict[str, Any] = {}
+
+    def read() -> dict[str, Any]:
+        nonlocal last
+        if threading.get_ident() == loop_thread:
+            last = stats()
+            return last
+        fut: concurrent.futures.Future[dict[str, Any]] = concurrent.futures.Future()
+
+        def run() -> None:
+            if fut.set_running_or_notify_cancel():
+                try:
+                    fut.set_result(stats())
+                except BaseException as exc:  # handed to the scraping thread
+                    fut.set_exception(exc)
+        try:
+            loop.call_soon_threadsafe(run)
+            last = fut.result(timeout_s)
+        except (RuntimeError, concurrent.futures.TimeoutError):  # the loop is closed or stuck
+            fut.cancel()
+        except Exception:  # a bug in the snapshot: said, and the scrape still answers
+            log.exception("prometheus: the service's snapshot failed")
+        return last
+    return read
 
 
 class _Pipeline(Collector):
@@ -41,17 +81,18 @@ class _Pipeline(Collector):
         samples = CounterMetricFamily("poserun_samples", "Sensor samples taken", labels=["kind"])
         late = CounterMetricFamily("poserun_late_frames", "Frames older than ones already taken", labels=["kind"])
         gaps = CounterMetricFamily("poserun_sequence_gaps", "Frames missing by sequence number", labels=["kind"])
-        by_kind: dict[str, dict[str, int]] = {}
-        for key, c in snap.get("sources", {}).items():
-            kind = SOURCE_KIND.get(key.rsplit("/", 1)[-1], "other")
-            agg = by_kind.setdefault(kind, {"frames": 0, "samples": 0, "late": 0, "gaps": 0})
-            for k in agg:
-                agg[k] += c.get(k, 0)
+        by_kind: dict[str, dict[str, int]] = {k: dict(v) for k, v in snap.get("kinds", {}).items()}
+        if "kinds" not in snap:  # (a snapshot without per-kind totals: summed from its sources)
+            for key, c in snap.get("sources", {}).items():
+                kind = SOURCE_KIND.get(key.rsplit("/", 1)[-1], "other")
+                agg = by_kind.setdefault(kind, {"frames": 0, "samples": 0, "late": 0, "gaps": 0})
+                for k in agg:
+                    agg[k] += c.get(k, 0)
         for kind, agg in sorted(by_kind.items()):
-            frames.add_metric([kind], agg["frames"])
-            samples.add_metric([kind], agg["samples"])
-            late.add_metric([kind], agg["late"])
-            gaps.add_metric([kind], agg["gaps"])
+            frames.add_metric([kind], agg.get("frames", 0))
+            samples.add_metric([kind], agg.get("samples", 0))
+            late.add_metric([kind], agg.get("late", 0))
+            gaps.add_metric([kind], agg.get("gaps", 0))
         yield from (frames, samples, late, gaps)
         rejected = CounterMetricFamily("poserun_rejected_frames", "Messages refused, by reason", labels=["reason"])
         for reason, n in sorted(snap.get("rejected", {}).items()):
@@ -139,7 +180,8 @@ class PrometheusSink:
 
     async def start(self) -> None:
         stats = self.context.get("stats")
-        self._pipeline = _Pipeline(lambda: stats() if callable(stats) else {})
+        read = on_loop(stats, asyncio.get_running_loop()) if callable(stats) else dict
+        self._pipeline = _Pipeline(read)
         self.registry.register(self._pipeline)
         self._server, _thread = start_http_server(self.port, addr=self.host, registry=self.registry)
         self.port = self._server.server_port

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import asyncio
+import sys
+import threading
+import urllib.error
 import urllib.request
 
 import pytest
@@ -152,3 +155,60 @@ def test_what_sinks_keep_and_lose_through_faults_is_exported() -> None:
     assert samples("poserun_sink_lost_records") == {("haptic", "too_old"): 5, ("haptic", "outbox_full"): 0,
                                                     ("haptic", "at_close"): 1, ("store", "backlog_full"): 9}
     assert samples("poserun_sink_db_errors") == {("store",): 7}
+
+
+def test_metrics_are_consistent_while_sources_come_and_go() -> None:
+    """Scrapes over HTTP (prometheus-client's thread) while the loop adds athletes and the table
+    evicts them: every scrape is HTTP 200 and parses (the counters are read on the loop)."""
+    import numpy as np
+
+    from poserun.wire import frame as wf
+    from poserun.wire import meta as wm
+    from poserun.wire import topics
+    from poserun.wire.streams import StreamKind
+
+    meta = wm.dump(wm.ForceMeta(source="force_left", rate_hz=100, side="left"))
+    scrapes, codes = 100, []
+
+    def scraper(port: int, stop: threading.Event) -> None:
+        while len(codes) < scrapes and not stop.is_set():
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=CEILING) as resp:
+                    families = list(text_string_to_metric_families(resp.read().decode()))
+                codes.append(resp.status if any(f.name == "poserun_frames" for f in families) else -1)
+            except urllib.error.HTTPError as exc:
+                codes.append(exc.code)
+
+    async def main() -> FusionService:
+        ctx: dict = {}
+        sink = PrometheusSink(port=0, context=ctx)
+        svc = FusionService(load_settings(overrides={"processor": {"max_athletes": 40}}), [SinkRunner(sink)],
+                            session="s", idle_s=1.0)
+        ctx["stats"] = svc.snapshot
+        for runner in svc.sinks:
+            await runner.start()
+        stop = threading.Event()
+        task = asyncio.create_task(asyncio.to_thread(scraper, sink.port, stop))
+        i = 0
+        while not task.done():  # a new athlete per 25 ms of arrival time, each idle after 1 s: 40 at a time
+            for _ in range(4):
+                who, t = f"c{i}", 1_000_000_000 + i * 25_000_000
+                svc.handle(topics.meta_topic("s", who, "force_left"), meta, t)
+                frame = wf.encode(wf.make_frame(StreamKind.FORCE, 0, t, np.ones((2, 1)), period_ns=10_000_000))
+                svc.handle(topics.data_topic("s", who, "force_left"), frame, t)
+                i += 1
+            await asyncio.sleep(0)
+        stop.set()
+        await task
+        for runner in svc.sinks:
+            await runner.close()
+        return svc
+
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)  # threads take turns every 10 us, not 5 ms: a race shows at once
+    try:
+        svc = asyncio.run(main())
+    finally:
+        sys.setswitchinterval(switch)
+    assert codes == [200] * scrapes
+    assert svc.table.evicted["unknown"] > 0 and len(svc.table.lanes["unknown"]) <= 40
