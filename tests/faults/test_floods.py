@@ -28,34 +28,12 @@ from poserun.wire import topics
 from poserun.wire.mqtt import encode_publish
 from poserun.wire.streams import StreamKind
 from tests.conftest import CEILING, until, wait_until
-from tests.faults.tools import mosquitto
+from tests.faults.tools import good_gateway, mosquitto
 
 #: The good athlete's records leave within this of their frame's publication, flood or not. A
 #: haptic cue must come within a stride's flight phase to cue the next landing (about 100 ms);
 #: the bound is 3x that for a shared CI machine. Measured: docs/reliability.md.
 LATENCY_BOUND_S = 0.3
-
-
-def good_gateway(broker: BrokerSettings, session: str, stop: threading.Event,
-                 sent: dict[tuple[str, int], int], team: SimTeam) -> None:
-    """One simulated athlete in real time, 50 ms of frames at a time; ``sent``: when each went out."""
-    pub = Publisher(broker, "good")
-    pub.connect()
-    for m in team.meta_messages():
-        pub.publish(m.topic, m.payload, qos=1)
-    pub.flush()
-    start = time.monotonic()
-    k = 0
-    while not stop.is_set():
-        msgs, _ = team.step(5)
-        now = time.time_ns()
-        for m in msgs:
-            sent[(m.topic, int.from_bytes(m.payload[8:12], "little"))] = now
-        pub.send_packets([encode_publish(m.topic, m.payload) for m in msgs])
-        pub.pump()
-        k += 1
-        pub.sleep(max(0.0, start + k * 0.05 - time.monotonic()), stop)
-    pub.close()
 
 
 def heavy_gateway(broker: BrokerSettings, session: str, stop: threading.Event, frame_kib: int,

@@ -13,11 +13,17 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from poserun.services.broker import free_port, mosquitto_exe
+from poserun.services.mqtt_publisher import Publisher
+from poserun.services.sim.team import SimTeam
+from poserun.settings import BrokerSettings
+from poserun.wire.mqtt import encode_publish
 from tests.conftest import CEILING, require, wait_until
 
 
@@ -184,3 +190,26 @@ class Service:
         code = self.proc.wait(CEILING)
         self.proc = None
         return code
+
+
+def good_gateway(broker: BrokerSettings, session: str, stop: threading.Event,
+                 sent: dict[tuple[str, int], int], team: SimTeam) -> None:
+    """A simulated team in real time, 50 ms of frames at a time, its meta retained; ``sent``: when
+    each frame went out (by topic and sequence number)."""
+    pub = Publisher(broker, "good")
+    pub.connect()
+    for m in team.meta_messages():
+        pub.publish(m.topic, m.payload, qos=1, retain=True)
+    pub.flush()
+    start = time.monotonic()
+    k = 0
+    while not stop.is_set():
+        msgs, _ = team.step(5)
+        now = time.time_ns()
+        for m in msgs:
+            sent[(m.topic, int.from_bytes(m.payload[8:12], "little"))] = now
+        pub.send_packets([encode_publish(m.topic, m.payload) for m in msgs])
+        pub.pump()
+        k += 1
+        pub.sleep(max(0.0, start + k * 0.05 - time.monotonic()), stop)
+    pub.close()
