@@ -42,6 +42,7 @@ FLAG_TIMESTAMPS = 0x01
 MAX_FRAME_BYTES = 256 * 1024
 MAX_CHANNELS = 1024
 MAX_PERIOD_NS = 10_000_000_000
+INT64_MAX = 2**63 - 1
 _KINDS = {int(k) for k in StreamKind}
 _KIND_OF = {int(k): k for k in StreamKind}
 _F32 = np.dtype("<f4")
@@ -84,7 +85,7 @@ class Frame:
         if self.timestamps_ns is not None:
             return self.timestamps_ns
         t0, period = self.t0_ns, self.period_ns
-        return np.arange(t0, t0 + self.data.shape[0] * period, period, dtype=_I64)
+        return np.arange(t0, t0 + (self.data.shape[0] - 1) * period + 1, period, dtype=_I64)
 
 
 def make_frame(
@@ -176,7 +177,7 @@ def decode_binary(payload: bytes | bytearray | memoryview) -> Frame:
         magic, version, kind, flags, _res, channels, seq, samples, t0, period = HEADER.unpack_from(buf)
         if (magic == MAGIC and version == VERSION and flags == 0 and kind in _KIND_OF
                 and 0 < channels <= MAX_CHANNELS and samples > 0 and t0 >= 0 and 0 < period <= MAX_PERIOD_NS
-                and len(buf) == HEADER_SIZE + 4 * samples * channels):
+                and t0 + (samples - 1) * period <= INT64_MAX and len(buf) == HEADER_SIZE + 4 * samples * channels):
             data = np.frombuffer(buf, _F32, samples * channels, HEADER_SIZE).reshape(samples, channels)
             if not all_finite(data):
                 raise FrameError(Reason.NON_FINITE, "NaN or infinity in the samples (policy: reject the frame)")
@@ -236,6 +237,8 @@ def _validate(frame: Frame) -> None:
     if frame.timestamps_ns is None:
         if not 0 < frame.period_ns <= MAX_PERIOD_NS:
             raise FrameError(Reason.BAD_FIELD, f"period_ns {frame.period_ns} not in 1..{MAX_PERIOD_NS}")
+        if frame.t0_ns + (frame.samples - 1) * frame.period_ns > INT64_MAX:
+            raise FrameError(Reason.BAD_FIELD, "the last sample's time is beyond int64")
     else:
         ts = frame.timestamps_ns
         if ts.shape != (frame.samples,):
