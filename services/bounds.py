@@ -75,7 +75,7 @@ class Entry:
 class AthleteTable:
     """The athletes that may hold state, bounded per lane, idle ones evicted (module docstring)."""
 
-    SWEEP = 16  # entries looked at per lane and sweep
+    SWEEP = 64  # idle entries evicted at most per lane and sweep
 
     def __init__(self, idle_ns: int, max_configured: int, max_unknown: int,
                  evict: Callable[[Entry], None]) -> None:

@@ -34,6 +34,7 @@ from poserun.wire.streams import SOURCES, StreamKind, source_kind
 
 log = logging.getLogger(__name__)
 Key = tuple[str, str, str]  # session, athlete, source
+_KIND_LABEL = {src: kind.label for src, kind in SOURCES.items()}
 
 
 @dataclass
@@ -103,7 +104,8 @@ class FusionService:
         self._limits: dict[Key, FrameLimits] = {}  # per source, from its meta
         self._retired: dict[str, Counter[str]] = {}  # per stream kind, the counters of evicted sources
         self._retired_rejected: Counter[str] = Counter()
-        self._ticks = 0  # routed frames, for the amortised sweep
+        self._ticks = 0  # messages since the last sweep of idle athletes
+        self._swept_ns = 0  # when it was (arrival time)
         self._stranger_asks = (0, 0)  # (second, meta requests for unconfigured athletes in it)
         self._configured = frozenset(a.id for a in settings.athletes)
         self._sub: LoopSubscriber | None = None  # the ingest, once run() has made it
@@ -152,9 +154,7 @@ class FusionService:
         if self.session is not None and t.session != self.session:
             return []
         now = recv_ns or time.time_ns()
-        self._ticks += 1
-        if not self._ticks & 63:
-            self.table.sweep(now)
+        self._tick(now)
         try:
             if t.channel == "data":
                 return self._data(topic, t, payload, now, recv_ns is not None)
@@ -221,6 +221,14 @@ class FusionService:
             return True
         self._refuse(None, WireError(Reason.UNKNOWN_ATHLETE, f"{athlete[:64]} is not in the config's athletes"))
         return False
+
+    def _tick(self, now_ns: int) -> None:
+        """Sweep idle athletes every second of arrival time or 1024 messages (amortised: a few each)."""
+        self._ticks += 1
+        if now_ns - self._swept_ns >= 1_000_000_000 or self._ticks >= 1024:
+            self._ticks = 0
+            self._swept_ns = now_ns
+            self.table.sweep(now_ns)
 
     def _source(self, e: Entry, key: Key) -> SourceCounters:
         e.sources.add(key[2])
@@ -413,9 +421,7 @@ class FusionService:
         e = route.entry
         if recv_ns - e.seen_ns > 1_000_000_000:
             self.table.touch(e, recv_ns)
-        self._ticks += 1
-        if not self._ticks & 255:
-            self.table.sweep(recv_ns)
+        self._tick(recv_ns)
         route.limits.check(payload)
         frame = decode(payload, max_bytes=self._max_frame)
         if frame.kind is not route.kind:
@@ -490,29 +496,33 @@ class FusionService:
     def snapshot(self) -> dict[str, Any]:
         """The counters: totals and per stream kind (evicted sources included), per source for the
         athletes that proved themselves (strays only in the totals: the cost stays bounded)."""
-        kinds: dict[str, Counter[str]] = {k: Counter(v) for k, v in self._retired.items()}
+        sums: dict[str, list[int]] = {k: [v[f] for f in self._FIELDS] for k, v in self._retired.items()}
         rejected: Counter[str] = Counter(self.unrouted)
         rejected.update(self._retired_rejected)
         stray = self.table.lanes["stray"]
-        sources: dict[str, Any] = {}
-        for key, c in sorted(list(self.counters.items())):  # (a copy: safe even off the loop)
-            agg = kinds.get(SOURCES[key[2]].label)
+        listed = []
+        for key, c in list(self.counters.items()):  # (a copy: safe even off the loop)
+            kind = _KIND_LABEL[key[2]]
+            agg = sums.get(kind)
             if agg is None:
-                agg = kinds[SOURCES[key[2]].label] = Counter()
-            for f in self._FIELDS:
-                agg[f] += getattr(c, f)
+                agg = sums[kind] = [0] * len(self._FIELDS)
+            agg[0] += c.frames
+            agg[1] += c.samples
+            agg[2] += c.bytes
+            agg[3] += c.late
+            agg[4] += c.gaps
+            agg[5] += c.aligning
             if c.rejected:
                 rejected.update(c.rejected)
             if key[:2] not in stray:
-                sources["/".join(key)] = c.as_dict()
-        totals: Counter[str] = Counter()
-        for agg in kinds.values():
-            totals.update(agg)
+                listed.append((key, c))
+        kinds = {k: dict(zip(self._FIELDS, v, strict=True)) for k, v in sorted(sums.items())}
+        totals = {f: sum(v[n] for v in sums.values()) for n, f in enumerate(self._FIELDS)} if sums else {}
+        sources = {"/".join(k): c.as_dict() for k, c in sorted(listed, key=lambda kc: kc[0])}
         athletes = sorted(list(self.athletes.items()))
         return {
-            "totals": {f: totals[f] for f in self._FIELDS} if kinds else {}, "rejected": dict(rejected),
-            "records": self.records_out, "athletes": len(athletes),
-            "kinds": {k: dict(v) for k, v in sorted(kinds.items())},
+            "totals": totals, "rejected": dict(rejected),
+            "records": self.records_out, "athletes": len(athletes), "kinds": kinds,
             "tables": self.table.report(),
             "warnings": {f"{sess}/{ath}": dict(st.warnings) for (sess, ath), st in athletes if st.warnings},
             "clocks": {f"{sess}/{ath}": st.clocks() for (sess, ath), st in athletes if st.clocks()},

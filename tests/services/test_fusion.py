@@ -225,3 +225,46 @@ def test_a_status_listing_a_city_is_refused_and_a_frame_without_meta_is_not_deco
     assert svc.snapshot()["rejected"] == {"oversized": 1, "bad_meta": 1}
     svc.handle(topics.data_topic("s", "a1", "force_left"), b"\xff" * 100)  # garbage, but first: no meta
     assert svc.snapshot()["rejected"] == {"oversized": 1, "bad_meta": 1, "no_meta": 1}
+
+
+def test_idle_athletes_are_evicted_counted_and_the_team_is_kept() -> None:
+    """Strangers silent for ``idle_s`` lose their state (their counters stay in the totals); a full
+    lane takes a newcomer only in place of an idle one; the configured athlete, active, stays."""
+    svc = FusionService(load_settings(overrides={"processor": {"max_athletes": 3}, "athletes": [{"id": "anna"}]}),
+                        session="s", idle_s=10.0)
+    meta = wm.dump(wm.ForceMeta(source="force_left", rate_hz=100, side="left"))
+
+    def send(who: str, t_s: float, seq: int = 0) -> None:
+        t = int((1 + t_s) * 1e9)  # (arrival times from 1 s: 0 would mean "now")
+        svc.handle(topics.meta_topic("s", who, "force_left"), meta, t)
+        svc.handle(topics.data_topic("s", who, "force_left"),
+                   frame_bytes(StreamKind.FORCE, seq, 1_000_000_000 * seq, 1, 1), t)
+
+    for i in range(3):
+        send(f"x{i}", 0.0)
+    send("x3", 1.0)  # the lane is full of active strangers: refused
+    assert {a for _s, a in svc.athletes} == {"x0", "x1", "x2"}
+    for k in range(1, 30):  # anna streams on; the strangers fall silent
+        send("anna", k, seq=k)
+    assert {a for _s, a in svc.athletes} == {"anna"}  # swept: idle for more than 10 s
+    snap = svc.snapshot()
+    assert snap["tables"]["evicted"] == {"unknown": 3, "stray": 1}  # x3 too, a stray after its refusal
+    assert snap["totals"]["frames"] == 3 + 29
+    assert snap["kinds"]["force"]["frames"] == 32 and "s/x0/force_left" not in snap["sources"]
+    assert not any(k[1].startswith("x") for k in (*svc.counters, *svc.meta, *svc.cursors))
+    send("x3", 31.0)  # room again
+    assert ("s", "x3") in svc.athletes
+
+
+def test_a_frame_larger_than_its_meta_allows_is_refused_before_decoding() -> None:
+    """A 100 Hz force plate's frame holds at most a second of samples: 101 x (8 + 4) + 32 bytes
+    binary, 101 x (4 + 24 x 2) + 256 as JSON; a larger one is ``oversized``, whatever its content."""
+    svc = FusionService(load_settings(), session="s")
+    svc.handle(topics.meta_topic("s", "a", "force_left"), wm.dump(wm.ForceMeta(source="force_left", rate_hz=100)))
+    topic = topics.data_topic("s", "a", "force_left")
+    svc.handle(topic, frame_bytes(StreamKind.FORCE, 0, 0, 100, 1))  # 1 s of samples: taken
+    svc.handle(topic, b"PR" + b"\x00" * (32 + 101 * 12))  # one byte over: refused, not decoded
+    svc.handle(topic, b"{" + b" " * (256 + 101 * 52))
+    svc.handle(topic, b"{" + b"x" * 2000)  # within the JSON limit: decoded (and refused as bad JSON)
+    src = svc.snapshot()["sources"]["s/a/force_left"]
+    assert src["frames"] == 1 and src["rejected"] == {"oversized": 2, "bad_json": 1}
