@@ -21,7 +21,7 @@ import struct
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -164,13 +164,16 @@ def messages(n: int, seed: int = 1) -> Iterator[tuple[str, bytes]]:
         yield topic, payload
 
 
-def fuzz_service(n: int, seed: int = 1, svc: FusionService | None = None) -> dict[str, Any]:
+def fuzz_service(n: int, seed: int = 1, svc: FusionService | None = None,
+                 progress: Callable[[int], object] | None = None) -> dict[str, Any]:
     """``n`` messages through ``handle``: exceptions escaping (must be 0), internal errors (must be
-    0), what was refused, the tables' sizes."""
+    0), what was refused, the tables' sizes; ``progress(k)`` every 100 000 messages."""
     svc = svc if svc is not None else service(max_athletes=200)
     escaped: Counter[str] = Counter()
     t = 1_000_000_000
-    for topic, payload in messages(n, seed):
+    for k, (topic, payload) in enumerate(messages(n, seed)):
+        if progress is not None and k and not k % 100_000:
+            progress(k)
         t += 100_000  # 10 000 messages a second of arrival time
         try:
             svc.handle(topic, payload, t)
@@ -294,10 +297,11 @@ def main() -> None:
     gc.collect()
     before = rss_mib()
     t0 = time.perf_counter()
-    result = fuzz_service(args.messages, args.seed, svc)
+    trace = {0: round(before, 1)}
+    result = fuzz_service(args.messages, args.seed, svc, progress=lambda k: trace.update({k: round(rss_mib(), 1)}))
     seconds = time.perf_counter() - t0
     gc.collect()
-    result["rss_mib"] = {"before": round(before, 1), "after": round(rss_mib(), 1)}
+    result["rss_mib"] = {"before": round(before, 1), "after": round(rss_mib(), 1), "by_messages": trace}
     result["seconds"] = round(seconds, 1)
     print(json.dumps(result, indent=1))
     t0 = time.perf_counter()

@@ -211,7 +211,7 @@ def test_a_junk_topic_flood_leaves_memory_bounded_and_the_team_served(tmp_path: 
             gw.join(CEILING)
             svc.stop()
         print(f"\njunk flood (accept_unknown_athletes {accept}): {n} messages in {flood_s:.1f} s; RSS {before:.0f} -> "
-              f"{after:.0f} MiB; tables {snap['tables']}; rejected {snap['rejected']}")
+              f"{after:.0f} MiB; tables {snap['tables']}; rejected {snap['rejected']}; ingest {snap['ingest']}")
         assert after - before < RSS_BOUND_MIB
         tables = snap["tables"]
         assert all(tables["size"][lane] <= tables["cap"][lane] for lane in tables["size"])
