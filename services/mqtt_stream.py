@@ -91,14 +91,15 @@ class StreamSubscriber(Inbox):
 class _Lane:
     """One athlete's (one topic prefix's) queue in the ingest's backlog."""
 
-    __slots__ = ("bytes", "deficit", "in_turn", "name", "q")
+    __slots__ = ("bytes", "deficit", "in_turn", "name", "q", "waiting")
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.q: deque[tuple[str, bytes, int]] = deque()
+        self.q: deque[tuple[str, bytes, int, int]] = deque()  # topic, payload, recv_ns, cost
         self.bytes = 0
         self.deficit = 0
         self.in_turn = False
+        self.waiting = False  # in the turn order (it has messages)
 
 
 def lane_of(topic: str) -> str:
@@ -124,7 +125,7 @@ class LoopSubscriber:
     network thread and the loop, which cost more than the messages themselves.
 
     The backlog is fair between athletes: one queue (lane) per topic prefix up to the athlete
-    (:func:`lane_of`), served by deficit round robin, ``quantum`` payload bytes a turn, so one
+    (:func:`lane_of`), served by deficit round robin, ``quantum`` bytes a turn, so one
     athlete's flood of large frames waits in its own lane while the others' frames go on
     (docs/reliability.md measures it). The work goes in slices of at most ``slice`` messages
     and ``slice_s`` seconds, and a slice ends early when ``on_publish`` returns something true
@@ -133,7 +134,8 @@ class LoopSubscriber:
     uncounted); a lane over ``max_lane_bytes`` or a backlog over ``max_backlog`` messages
     sheds the oldest of the biggest lane, counted as ``overflow``; the backlog's size counts
     each message's payload, topic and ``MESSAGE_OVERHEAD`` (what holding it costs), up to
-    ``max_backlog_bytes``. Past ``max_lanes`` lanes, new prefixes share one. ``admit(prefix)``,
+    ``max_backlog_bytes``. Idle lanes are kept until ``max_lanes`` are held, then dropped at
+    once; past ``max_lanes`` lanes with messages, new prefixes share one. ``admit(prefix)``,
     asked before a message opens a lane, may refuse it unqueued (the fusion service refuses
     athletes it does not serve there: a flood of them costs no memory). ``on_publish`` must not
     raise (the fusion service counts errors).
@@ -166,6 +168,7 @@ class LoopSubscriber:
         self.queued_bytes = 0
         self.refused = 0  # messages admit() refused
         self._big: _Lane | None = None  # the biggest lane seen (shed from first when over the limits)
+        self._lane_of: dict[str, _Lane] = {}  # topic -> its lane (topics repeat every frame)
         self._scheduled = False
         self.conn = MqttConnection(broker, role, subscriptions=self.filters, on_publish=self._publish,
                                    on_read=self._read, on_state=self._state, rcvbuf=4 << 20)
@@ -177,20 +180,16 @@ class LoopSubscriber:
 
     def _publish(self, topic: str, payload: bytes, recv_ns: int) -> None:
         self._received += 1
-        name = lane_of(topic)
-        lane = self.lanes.get(name)
+        lane = self._lane_of.get(topic)
         if lane is None:
-            if self.admit is not None and not self.admit(name):
-                self.refused += 1
-                return
-            if len(self.lanes) >= self.max_lanes:  # a flood of prefixes shares one lane
-                name = ""
-                lane = self.lanes.get(name)
+            lane = self._lane(topic)
             if lane is None:
-                lane = self.lanes[name] = _Lane(name)
-                self.active.append(lane)
-        lane.q.append((topic, payload, recv_ns))
+                return
+        if not lane.waiting:
+            lane.waiting = True
+            self.active.append(lane)
         cost = len(payload) + len(topic) + self.MESSAGE_OVERHEAD
+        lane.q.append((topic, payload, recv_ns, cost))
         lane.bytes += cost
         self.queued += 1
         self.queued_bytes += cost
@@ -201,12 +200,33 @@ class LoopSubscriber:
             victim = big if big.q else lane
             if not victim.q:
                 break
-            t, old, _r = victim.q.popleft()
-            cost = len(old) + len(t) + self.MESSAGE_OVERHEAD
+            cost = victim.q.popleft()[3]
             victim.bytes -= cost
             self.queued_bytes -= cost
             self.queued -= 1
             self.stats.overflow += 1
+
+    def _lane(self, topic: str) -> _Lane | None:
+        """The lane of a topic not seen lately (``None``: ``admit`` refused it)."""
+        name = lane_of(topic)
+        lane = self.lanes.get(name)
+        if lane is None:
+            if self.admit is not None and not self.admit(name):
+                self.refused += 1
+                return None
+            if len(self.lanes) >= self.max_lanes:  # idle lanes go (amortised); a flood of prefixes shares one
+                if len(self.lanes) - len(self.active) >= self.max_lanes // 4:  # (active: the waiting ones)
+                    self.lanes = {n: x for n, x in self.lanes.items() if x.waiting}
+                    self._lane_of.clear()
+                if len(self.lanes) >= self.max_lanes:
+                    name = ""
+                    lane = self.lanes.get(name)
+            if lane is None:
+                lane = self.lanes[name] = _Lane(name)
+        if len(self._lane_of) >= 4096:  # (bounded)
+            self._lane_of.clear()
+        self._lane_of[topic] = lane
+        return lane
 
     def _read(self) -> None:
         self.stats.received += self._received
@@ -233,12 +253,11 @@ class LoopSubscriber:
                 lane.deficit += self.quantum
             q = lane.q
             while q:
-                topic, payload, recv_ns = q[0]
-                if len(payload) > lane.deficit:
+                topic, payload, recv_ns, cost = q[0]
+                if cost > lane.deficit:
                     break
                 q.popleft()
-                cost = len(payload) + len(topic) + self.MESSAGE_OVERHEAD
-                lane.deficit -= len(payload)
+                lane.deficit -= cost
                 lane.bytes -= cost
                 self.queued -= 1
                 self.queued_bytes -= cost
@@ -246,9 +265,10 @@ class LoopSubscriber:
                 if on_publish(topic, payload, recv_ns) or n >= self.slice or time.perf_counter_ns() > deadline:
                     pause = True  # a record (let its consumers, a haptic cue, run first) or the slice is spent
                     break
-            if not q:  # done with it: an idle lane keeps no credit and no room
+            if not q:  # done with it: an idle lane keeps no credit
                 active.popleft()
-                del self.lanes[lane.name]
+                lane.waiting = lane.in_turn = False
+                lane.deficit = 0
                 if self._big is lane:
                     self._big = None
             elif not pause:  # its turn is over
@@ -262,9 +282,10 @@ class LoopSubscriber:
         """Hand over whatever is still queued (at shutdown), lane by lane."""
         while self.active:
             lane = self.active.popleft()
-            del self.lanes[lane.name]
+            lane.waiting = False
             while lane.q:
-                self.on_publish(*lane.q.popleft())
+                topic, payload, recv_ns, _cost = lane.q.popleft()
+                self.on_publish(topic, payload, recv_ns)
         self.queued = self.queued_bytes = 0
         self._big = None
 
