@@ -158,3 +158,30 @@ def test_loop_subscriber_reconnects_after_the_broker_restarts() -> None:
 
     asyncio.run(main())
     assert got == [b"one", b"two"]
+
+
+def test_the_backlog_is_fair_between_athletes_and_sheds_the_biggest_lane() -> None:
+    """No network: a burst of one athlete's large frames and another's small ones, queued as one
+    read. The small ones are not left behind the large (deficit round robin by bytes), a refused
+    prefix is never queued, and past the byte cap the biggest lane sheds (counted)."""
+    order: list[str] = []
+
+    async def main() -> LoopSubscriber:
+        sub = LoopSubscriber(BrokerSettings(), ["x"], lambda t, p, r: order.append(t.split("/")[3]),
+                             max_backlog_bytes=2_000_000, admit=lambda prefix: not prefix.endswith("/nobody"))
+        for k in range(40):  # 40 large frames arrive first, then 40 small
+            sub._publish("poserun/v1/s/heavy/data/imu_foot_left", b"{" * 60_000, k)
+        for k in range(40):
+            sub._publish("poserun/v1/s/good/data/imu_foot_left", b"PR" * 100, k)
+            sub._publish("poserun/v1/s/nobody/data/imu_foot_left", b"PR", k)
+        assert sub.queued_bytes <= 2_000_000 and sub.stats.overflow == 40 - 2_000_000 // 60_300 + 1
+        sub._read()
+        while sub.active:
+            await asyncio.sleep(0)
+        return sub
+
+    sub = asyncio.run(main())
+    assert sub.refused == 40 and "nobody" not in order
+    assert order.count("good") == 40
+    # 16 KiB a lane and turn: the small frames went in the turns the first large one waited for
+    assert max(i for i, who in enumerate(order) if who == "good") <= 40 and order.count("heavy") == 40 - 8
