@@ -11,7 +11,7 @@ import asyncio
 import gc
 import logging
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -109,6 +109,7 @@ class FusionService:
         self._stranger_asks = (0, 0)  # (second, meta requests for unconfigured athletes in it)
         self._configured = frozenset(a.id for a in settings.athletes)
         self._sub: LoopSubscriber | None = None  # the ingest, once run() has made it
+        self._kept: OrderedDict[tuple[str, str], None] = OrderedDict()  # evicted configured athletes with meta
         self.athletes: dict[tuple[str, str], AthleteState] = {}
         # per athlete: the shifts that put sources on clocks of their own onto its time base
         self.timebases: dict[tuple[str, str], AthleteTimebase] = {}
@@ -236,9 +237,21 @@ class FusionService:
 
     def _evict(self, e: Entry) -> None:
         """Forget an athlete the table let go: its sources' state, counters (kept in the totals),
-        routes; its meta too unless configured in this service's one session (bounded then)."""
+        routes; its meta too, unless configured (then kept for as many athletes as their lane holds:
+        a gateway that does not answer meta requests goes on after a long rest)."""
         session, athlete = e.key
-        keep_meta = e.configured and self.session is not None
+        keep_meta = e.configured
+        if keep_meta:
+            self._kept[e.key] = None
+            self._kept.move_to_end(e.key)
+            while len(self._kept) > self.table.caps["configured"]:
+                old, _ = self._kept.popitem(last=False)
+                if self.table.get(old) is None:
+                    for src in SOURCES:
+                        key = (*old, src)
+                        self.meta.pop(key, None)
+                        self._channels.pop(key, None)
+                        self._limits.pop(key, None)
         for src in e.sources:
             key = (session, athlete, src)
             c = self.counters.pop(key, None)

@@ -254,6 +254,14 @@ def test_idle_athletes_are_evicted_counted_and_the_team_is_kept() -> None:
     assert not any(k[1].startswith("x") for k in (*svc.counters, *svc.meta, *svc.cursors))
     send("x3", 31.0)  # room again
     assert ("s", "x3") in svc.athletes
+    for k in range(32, 50):  # now anna rests, for longer than idle_s: she is evicted too, her meta kept
+        svc.handle(topics.data_topic("s", "x3", "force_left"), frame_bytes(StreamKind.FORCE, k, k * 10**9, 1, 1),
+                   (1 + k) * 10**9)
+    assert ("s", "anna") not in svc.athletes and svc.snapshot()["tables"]["evicted"]["configured"] == 1
+    frames = svc.snapshot()["totals"]["frames"]
+    svc.handle(topics.data_topic("s", "anna", "force_left"), frame_bytes(StreamKind.FORCE, 60, 60 * 10**9, 1, 1),
+               61 * 10**9)  # back, without sending her meta again: taken (a new clock epoch)
+    assert svc.snapshot()["totals"]["frames"] == frames + 1 and svc._epochs[("s", "anna")] == 1
 
 
 def test_a_frame_larger_than_its_meta_allows_is_refused_before_decoding() -> None:
