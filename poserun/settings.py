@@ -256,6 +256,8 @@ def env_overrides(environ: dict[str, str] | None = None) -> dict[str, Any]:
         if not key.startswith(ENV_PREFIX) or key == ENV_PREFIX:
             continue
         path = [p.lower() for p in key[len(ENV_PREFIX):].split("__") if p]
+        if not path:  # (POSERUN____: no section named, as POSERUN__)
+            continue
         try:
             value = yaml.safe_load(raw) if raw.strip() else raw
         except yaml.YAMLError:
