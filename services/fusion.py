@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from poserun.processors.athlete import AthleteParams, AthleteState
 from poserun.processors.keypoints import KeypointLayout
 from poserun.processors.records import record_id
@@ -468,16 +470,27 @@ class FusionService:
         c = route.counters
         data = frame.data
         times = frame.times_ns()
+        source = route.key[2]
+        held: list[tuple[np.ndarray, np.ndarray]] = []
         if timed:
-            shift = route.timebase.shift(route.key[2], int(times[-1]), recv_ns)
-            if shift is None:  # a clock of its own, its offset not yet known
+            tb = route.timebase
+            shift = tb.shift(source, int(times[-1]), recv_ns)
+            if shift is None:  # a clock of its own, its offset not yet known: the frame waits
                 c.aligning += 1
+                tb.hold(source, times, data)
                 return []
+            held = tb.release(source)
             if shift:
                 times = times + shift
+                held = [(t + shift, d) for t, d in held]
+        recs: list[Record] = []
+        for t, d in held:  # frames that waited while the offset was found, in order
+            c.frames += 1
+            c.samples += d.shape[0]
+            recs += route.state.push(source, t, d)
         c.frames += 1
         c.samples += data.shape[0]
-        recs = route.state.push(route.key[2], times, data)
+        recs += route.state.push(source, times, data)
         if recs:
             now = self.clock()
             self._latency(max(0, now - recv_ns) / 1e9)

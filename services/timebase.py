@@ -19,9 +19,10 @@ own, and the source is shifted onto the time base by it. Anything within it is l
 shared or synchronised clocks are never moved (nothing is held back for them), and the
 finer alignment (a foot IMU against the insole beside it, processors/alignment.py) works
 on the remainder. A source on a clock of its own is shifted once it has
-:data:`FRAMES_TO_DECIDE` estimates (its earlier frames are held back, counted as
-``aligning``), and again only when, judged every :data:`RECHECK` frames, its clock moved
-by more than the tolerance (a step its cursor accepted).
+:data:`FRAMES_TO_DECIDE` estimates (its earlier frames wait, counted as ``aligning``, and
+are processed, shifted, once it is decided), and again only when, judged every
+:data:`RECHECK` frames, its clock moved by more than the tolerance (a step its cursor
+accepted).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 from statistics import median
+from typing import Any
 
 TOLERANCE_NS = 500_000_000
 FRAMES_TO_DECIDE = 10
@@ -41,6 +43,7 @@ class _Source:
     estimates: deque[int] = field(default_factory=lambda: deque(maxlen=ESTIMATES))
     shift: int | None = None  # decided: added to its timestamps (0: the reference's clock)
     frames: int = 0
+    held: list[tuple[Any, Any]] = field(default_factory=list)  # (times, data) while undecided
 
 
 @dataclass
@@ -72,13 +75,26 @@ class AthleteTimebase:
             elif len(s.estimates) < FRAMES_TO_DECIDE:
                 return None  # a clock of its own: sure of it, and of the offset, after a few frames
             else:
-                s.shift = round(median(s.estimates))
+                found = round(median(s.estimates))
+                s.shift = found if abs(found) > TOLERANCE_NS else 0
         elif s.frames % RECHECK == 0:
             now = round(median(s.estimates))
             if abs(now - s.shift) > TOLERANCE_NS:
                 s.shift = now if abs(now) > TOLERANCE_NS else 0
                 self.realigned += 1
         return s.shift
+
+    def hold(self, source: str, times: Any, data: Any) -> None:
+        """Keep a frame while its source's shift is undecided (at most FRAMES_TO_DECIDE of them)."""
+        self.sources[source].held.append((times, data))
+
+    def release(self, source: str) -> list[tuple[Any, Any]]:
+        """The frames held for ``source`` (its shift now decided), oldest first; forgotten here."""
+        s = self.sources.get(source)
+        if s is None or not s.held:
+            return []
+        held, s.held = s.held, []
+        return held
 
     def report(self) -> dict[str, int]:
         """The sources shifted onto the reference's clock, and by how much (ns)."""

@@ -82,14 +82,17 @@ def stances(offsets: dict[str, int]) -> tuple[list[dict], FusionService]:
     for m in team.meta_messages():
         svc.handle(m.topic, m.payload)
     out = []
+    sent = 0
     for _ in range(24):  # 12 s
         for m in team.step(50)[0]:
+            sent += "/data/" in m.topic
             t = topics.parse(m.topic)
             payload = m.payload
             if t.channel == "data" and t.source is not None and offsets.get(t.source):
                 payload = shifted(payload, offsets[t.source])
             arrival = 10**18 + m.at_ns + int(rng.integers(1, 10)) * MS
             out += [r for r in svc.handle(m.topic, payload, arrival) if r["type"] == "stance"]
+    assert svc.snapshot()["totals"]["frames"] == sent  # the frames that waited for their clock are processed
     return out, svc
 
 
@@ -100,6 +103,7 @@ def test_an_athlete_whose_gateways_never_synchronised_gets_the_same_records() ->
     same, _ = stances({})
     off = {"imu_foot_left": 73 * 10**9, "imu_foot_right": 73 * 10**9, "keypoints": 41 * 10**9}
     apart, svc = stances(off)
+    assert svc.snapshot()["totals"]["aligning"] > 0
     tb = next(iter(svc.timebases.values()))
     ref = off.get(tb.reference or "", 0)
     assert set(svc.snapshot()["timebases"]["s/" + svc.settings.athletes[0].id]) == \
