@@ -156,6 +156,10 @@ class ProcessorSettings(_Model):
         2000, description="cap on athlete states (bounds memory against stray topics)"
     )
     max_frame_bytes: Annotated[int, Field(ge=1024, le=16 * 1024 * 1024)] = 256 * 1024
+    ingest_backlog_mib: Annotated[int, Field(ge=1, le=4096)] = Field(
+        64, description="messages waiting in the ingest (payload, topic and 200 bytes each) before the oldest of "
+                        "the biggest athlete's lane are shed, counted: 64 MiB is about 4 s of 100 athletes' full "
+                        "sensor sets, 13 s of 30 (docs/reliability.md)")
 
 
 class SinkSettings(_Model):

@@ -592,7 +592,7 @@ class FusionService:
             await runner.start()
         try:
             sub = LoopSubscriber(self.settings.broker, self.filters(), self.handle, qos=1, role="fusion",
-                                 admit=self.admits)
+                                 admit=self.admits, max_backlog_bytes=self.settings.processor.ingest_backlog_mib << 20)
             self.ingest_stats = sub.stats
             self._sub = sub
             self.request_meta = lambda topic: sub.conn.publish(topic, b"", qos=0)

@@ -184,7 +184,9 @@ def test_a_junk_topic_flood_leaves_memory_bounded_and_the_team_served(tmp_path: 
         config = tmp_path / "poserun.yaml"
         config.write_text(
             f"broker: {{url: '{m.url}'}}\nsession: {{id: {session}}}\nathletes: [{{id: {good}}}]\n"
-            f"processor: {{accept_unknown_athletes: {str(accept).lower()}}}\n"
+            # (the backlog cap at 8 MiB: with strangers accepted, what the flood may hold is the
+            # strangers' state, max_athletes x ~18 KiB, plus that cap; the 50 MB bound is for both)
+            f"processor: {{accept_unknown_athletes: {str(accept).lower()}, ingest_backlog_mib: 8}}\n"
             f"sinks: [{{type: jsonl, options: {{path: '{out}'}}}}]\n")
         svc = Service(config, tmp_path)
         svc.start()
