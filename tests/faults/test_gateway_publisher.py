@@ -97,7 +97,8 @@ def test_the_service_asks_for_missing_meta_and_the_gateway_answers() -> None:
             t = threading.Thread(target=frames)
             t.start()
             try:
-                await until(lambda: svc.snapshot()["totals"].get("frames", 0) > 100, "frames taken after meta came")
+                await until(lambda: len(svc.meta) == len(team.meta_messages())
+                            and svc.snapshot()["totals"].get("frames", 0) > 100, "every meta again, frames taken")
             finally:
                 halt.set()
                 await asyncio.to_thread(t.join)
