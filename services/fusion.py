@@ -395,6 +395,7 @@ class FusionService:
             return []
         if verdict is Verdict.RESTART:
             self._new_epoch(t.session, t.athlete, f"{t.source} began again")
+            self.cursors[key] = cursor  # (the new epoch dropped the cursors: this one goes on, on the new clock)
         c.gaps += cursor.gaps - gaps
         if not self.table.prove(e, recv_ns):
             raise WireError(Reason.TOO_MANY_ATHLETES, f"limit {self.table.caps['unknown']} of unconfigured athletes "
@@ -454,6 +455,7 @@ class FusionService:
         if verdict is Verdict.RESTART:
             session, athlete, source = route.key
             self._new_epoch(session, athlete, f"{source} began again")
+            self.cursors[route.key] = cursor  # (this source goes on, on the new clock)
             route.state = self._athlete(session, athlete)
             route.timebase = self._timebase(session, athlete)
         c.gaps += cursor.gaps - gaps

@@ -276,3 +276,27 @@ def test_a_frame_larger_than_its_meta_allows_is_refused_before_decoding() -> Non
     svc.handle(topic, b"{" + b"x" * 2000)  # within the JSON limit: decoded (and refused as bad JSON)
     src = svc.snapshot()["sources"]["s/a/force_left"]
     assert src["frames"] == 1 and src["rejected"] == {"oversized": 2, "bad_json": 1}
+
+
+@pytest.mark.parametrize("sensors", [["insole_left", "insole_right"], ["imu_pelvis"]])
+def test_every_reboot_of_a_gateway_starts_a_new_clock_epoch(sensors: list[str]) -> None:
+    """Three boots of one gateway (online status, meta, frames from a clock at zero): each boot
+    gives records, on its own epoch (the cursor of the source that noticed the restart is kept)."""
+    settings = load_settings(overrides={"athletes": [{"id": "a01"}]})
+    svc = FusionService(settings, session="s")
+    per_boot = []
+    for boot in range(3):
+        team = SimTeam("s", SimSettings(athletes=1, seed=2, sensors=sensors))
+        status = wm.GatewayStatus(gateway="sim", state="online", athletes=["a01"], boot_ns=10**18 + boot)
+        svc.handle(topics.status_topic("s", "sim"), wm.dump(status))
+        for m in team.meta_messages():
+            svc.handle(m.topic, m.payload)
+        got: list[dict] = []
+        for _ in range(8):  # 4 s
+            for m in team.step(50)[0]:
+                got += svc.handle(m.topic, m.payload)
+        per_boot.append(got)
+    assert all(any(r["type"] == "stance" for r in got) for got in per_boot), [len(g) for g in per_boot]
+    assert svc.epochs == 2
+    assert [{r["id"].rsplit("@", 1)[1] if "@" in r["id"] else "0" for r in got} for got in per_boot] == \
+        [{"0"}, {"1"}, {"2"}]
