@@ -62,13 +62,14 @@ class Publisher:
     def __init__(self, broker: BrokerSettings, role: str, *, will: proto.Will | None = None,
                  subscriptions: Sequence[tuple[str, int]] = (),
                  on_message: Callable[[proto.Message], object] | None = None,
-                 max_delay_s: float = 2.0, connect_timeout_s: float = 5.0) -> None:
+                 max_delay_s: float = 2.0, connect_timeout_s: float = 5.0, max_in_flight: int = 1000) -> None:
         self.broker = broker
         self.role = role
         self.subscriptions = list(subscriptions)
         self.on_message = on_message
         self.max_delay_s = max_delay_s
         self.connect_timeout_s = connect_timeout_s
+        self.max_in_flight = max_in_flight  # QoS 1 publishes kept while the broker is away (more: dropped)
         self.stats = PublisherStats()
         password = broker.password.get_secret_value() if broker.password is not None else None
         self.client = proto.MqttClient(client_id(broker, role), keepalive_s=broker.keepalive_s,
@@ -80,6 +81,10 @@ class Publisher:
         self._retry_at = 0.0
         self._delay = 0.5
         self._since_served = 0
+        self._opening = False  # within _open: a message handed over then must not dial again
+        self._deferred: list[proto.Message] = []  # messages that came during the handshake
+        self._republished_now = False
+        self._failures = 0  # reconnection attempts failed in a row (logged now and then)
         self._reading = False
         self.answered = 0  # meta requests answered (gateway_publisher)
 
@@ -102,19 +107,25 @@ class Publisher:
         why = self._open(timeout)
         if why is not None:
             raise BrokerUnavailable(why)
+        self._deliver_deferred()
 
     def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
         """Publish (written with the next batch; QoS 1 tracked until acknowledged)."""
         if retain:
             self.retained[topic] = (payload, qos)
-        if self._sock is None and not self._reconnect():
+        if self._sock is None:
+            if self._opening or not self._reconnect():
+                if retain:
+                    pass  # published again on the next connection, with the other retained ones
+                elif qos and self.client.in_flight < self.max_in_flight:
+                    self.client.publish(topic, payload, qos, retain)  # kept in flight: sent on reconnection
+                else:
+                    self.stats.dropped += 1
+                return
             if retain:
-                pass  # published again on the next connection, with the other retained ones
-            elif qos:  # kept in flight by the protocol object: sent on the next connection
-                self.client.publish(topic, payload, qos, retain)
-            else:
-                self.stats.dropped += 1
-            return
+                return  # the reconnection just now published it with the other retained ones
+        if retain and self._republished_now:
+            return  # (asked for while the reconnection hands over a meta request: just published)
         _pid, packet = self.client.publish(topic, payload, qos, retain)
         self._out += packet
         self.stats.published += 1
@@ -150,24 +161,12 @@ class Publisher:
         self._keepalive()
 
     def flush(self, timeout: float = 30.0) -> None:
-        """Write everything and wait (up to ``timeout``) for the acknowledgement of every QoS 1 publish."""
+        """Write everything and wait (up to ``timeout``) for the acknowledgement of every QoS 1
+        publish; returns at once while the broker is away (what is in flight goes on reconnection)."""
         deadline = time.monotonic() + timeout
         self.pump(0.0)
-        while (self._out or self.client.in_flight) and time.monotonic() < deadline:
+        while self._sock is not None and (self._out or self.client.in_flight) and time.monotonic() < deadline:
             self.pump(min(0.05, max(0.0, deadline - time.monotonic())))
-
-    def barrier(self, timeout: float = 30.0) -> None:
-        """Return once the broker has handled everything written so far (a PINGREQ is answered
-        after the packets before it)."""
-        if self._sock is None:
-            return
-        self._out += self.client.ping()
-        self._write()
-        self._pong = False
-        deadline = time.monotonic() + timeout
-        while self._sock is not None and not self._pong and time.monotonic() < deadline:
-            self._read(min(0.05, max(0.0, deadline - time.monotonic())))
-            self._keepalive()
 
     def sleep(self, seconds: float, stop: threading.Event | None = None) -> None:
         """Wait while keeping the connection served (returns early when ``stop`` is set)."""
@@ -190,8 +189,6 @@ class Publisher:
                 sock.close()
 
     # -------------------------------------------------------------- internals
-    _pong = False
-
     def _serve(self) -> None:
         """Write, and look (without waiting) at what the broker sent; keep the link alive."""
         self._since_served = 0
@@ -202,11 +199,25 @@ class Publisher:
 
     def _open(self, timeout: float) -> str | None:
         """Dial, CONNECT, wait for CONNACK (and SUBACK); None when up, else why not."""
+        self._opening = True
+        try:
+            return self._dial(timeout)
+        finally:
+            self._opening = False
+
+    def _deliver_deferred(self) -> None:
+        """Hand over the messages that came with the handshake, now that the connection is up."""
+        deferred, self._deferred = self._deferred, []
+        for m in deferred:
+            self._event(m)
+
+    def _dial(self, timeout: float) -> str | None:
         b = self.broker
         try:
             raw = socket.create_connection((b.host, b.port), timeout=timeout)
         except OSError as exc:
             return f"cannot reach the broker at {b.url}: {exc}"
+        sock = raw
         try:
             raw.setsockopt(*NODELAY)
             ctx = tls_context(b)
@@ -216,7 +227,6 @@ class Publisher:
             why = self._handshake(sock, time.monotonic() + timeout)
         except (OSError, ValueError) as exc:
             why = f"connection to {b.url} failed: {exc}"
-            sock = raw
         if why is not None:
             with contextlib.suppress(OSError):
                 sock.close()
@@ -263,6 +273,8 @@ class Publisher:
                             "(the account may not read it: check the ACL)")
                 elif isinstance(ev, proto.Subscribed) and ev.packet_id == want_suback:
                     want_suback = None
+                elif isinstance(ev, proto.Message):
+                    self._deferred.append(ev)  # handed over once the connection is up
                 else:
                     self._event(ev)
             answer = self.client.data_to_send()
@@ -279,9 +291,13 @@ class Publisher:
         self._out.clear()  # QoS 0 packets of the lost connection (QoS 1 ones are resent from the client)
         why = self._open(self.connect_timeout_s)
         if why is not None:
+            self._failures += 1
+            if self._failures in (1, 10) or self._failures % 100 == 0:  # (a black-holed broker: not every 2 s)
+                log.warning("mqtt %s: reconnection %d failed: %s", self.role, self._failures, why)
             self._retry_at = time.monotonic() + self._delay * (0.5 + random.random() / 2)
             self._delay = min(self._delay * 2, self.max_delay_s)
             return False
+        self._failures = 0
         self.stats.reconnects += 1
         log.info("mqtt %s: connected again to %s", self.role, self.broker.url)
         for topic, (payload, qos) in self.retained.items():
@@ -289,6 +305,11 @@ class Publisher:
             self._out += packet
             self.stats.republished += 1
         self._write()
+        self._republished_now = True
+        try:
+            self._deliver_deferred()
+        finally:
+            self._republished_now = False
         return self._sock is not None
 
     def _lose(self, why: str) -> None:
@@ -322,10 +343,12 @@ class Publisher:
         while sock is not None:
             pending = sock.pending() if hasattr(sock, "pending") else 0  # TLS: decrypted, not yet read
             if not pending:
+                poller = select.poll()  # (select() fails past file descriptor 1023)
+                poller.register(sock, select.POLLIN)
                 try:
-                    ready, _w, _x = select.select([sock], [], [], timeout)
-                except (OSError, ValueError) as exc:
-                    self._lose(f"select failed: {exc}")
+                    ready = poller.poll(timeout * 1000)
+                except OSError as exc:
+                    self._lose(f"poll failed: {exc}")
                     return
                 if not ready:
                     return
@@ -351,8 +374,6 @@ class Publisher:
     def _event(self, ev: proto.Event) -> None:
         if isinstance(ev, proto.Published):
             self.stats.acknowledged += 1
-        elif isinstance(ev, proto.Pong):
-            self._pong = True
         elif isinstance(ev, proto.Message):
             if self.on_message is not None:
                 try:

@@ -5,6 +5,7 @@ source's meta asks for it and gets it (docs/protocol.md, "Meta requests")."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 
 import pytest
@@ -15,6 +16,7 @@ from poserun.services.mqtt_conn import MqttConnection
 from poserun.services.mqtt_publisher import Publisher, gateway_publisher
 from poserun.services.sim.team import SimTeam
 from poserun.settings import BrokerSettings, load_settings
+from poserun.wire import topics
 from tests.conftest import until, wait_until
 from tests.faults.tools import Proxy, mosquitto
 
@@ -184,3 +186,84 @@ def test_qos1_publishes_while_the_broker_is_away_are_sent_on_its_return() -> Non
         asyncio.run(read())
         pub.close()
         assert pub.stats.dropped == 1 and pub.stats.resent == 1
+
+
+def test_a_waiting_meta_request_is_answered_after_each_reconnection() -> None:
+    """A request waiting on the broker (retained) comes again after every subscription: it is
+    answered on each connection, and a broker restart costs one reconnection, no more."""
+    with mosquitto() as m:
+        broker = BrokerSettings(url=m.url, keepalive_s=5)
+        meta = topics.meta_topic("s1", "a1", "imu_foot_left")
+        asker = Publisher(broker, "asker")
+        asker.connect()
+        asker.publish(topics.meta_request_topic("s1", "a1", "imu_foot_left"), b"?", qos=1, retain=True)
+        asker.close()
+        pub = gateway_publisher(broker, "gw", "s1")
+        pub.connect()
+        pub.publish(meta, b'{"m": 1}', qos=1, retain=True)
+        pub.flush()
+        wait_until(lambda: (pub.pump(0.05), pub.answered >= 1)[1], "the waiting request answered at connect")
+        m.stop()  # SIGTERM: saved, the retained request comes again on the next subscription
+        wait_until(lambda: (pub.pump(0.05), not pub.connected)[1], "the loss noticed")
+        m.start()
+        wait_until(lambda: (pub.pump(0.05), pub.reconnects >= 1)[1], "reconnected")
+        pub.flush()
+        assert pub.stats.connects == 2 and pub.reconnects == 1 and pub.connected
+        pub.close()
+
+
+def test_flush_does_not_wait_for_a_broker_that_is_away() -> None:
+    """With QoS 1 publishes in flight and the broker gone, flush() returns (they go on the next
+    connection): a gateway pacing its frames must not stall for the flush's deadline."""
+    import time
+
+    with mosquitto() as m:
+        pub = Publisher(BrokerSettings(url=m.url, keepalive_s=5), "gw")
+        pub.connect()
+        m.stop()
+        wait_until(lambda: (pub.pump(0.05), not pub.connected)[1], "the loss noticed")
+        pub.publish("q/a", b"kept", qos=1)
+        t = time.monotonic()
+        pub.flush(timeout=120.0)
+        assert time.monotonic() - t < 60.0 and pub.client.in_flight == 1
+        pub.close(timeout=0.1)
+
+
+def test_a_message_in_the_same_read_as_the_suback_waits_for_the_connection() -> None:
+    """Byte-level: a broker that writes SUBACK and a meta request in one segment (mosquitto may,
+    for a retained request). The request is answered on the connection being opened; answering
+    it from within the handshake used to dial a second connection with the same client id."""
+    import socket
+    import threading
+
+    from poserun.wire.mqtt import encode_publish
+
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    accepted: list[socket.socket] = []
+    got = bytearray()
+
+    def serve() -> None:
+        server.settimeout(10)
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = server.accept()
+                accepted.append(conn)
+                conn.settimeout(10)
+                conn.recv(4096)  # CONNECT
+                conn.sendall(b"\x20\x02\x00\x00")  # CONNACK, accepted
+                sub = conn.recv(4096)  # SUBSCRIBE: its packet id follows the fixed header
+                request = encode_publish(topics.meta_request_topic("s1", "a1", "imu_foot_left"), b"")
+                conn.sendall(b"\x90\x03" + sub[2:4] + b"\x00" + request)  # SUBACK and the request, one write
+                threading.Thread(target=lambda c=conn: got.extend(c.recv(65536)), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    pub = gateway_publisher(BrokerSettings(url=f"mqtt://127.0.0.1:{port}"), "gw", "s1")
+    pub.retained[topics.meta_topic("s1", "a1", "imu_foot_left")] = (b'{"m": 1}', 1)  # (held from before)
+    pub.connect(timeout=5.0)
+    pub.pump(0.0)
+    wait_until(lambda: b'{"m": 1}' in got, "the answer on the first connection")
+    assert len(accepted) == 1 and pub.stats.connects == 1 and pub.answered == 1
+    server.close()
+    for c in accepted:
+        c.close()
