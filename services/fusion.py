@@ -476,7 +476,7 @@ class FusionService:
         held: list[tuple[np.ndarray, np.ndarray]] = []
         if timed:
             tb = route.timebase
-            shift = tb.shift(source, int(times[-1]), recv_ns)
+            shift = tb.shift(source, int(times[0]), int(times[-1]), recv_ns)
             if shift is None:  # a clock of its own, its offset not yet known: the frame waits
                 c.aligning += 1
                 tb.hold(source, times, data)

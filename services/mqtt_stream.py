@@ -131,11 +131,11 @@ class LoopSubscriber:
     and ``slice_s`` seconds, and a slice ends early when ``on_publish`` returns something true
     (a record), so the sinks' tasks, socket reads and writes (a haptic cue) run in between.
     Reading goes on meanwhile (pausing it would make the broker drop what it cannot queue,
-    uncounted); a lane over ``max_lane_bytes`` or a backlog over ``max_backlog`` messages
-    sheds the oldest of the biggest lane, counted as ``overflow``; the backlog's size counts
-    each message's payload, topic and ``MESSAGE_OVERHEAD`` (what holding it costs), up to
-    ``max_backlog_bytes``. Idle lanes are kept until ``max_lanes`` are held, then dropped at
-    once; past ``max_lanes`` lanes with messages, new prefixes share one. ``admit(prefix)``,
+    uncounted); a backlog over ``max_backlog_bytes`` (each message's payload, topic and
+    ``MESSAGE_OVERHEAD``: what holding it costs) or ``max_backlog`` messages sheds the oldest
+    of the biggest lane, counted as ``overflow``. Idle lanes are kept until ``max_lanes`` are
+    held, then dropped at once when at least a quarter of them are idle; otherwise new
+    prefixes share one lane. ``admit(prefix)``,
     asked before a message opens a lane, may refuse it unqueued (the fusion service refuses
     athletes it does not serve there: a flood of them costs no memory). ``on_publish`` must not
     raise (the fusion service counts errors).
