@@ -374,8 +374,7 @@ class FusionService:
         c.last_recv_ns = recv_ns
         expected = self._channels.get(key)
         if expected is None:  # a frame without meta is not decoded
-            if e.configured or self._may_ask_stranger(recv_ns):
-                self._ask_meta(key, recv_ns)
+            self._ask_meta(key, recv_ns, stranger=not e.configured)
             raise FrameError(Reason.NO_META, f"no retained meta for {t.source} yet")
         limits = self._limits[key]
         limits.check(payload)
@@ -417,12 +416,15 @@ class FusionService:
         self._stranger_asks = (second, n)
         return n <= self.STRANGER_META_REQUESTS_PER_S
 
-    def _ask_meta(self, key: Key, recv_ns: int) -> None:
-        """Ask for a source's missing meta, at most every 2 s per source (docs/protocol.md)."""
+    def _ask_meta(self, key: Key, recv_ns: int, stranger: bool = False) -> None:
+        """Ask for a source's missing meta, at most every 2 s per source (docs/protocol.md), and
+        for strangers within their budget a second (spent only on requests sent)."""
         if self.request_meta is None:
             return
         last = self._asked.get(key)
         if last is not None and 0 <= recv_ns - last < self.META_REQUEST_INTERVAL_NS:
+            return
+        if stranger and not self._may_ask_stranger(recv_ns):
             return
         if len(self._asked) >= 100_000:
             self._asked.clear()

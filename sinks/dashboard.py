@@ -150,7 +150,7 @@ class DashboardSink:
         if not self.token:
             return True
         given = parse_qs(urlparse(path).query).get("token", [""])[0]
-        return hmac.compare_digest(given, self.token)
+        return hmac.compare_digest(given.encode("utf-8", "replace"), self.token.encode("utf-8"))  # (str: ASCII only)
 
     def _host_allowed(self, host: str | None) -> bool:
         """Without a token, only requests addressed to this machine by a loopback name (or to an

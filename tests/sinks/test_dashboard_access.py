@@ -84,8 +84,9 @@ def test_with_a_token_the_socket_needs_it_and_the_origin_too(token_board: Dashbo
     assert opens(token_board, origin=None, query="?token=s3cret") == 101
     assert opens(token_board, origin=own, query="?token=s3cret") == 101
     assert opens(token_board, origin=own, query="?token=wrong") == 401
+    assert opens(token_board, origin=own, query="?token=%C3%A9t%C3%A9") == 401  # not ASCII: refused, not a 500
     assert opens(token_board, origin="http://evil.example", query="?token=s3cret") == 403
-    assert token_board.refused == {"origin": 1, "host": 0, "token": 2}
+    assert token_board.refused == {"origin": 1, "host": 0, "token": 3}
 
 
 def test_a_dns_rebinding_page_is_refused(board: DashboardSink) -> None:
