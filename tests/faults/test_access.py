@@ -372,12 +372,16 @@ def test_a_new_device_after_regenerating_and_a_reload(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------------------------- TLS
 @contextlib.contextmanager
-def site_broker(workdir: Path) -> Iterator[tuple[int, int]]:
-    """docker/mosquitto.conf as shipped, its paths moved into ``workdir`` and its listeners onto
-    free loopback ports, with the generated passwords, ACL and docker/make-certs.sh's certificates.
-    Yields (TLS port, plain port)."""
-    shipped = (ROOT / "docker" / "mosquitto.conf").read_text()
+def site_broker(workdir: Path, name: str = "mosquitto.conf",
+                replace: dict[str, str] | None = None) -> Iterator[tuple[int, int]]:
+    """docker/``name`` as shipped, its paths moved into ``workdir`` (and ``replace`` applied) and
+    its listeners onto free loopback ports, with the generated passwords, ACL and
+    docker/make-certs.sh's certificates. Yields (TLS port, plain port)."""
+    shipped = (ROOT / "docker" / name).read_text()
     assert "\nlistener 8883\n" in shipped and "\nlistener 1883 127.0.0.1\n" in shipped
+    for old, new in (replace or {}).items():
+        assert old in shipped, old
+        shipped = shipped.replace(old, new)
     plain_port = free_port()
 
     def conf(tls_port: int) -> str:

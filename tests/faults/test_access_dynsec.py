@@ -20,7 +20,6 @@ import pytest
 
 from poserun.cli import main
 from poserun.services.access import read_credentials
-from poserun.services.broker import free_port
 from poserun.services.mqtt import BrokerUnavailable
 from poserun.services.mqtt_conn import MqttConnection
 from poserun.services.mqtt_publisher import Publisher, gateway_publisher
@@ -28,7 +27,16 @@ from poserun.settings import BrokerSettings
 from poserun.wire import mqtt as proto
 from poserun.wire.topics import athlete_topic, data_topic, meta_topic, status_topic, subscription
 from tests.conftest import CEILING, ROOT, until, wait_until
-from tests.faults.test_access import CONFIG, FORGED, SESSION, Inbox, SecuredMosquitto, Site, service_filters
+from tests.faults.test_access import (
+    CONFIG,
+    FORGED,
+    SESSION,
+    Inbox,
+    SecuredMosquitto,
+    Site,
+    service_filters,
+    site_broker,
+)
 
 PLUGIN = Path("/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so")
 ADMIN = "dynsec-admin"
@@ -200,27 +208,11 @@ def test_a_regenerated_file_is_read_on_restart_not_on_sighup(tmp_path: Path) -> 
         broker.stop()
 
 
-@contextlib.contextmanager
-def shipped_broker(workdir: Path) -> Iterator[tuple[int, int]]:
-    """docker/mosquitto-dynsec.conf as shipped, its paths moved into ``workdir``, the plugin's
-    path onto this machine's and its listeners onto free loopback ports. Yields (TLS, plain) ports."""
-    shipped = (ROOT / "docker" / "mosquitto-dynsec.conf").read_text()
-    docker_plugin = "plugin /usr/lib/mosquitto_dynamic_security.so\n"
-    assert docker_plugin in shipped and "\nlistener 8883\n" in shipped and "\nlistener 1883 127.0.0.1\n" in shipped
-    plain_port = free_port()
-
-    def conf(tls_port: int) -> str:
-        return (shipped.replace(docker_plugin, f"plugin {PLUGIN}\n")
-                .replace("/mosquitto/config/site/", f"{workdir}/").replace("/mosquitto/data/", f"{workdir}/")
-                .replace("\nlistener 8883\n", f"\nlistener {tls_port} 127.0.0.1\n")
-                .replace("\nlistener 1883 127.0.0.1\n", f"\nlistener {plain_port} 127.0.0.1\n"))
-
-    broker = SecuredMosquitto(workdir, conf)
-    broker.start()
-    try:
-        yield broker.port, plain_port
-    finally:
-        broker.stop()
+def shipped_broker(workdir: Path) -> contextlib.AbstractContextManager[tuple[int, int]]:
+    """docker/mosquitto-dynsec.conf as shipped, the plugin's path onto this machine's
+    (``site_broker`` moves the rest). Yields (TLS, plain) ports."""
+    return site_broker(workdir, "mosquitto-dynsec.conf",
+                       {"plugin /usr/lib/mosquitto_dynamic_security.so\n": f"plugin {PLUGIN}\n"})
 
 
 def test_the_shipped_dynsec_conf_serves_over_tls_and_refuses_over_tls(tmp_path: Path) -> None:
