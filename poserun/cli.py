@@ -98,6 +98,19 @@ def cmd_gateway_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_gateway_moticon(args: argparse.Namespace) -> int:
+    from poserun.services.gateway_moticon import parse_listen, run_moticon_gateway
+    from poserun.services.moticon_parse import parse_fields
+
+    settings = _settings(args)
+    stats = run_moticon_gateway(settings.broker, args.session or settings.session.id, args.athlete,
+                                listen=parse_listen(args.listen), frame_ms=args.frame_ms, rate_hz=args.rate_hz,
+                                fields=parse_fields(args.fields), duration=args.duration,
+                                stop=_stop_on_signals(), ready_file=args.ready_file)
+    print(json.dumps(stats.as_dict()))
+    return 0
+
+
 def cmd_record(args: argparse.Namespace) -> int:
     from poserun.services.recorder import record
 
@@ -600,6 +613,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma list of channels to republish (default data,meta,status; also truth, records, "
                         "haptic: recorded outputs reach live sinks and bands)")
     p.set_defaults(func=cmd_gateway_replay)
+
+    p = gw.add_parser("moticon", help="Moticon OpenGo insoles' live UDP output -> MQTT (docs/gateways.md)")
+    _common(p)
+    p.add_argument("--session", help="session id (default from config)")
+    p.add_argument("--athlete", required=True, help="the athlete wearing the insoles")
+    p.add_argument("--listen", default="0.0.0.0:8888", help="UDP HOST:PORT OpenGo sends to (default 0.0.0.0:8888)")
+    p.add_argument("--frame-ms", type=float, default=10.0, help="milliseconds between frames (default 10)")
+    p.add_argument("--rate-hz", type=float, default=100.0, help="the insoles' sample rate (default 100)")
+    p.add_argument("--fields", help="comma list naming each number of a line (default: time, left.acc_x ... "
+                                    "left.force, right.acc_x ... right.force; 'skip' ignores one)")
+    p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.add_argument("--ready-file", help="write this file once meta and status are published")
+    p.set_defaults(func=cmd_gateway_moticon)
 
     p = sub.add_parser("record", help="record a session's topics to an MCAP file")
     _common(p)
