@@ -16,8 +16,9 @@ def test_insole_time_from_the_least_delayed_arrival() -> None:
     c = ClockMap()
     assert c.map(at(5.00), 1_000_000_000) == 1_000_000_000
     assert c.map(at(5.01), 1_030_000_000) == 1_010_000_000  # delayed: the insoles' own time
-    assert c.map(at(5.02), 1_015_000_000) == 1_015_000_000  # came sooner: the anchor moves back
-    assert c.map(at(5.03), 1_100_000_000) == 1_025_000_000
+    assert c.map(at(5.02), 1_031_000_000) == 1_020_000_000
+    assert c.map(at(5.05), 1_040_000_000) == 1_040_000_000  # less delayed than the first: anchor moves back
+    assert c.map(at(5.06), 1_090_000_000) == 1_050_000_000
     assert c.map(at(0.00, epoch=1), 2_000_000_000) == 2_000_000_000  # a reset anchors anew
 
 
