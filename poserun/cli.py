@@ -111,6 +111,45 @@ def cmd_gateway_moticon(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_gateway_phone(args: argparse.Namespace) -> int:
+    import os
+    import secrets
+
+    from poserun.services.gateway_phone import PhoneGateway, lan_address
+
+    settings = _settings(args)
+    secret = args.secret or os.environ.get("POSERUN_PHONE_SECRET")
+    if not secret:
+        secret = secrets.token_hex(16)
+        print("no --secret or POSERUN_PHONE_SECRET: a new one for this run (the links change next time)",
+              file=sys.stderr)
+    try:
+        gw = PhoneGateway(settings.broker, args.session or settings.session.id, [a.id for a in settings.athletes],
+                          secret, host=args.host, port=args.port, wear=args.wear)
+    except ValueError as exc:
+        print(f"poserun gateway phone: {exc}", file=sys.stderr)
+        return 2
+    stop_flag = _stop_on_signals()
+
+    async def main() -> None:
+        stop, ready = asyncio.Event(), asyncio.Event()
+        task = asyncio.create_task(gw.run(stop, ready, duration=args.duration, ready_file=args.ready_file))
+        await asyncio.wait([task, asyncio.create_task(ready.wait())], return_when=asyncio.FIRST_COMPLETED)
+        if ready.is_set():
+            shown = lan_address() if args.host in ("0.0.0.0", "::") else args.host
+            for athlete, link in gw.links(f"http://{shown}:{gw.port}").items():
+                print(f"{athlete}: {link}", file=sys.stderr)
+        while not task.done():
+            if stop_flag.is_set():
+                stop.set()
+            await asyncio.wait([task], timeout=0.2)
+        task.result()
+
+    asyncio.run(main())
+    print(json.dumps(gw.stats.as_dict()))
+    return 0
+
+
 def cmd_record(args: argparse.Namespace) -> int:
     from poserun.services.recorder import record
 
@@ -626,6 +665,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, help="stop after this many seconds")
     p.add_argument("--ready-file", help="write this file once meta and status are published")
     p.set_defaults(func=cmd_gateway_moticon)
+
+    p = gw.add_parser("phone", help="athletes' phones as trunk IMUs and haptic bands, via a served page "
+                                    "(docs/gateways.md)")
+    _common(p)
+    p.add_argument("--session", help="session id (default from config)")
+    p.add_argument("--host", default="0.0.0.0", help="address to serve the page on (default 0.0.0.0)")
+    p.add_argument("--port", type=int, default=8770, help="port of the page and socket (default 8770; 0: any)")
+    p.add_argument("--secret", help="secret the join tokens derive from (default: $POSERUN_PHONE_SECRET, "
+                                    "else a new one per run)")
+    p.add_argument("--wear", choices=["front", "back"], default="front",
+                   help="phone upright at the waist, screen facing forward (front) or backward (back)")
+    p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.add_argument("--ready-file", help="write this file once the page is served")
+    p.set_defaults(func=cmd_gateway_phone)
 
     p = sub.add_parser("record", help="record a session's topics to an MCAP file")
     _common(p)
