@@ -255,7 +255,7 @@ class PhoneGateway:
                 arrival = time.monotonic_ns()
                 try:
                     samples = parse_samples(message)
-                except (ValueError, TypeError):
+                except (ValueError, TypeError, OverflowError, RecursionError):  # (deep nesting, huge integers)
                     self.stats.bad_messages += 1
                     continue
                 if samples:  # the batch's last sample first: the least delayed of it sets the offset
