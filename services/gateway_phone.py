@@ -163,6 +163,7 @@ class PhoneGateway:
         self.mqtt = MqttConnection(broker, f"gw-{GATEWAY}", subscriptions=subs, on_message=self._on_mqtt,
                                    will=proto.Will(offline.topic, offline.payload, qos=1, retain=True))
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._sending: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------------ links
     def links(self, base: str) -> dict[str, str]:
@@ -186,7 +187,9 @@ class PhoneGateway:
             return
         for ws in list(self._phones.get(athlete, ())):
             self.stats.haptic_forwarded += 1
-            self._loop.create_task(self._send(ws, text))
+            task = self._loop.create_task(self._send(ws, text))
+            self._sending.add(task)  # (a reference until done: the loop keeps only weak ones)
+            task.add_done_callback(self._sending.discard)
 
     def _publish_meta(self, athlete: str) -> None:
         self.mqtt.publish(topics.meta_topic(self.session, athlete, SOURCE), wm.dump(phone_meta(self.wear)),
