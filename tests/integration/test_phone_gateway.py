@@ -22,7 +22,7 @@ from poserun.settings import BrokerSettings, load_settings
 from poserun.sinks.base import SinkRunner
 from poserun.sinks.memory import ListSink
 from poserun.wire import topics
-from tests.conftest import CEILING, PAGE_MS, require, wait_until
+from tests.conftest import CEILING, PAGE_MS, require, until, wait_until
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 RATE = 60.0
@@ -205,3 +205,32 @@ def test_wrong_token_unknown_athlete_and_foreign_origin_are_refused(broker: Brok
     codes = asyncio.run(main())
     assert codes == {"wrong": 401, "unknown": 403, "origin": 403, "right": 200}
     assert gw.stats.refused == {"token": 1, "athlete": 1, "origin": 1}
+
+
+@pytest.mark.broker
+def test_meta_is_said_again_when_the_service_asks(broker: BrokerSettings, session_id: str) -> None:
+    from websockets.asyncio.client import connect
+
+    gw = PhoneGateway(broker, session_id, [ATHLETE], SECRET, host="127.0.0.1", port=0)
+    metas: list[bytes] = []
+
+    async def main() -> None:
+        stop, ready = asyncio.Event(), asyncio.Event()
+        task = asyncio.create_task(gw.run(stop, ready))
+        await ready.wait()
+        token = join_token(SECRET, session_id, ATHLETE)
+        async with connect(f"ws://127.0.0.1:{gw.port}/ws?athlete={ATHLETE}&token={token}") as ws:
+            assert json.loads(await ws.recv())["type"] == "hello"
+            listener = MqttConnection(broker, "test-meta", on_message=lambda m, _ns: metas.append(m.payload),
+                                      subscriptions=[(topics.meta_topic(session_id, ATHLETE, "imu_pelvis"), 1)])
+            await listener.start()
+            await until(lambda: len(metas) >= 1, "the retained meta")
+            listener.publish(topics.meta_request_topic(session_id, ATHLETE, "imu_pelvis"), b"", 1)
+            await until(lambda: len(metas) >= 2, "the meta said again")
+            await listener.close()
+        stop.set()
+        await task
+
+    asyncio.run(main())
+    assert json.loads(metas[-1])["placement"] == "trunk"
+    assert json.loads(metas[-1])["axes"] == {"x": "left", "y": "up", "z": "forward"}
