@@ -30,11 +30,6 @@ from poserun.wire.streams import StreamKind
 from tests.conftest import CEILING, until, wait_until
 from tests.faults.tools import good_gateway, mosquitto
 
-#: The good athlete's records leave within this of their frame's publication, flood or not. A
-#: haptic cue must come within a stride's flight phase to cue the next landing (about 100 ms);
-#: the bound is 3x that for a shared CI machine. Measured: docs/reliability.md.
-LATENCY_BOUND_S = 0.3
-
 
 def heavy_gateway(broker: BrokerSettings, session: str, stop: threading.Event, frame_kib: int,
                   per_s: float) -> int:
@@ -59,14 +54,18 @@ def heavy_gateway(broker: BrokerSettings, session: str, stop: threading.Event, f
     return n
 
 
-def latencies(svc: FusionService, good: str, sent: dict[tuple[str, int], int]) -> list[float]:
+def latencies(svc: FusionService, good: str, sent: dict[tuple[str, int], int],
+              order: list[tuple[bool, int, int]] | None = None) -> list[float]:
     """Wrap ``svc.handle``: for each frame of the good athlete that completed records, the seconds
-    from its publication to their emission (end to end: broker, socket, queue, decode, processor)."""
+    from its publication to their emission (end to end: broker, socket, queue, decode, processor).
+    ``order`` gets, per message handled: (the good athlete's?, arrival at the socket, when handled)."""
     out: list[float] = []
     handle: Callable[..., Any] = svc.handle
 
     def timed(topic: str, payload: bytes, recv_ns: int | None = None) -> list[Any]:
         recs = handle(topic, payload, recv_ns)
+        if order is not None and recv_ns is not None:
+            order.append((f"/{good}/" in topic, recv_ns, time.time_ns()))
         if recs and f"/{good}/" in topic:
             t = sent.get((topic, int.from_bytes(payload[8:12], "little")))
             if t is not None:
@@ -77,7 +76,24 @@ def latencies(svc: FusionService, good: str, sent: dict[tuple[str, int], int]) -
     return out
 
 
-def run_flood(frame_kib: int, per_s: float, seconds: float = 8.0) -> tuple[list[float], dict[str, Any], int]:
+def waited_behind(order: list[tuple[bool, int, int]]) -> int:
+    """The most messages of others handled while one of the good athlete's frames waited (from its
+    arrival at the socket to its handling): a count of the queue's order, whatever the machine's speed."""
+    worst = 0
+    for k, (is_good, arrived, _handled) in enumerate(order):
+        if is_good:
+            n = 0
+            for j in range(k - 1, -1, -1):
+                other, _a, handled = order[j]
+                if handled < arrived:
+                    break
+                n += not other
+            worst = max(worst, n)
+    return worst
+
+
+def run_flood(frame_kib: int, per_s: float,
+              seconds: float = 8.0) -> tuple[list[float], dict[str, Any], int, int]:
     with mosquitto() as m:
         broker = BrokerSettings(url=m.url)
         session = "flood"
@@ -89,7 +105,8 @@ def run_flood(frame_kib: int, per_s: float, seconds: float = 8.0) -> tuple[list[
         sink = ListSink()
         svc = FusionService(settings, [SinkRunner(sink)], session=session)
         sent: dict[tuple[str, int], int] = {}
-        lat = latencies(svc, good, sent)
+        order: list[tuple[bool, int, int]] = []
+        lat = latencies(svc, good, sent, order)
         stop = threading.Event()
         heavy_sent = [0]
 
@@ -111,21 +128,25 @@ def run_flood(frame_kib: int, per_s: float, seconds: float = 8.0) -> tuple[list[
             await task
 
         asyncio.run(main())
-        return lat, svc.snapshot(), heavy_sent[0]
+        return lat, svc.snapshot(), heavy_sent[0], waited_behind(order)
 
 
 @pytest.mark.parametrize(("frame_kib", "per_s"), [(0, 0), (256, 20), (60, 100)],
                          ids=["no-flood", "256KiB-frames-20-per-s", "60KiB-frames-100-per-s"])
 def test_an_expensive_frame_flood_does_not_delay_another_athletes_records(frame_kib: int, per_s: float) -> None:
-    lat, snap, heavy = run_flood(frame_kib, per_s)
+    lat, snap, heavy, behind = run_flood(frame_kib, per_s)
     lat.sort()
     p50, p99 = statistics.median(lat), lat[int(0.99 * (len(lat) - 1))]
     heavy_src = snap["sources"].get("flood/heavy/imu_foot_left", {})
     print(f"\nflood {frame_kib} KiB x {per_s}/s: good athlete {len(lat)} record batches, p50 {p50 * 1e3:.1f} ms, "
           f"p99 {p99 * 1e3:.1f} ms, max {lat[-1] * 1e3:.1f} ms; heavy sent {heavy}, taken "
-          f"{heavy_src.get('frames', 0)}, refused {heavy_src.get('rejected', {})}; ingest {snap['ingest']}")
+          f"{heavy_src.get('frames', 0)}, refused {heavy_src.get('rejected', {})}; ingest {snap['ingest']}; "
+          f"at most {behind} of the flood's messages handled while a good frame waited")
     assert len(lat) > 20
-    assert p99 < LATENCY_BOUND_S
+    # fair whatever the machine's load (CI may be busy: no wall-clock bound here; the latencies
+    # above are the figures in docs/reliability.md): a waiting frame of the good athlete lets at
+    # most a few of the flood's through, one lane turn each (16 KiB: a 60 KiB frame every 4 turns)
+    assert behind <= 3
     refused = sum(heavy_src.get("rejected", {}).values())
     if frame_kib > 70:  # over the largest JSON frame its meta allows (69 KB): refused before decoding
         assert refused == heavy and heavy_src.get("frames", 0) == 0
