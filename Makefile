@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
-	@echo "make: installing the test extras (pytest, Playwright, matplotlib, SciPy, pyarrow, psycopg; first time only)"
+	@echo "make: installing the test extras (pytest, Playwright, matplotlib, SciPy, pyarrow, psycopg, LiteRT, OpenCV; first time only)"
 	$(PY) -m pip install -q -e '.[test]'
 	$(VENV)/bin/poserun warm-up
 	touch $@

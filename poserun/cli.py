@@ -111,6 +111,33 @@ def cmd_gateway_moticon(args: argparse.Namespace) -> int:
     return 0
 
 
+def _camera_options(args: argparse.Namespace, settings: Any) -> Any:
+    from poserun.services.gateway_camera import camera_options
+
+    try:
+        return camera_options(settings, athlete=args.athlete, regions=args.region or [], marks=args.marks,
+                              marks_m=args.marks_m, view=args.view, moving=args.moving, origin=args.origin)
+    except ValueError as exc:
+        raise SystemExit(f"poserun: {exc}") from None
+
+
+def cmd_gateway_camera(args: argparse.Namespace) -> int:
+    from poserun.services.camera_pose import CameraExtraMissing
+    from poserun.services.gateway_camera import run_camera_gateway
+
+    settings = _settings(args)
+    options = _camera_options(args, settings)
+    try:
+        stats = run_camera_gateway(settings.broker, args.session or settings.session.id, args.source, options,
+                                   speed=args.video_speed, duration=args.duration, stop=_stop_on_signals(),
+                                   ready_file=args.ready_file)
+    except (CameraExtraMissing, OSError) as exc:
+        print(f"poserun gateway camera: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(stats.as_dict()))
+    return 0
+
+
 def cmd_gateway_phone(args: argparse.Namespace) -> int:
     import os
     import secrets
@@ -217,12 +244,20 @@ def _print_stats(snap: dict[str, Any], path: str | None, *, brief: bool) -> None
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     from poserun.services.analyze import analyze_files, format_summary, output_format, write_records
+    from poserun.services.gateway_camera import VIDEO_SUFFIXES
 
     if args.output:
         fmt = output_format(args.output)  # a wrong suffix fails before the work, not after
         if fmt == "parquet":
             _need("pyarrow", "store", "analyze -o FILE.parquet")
     settings = load_settings(args.config)
+    videos = [p for p in args.recordings if Path(p).suffix.lower() in VIDEO_SUFFIXES]
+    if videos:
+        if len(videos) != len(args.recordings):
+            raise SystemExit("poserun analyze: give videos or recordings, not both in one run")
+        return _analyze_videos(args, settings)
+    if args.report or args.athlete or args.region:
+        raise SystemExit("poserun analyze: --report, --athlete and --region are for videos")
     bar = _progress_bar(sys.stderr) if not args.quiet else None
     result = analyze_files(args.recordings, settings, progress=bar)
     if bar is not None:
@@ -239,6 +274,54 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             print(f"{path}: refused {snap['rejected']}", file=sys.stderr)
         for who, counts in snap.get("warnings", {}).items():
             print(f"{path}: {who}: warnings {counts}", file=sys.stderr)
+    return 0
+
+
+def _camera_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--athlete", help="the one athlete this camera films (the whole image)")
+    p.add_argument("--region", action="append", metavar="ATHLETE=X0,Y0,X1,Y1",
+                   help="an athlete's part of the image, as fractions of its width and height (a lane; repeat "
+                        "per athlete)")
+    p.add_argument("--marks", metavar="X1,Y1,X2,Y2",
+                   help="two image points (px) a known distance apart on the athletes' plane: the scale")
+    p.add_argument("--marks-m", type=float, help="the distance between the --marks, in metres")
+    p.add_argument("--view", choices=["auto", "sagittal_right", "sagittal_left"], default="auto",
+                   help="which way the athletes run in the image (default auto: where the toes point)")
+    p.add_argument("--moving", action="store_true", help="the camera follows the athlete (panning, treadmill)")
+    p.add_argument("--origin", metavar="X,Y", help="the pixel of the ground under the hip line (default: the "
+                                                   "bottom centre of the image)")
+
+
+def _analyze_videos(args: argparse.Namespace, settings: Any) -> int:
+    """``poserun analyze VIDEO...``: per video, the records (stdout or ``-o``) and an HTML report."""
+    from poserun.services.analyze import write_records
+    from poserun.services.camera_pose import CameraExtraMissing
+    from poserun.services.video_analysis import analyze_video, format_video_summary, write_video_report
+
+    if args.report and len(args.recordings) > 1:
+        raise SystemExit("poserun analyze: --report names one file: analyze one video at a time with it")
+    options = _camera_options(args, settings)
+    records: list[dict[str, Any]] = []
+    for video in args.recordings:
+        bar = _progress_bar(sys.stderr) if not args.quiet else None
+        try:
+            analysis = analyze_video(video, settings, options, session=Path(video).stem,
+                                     progress=(lambda n, total, v=video, b=bar: b(v, n, total)) if bar else None)
+        except (CameraExtraMissing, OSError) as exc:
+            print(f"poserun analyze: {exc}", file=sys.stderr)
+            return 2
+        if bar is not None:
+            bar("", 0, 0)
+        report = write_video_report(analysis, args.report or f"{Path(video).stem}-report.html")
+        print(format_video_summary(analysis), file=sys.stderr)
+        print(f"report -> {report}", file=sys.stderr)
+        records += analysis.records
+    if args.output:
+        n = write_records(records, args.output)
+        print(f"{n} records -> {args.output}", file=sys.stderr)
+    else:
+        for r in records:
+            sys.stdout.write(json.dumps(r, separators=(",", ":")) + "\n")
     return 0
 
 
@@ -666,6 +749,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ready-file", help="write this file once meta and status are published")
     p.set_defaults(func=cmd_gateway_moticon)
 
+    p = gw.add_parser("camera", help="a video file, webcam or stream -> MediaPipe-33 keypoints over MQTT "
+                                     "(docs/gateways.md)")
+    _common(p)
+    p.add_argument("--session", help="session id (default from config)")
+    p.add_argument("source", help="a video file, a webcam number (0) or a stream URL (rtsp://...)")
+    _camera_flags(p)
+    p.add_argument("--speed", dest="video_speed", type=float, default=1.0,
+                   help="a file: 1 its own pace, 0 as fast as the pose model runs (default 1)")
+    p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.add_argument("--ready-file", help="write this file once the meta and status are published")
+    p.set_defaults(func=cmd_gateway_camera)
+
     p = gw.add_parser("phone", help="athletes' phones as trunk IMUs and haptic bands, via a served page "
                                     "(docs/gateways.md)")
     _common(p)
@@ -701,8 +796,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ready-file", help="write this file once subscribed, kernels loaded (for scripts)")
     p.set_defaults(func=cmd_process)
 
-    p = sub.add_parser("analyze", help="the fusion processor over recordings, offline: records and a summary")
-    p.add_argument("recordings", nargs="+", help="MCAP recordings (poserun record, poserun import)")
+    p = sub.add_parser("analyze", help="the fusion processor over recordings or videos, offline: records and a "
+                                       "summary (a report per video)")
+    p.add_argument("recordings", nargs="+", help="MCAP recordings (poserun record, poserun import), or video files "
+                                                 "(.mp4, .mov, ...: the camera's keypoints, needs poserun[camera])")
+    _camera_flags(p)
+    p.add_argument("--report", help="a video's HTML report (default: VIDEO-report.html in the current directory)")
     p.add_argument("--config", "-c", help="YAML config (athletes, processor settings)")
     p.add_argument("-o", "--output", help="write the records to FILE.jsonl, .csv or .parquet (default: JSON lines "
                                           "on stdout)")

@@ -107,6 +107,8 @@ class CameraMeta(BaseModel):
     y_axis: Literal["down", "up"] = "down"
     view: Literal["sagittal_right", "sagittal_left", "frontal", "3d"] = "sagittal_right"
     moving: bool = Field(False, description="true when the camera frame follows the athlete (tracking or treadmill)")
+    image_px: tuple[Annotated[int, Field(gt=0)], Annotated[int, Field(gt=0)]] | None = Field(
+        None, description="the image's width and height in pixels (a camera)")
     up_axis: Literal["+x", "-x", "+y", "-y", "+z", "-z"] | None = Field(
         None, description="axis pointing up (3-D markers); for images y_axis decides")
     forward_axis: Literal["+x", "-x", "+y", "-y", "+z", "-z"] | None = Field(
