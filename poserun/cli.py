@@ -124,14 +124,17 @@ def _camera_options(args: argparse.Namespace, settings: Any) -> Any:
 def cmd_gateway_camera(args: argparse.Namespace) -> int:
     from poserun.services.camera_pose import CameraExtraMissing
     from poserun.services.gateway_camera import run_camera_gateway
+    from poserun.services.mqtt import BrokerUnavailable
 
     settings = _settings(args)
     options = _camera_options(args, settings)
     try:
         stats = run_camera_gateway(settings.broker, args.session or settings.session.id, args.source, options,
                                    speed=args.video_speed, duration=args.duration, stop=_stop_on_signals(),
-                                   ready_file=args.ready_file)
-    except (CameraExtraMissing, OSError) as exc:
+                                   ready_file=args.ready_file, gateway_id=args.gateway_id)
+    except BrokerUnavailable:
+        raise  # (main says how to start one, as for every command)
+    except (CameraExtraMissing, OSError, ValueError) as exc:
         print(f"poserun gateway camera: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(stats.as_dict()))
@@ -256,8 +259,12 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         if len(videos) != len(args.recordings):
             raise SystemExit("poserun analyze: give videos or recordings, not both in one run")
         return _analyze_videos(args, settings)
-    if args.report or args.athlete or args.region:
-        raise SystemExit("poserun analyze: --report, --athlete and --region are for videos")
+    camera = {"--report": args.report, "--athlete": args.athlete, "--region": args.region, "--marks": args.marks,
+              "--marks-m": args.marks_m, "--view": args.view != "auto", "--moving": args.moving,
+              "--origin": args.origin, "--session": args.session}
+    if any(camera.values()):
+        raise SystemExit(f"poserun analyze: {', '.join(k for k, v in camera.items() if v)} are for videos, "
+                         "not recordings")
     bar = _progress_bar(sys.stderr) if not args.quiet else None
     result = analyze_files(args.recordings, settings, progress=bar)
     if bar is not None:
@@ -296,33 +303,48 @@ def _analyze_videos(args: argparse.Namespace, settings: Any) -> int:
     """``poserun analyze VIDEO...``: per video, the records (stdout or ``-o``) and an HTML report."""
     from poserun.services.analyze import write_records
     from poserun.services.camera_pose import CameraExtraMissing
-    from poserun.services.video_analysis import analyze_video, format_video_summary, write_video_report
+    from poserun.services.video_analysis import analyze_video, format_video_summary, video_session, write_video_report
 
     if args.report and len(args.recordings) > 1:
         raise SystemExit("poserun analyze: --report names one file: analyze one video at a time with it")
+    from poserun.wire import topics
+
+    if args.session and not topics.valid_id(args.session):
+        raise SystemExit(f"poserun analyze: session id {args.session!r} is invalid: use 1-64 letters, digits, '_', "
+                         "'.' or '-', starting with a letter or digit")
     options = _camera_options(args, settings)
     records: list[dict[str, Any]] = []
+    rc = 0
     for video in args.recordings:
         bar = _progress_bar(sys.stderr) if not args.quiet else None
         try:
-            analysis = analyze_video(video, settings, options, session=Path(video).stem,
+            analysis = analyze_video(video, settings, options, session=args.session or video_session(video),
                                      progress=(lambda n, total, v=video, b=bar: b(v, n, total)) if bar else None)
-        except (CameraExtraMissing, OSError) as exc:
+        except CameraExtraMissing as exc:
             print(f"poserun analyze: {exc}", file=sys.stderr)
             return 2
+        except OSError as exc:  # this video; the others' records are still written
+            print(f"poserun analyze: {exc}", file=sys.stderr)
+            rc = 2
+            continue
         if bar is not None:
             bar("", 0, 0)
         report = write_video_report(analysis, args.report or f"{Path(video).stem}-report.html")
         print(format_video_summary(analysis), file=sys.stderr)
         print(f"report -> {report}", file=sys.stderr)
         records += analysis.records
+        refused = analysis.keypoint_frames()[1]
+        if refused:
+            print(f"poserun analyze: {video}: the processor refused {refused} messages: "
+                  f"{analysis.snapshot.get('rejected')}", file=sys.stderr)
+            rc = rc or 1
     if args.output:
         n = write_records(records, args.output)
         print(f"{n} records -> {args.output}", file=sys.stderr)
     else:
         for r in records:
             sys.stdout.write(json.dumps(r, separators=(",", ":")) + "\n")
-    return 0
+    return rc
 
 
 def _progress_bar(stream: Any) -> Any:
@@ -757,6 +779,8 @@ def build_parser() -> argparse.ArgumentParser:
     _camera_flags(p)
     p.add_argument("--speed", dest="video_speed", type=float, default=1.0,
                    help="a file: 1 its own pace, 0 as fast as the pose model runs (default 1)")
+    p.add_argument("--gateway-id", help="this camera's gateway id (default camera-{first athlete}): give each "
+                                        "camera its own")
     p.add_argument("--duration", type=float, help="stop after this many seconds")
     p.add_argument("--ready-file", help="write this file once the meta and status are published")
     p.set_defaults(func=cmd_gateway_camera)
@@ -802,6 +826,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "(.mp4, .mov, ...: the camera's keypoints, needs poserun[camera])")
     _camera_flags(p)
     p.add_argument("--report", help="a video's HTML report (default: VIDEO-report.html in the current directory)")
+    p.add_argument("--session", help="a video's session id in the records (default: from its file name)")
     p.add_argument("--config", "-c", help="YAML config (athletes, processor settings)")
     p.add_argument("-o", "--output", help="write the records to FILE.jsonl, .csv or .parquet (default: JSON lines "
                                           "on stdout)")

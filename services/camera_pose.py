@@ -270,8 +270,9 @@ class Track:
 class PoseTracker:
     """Every person in a video: tracks continued by their landmark regions; the detector runs when no one
     is tracked, and every ``detect_every`` frames to find people who came in (a detection that holds more
-    than half of a track's region, or half of whose region a track holds, is that track, not a new person;
-    two tracks whose regions overlap by more than 0.8 follow one person, and the older is kept)."""
+    than half of a track's region, or half of whose region a track holds, is that track, not a new person).
+    Two tracks whose regions overlap by more than 0.8 have met (two people one behind the other, or one
+    person followed twice): both end, since which is whom is no longer known, and the detector looks again."""
 
     model: BlazePose
     detect_every: int = 15
@@ -280,6 +281,7 @@ class PoseTracker:
     _next_id: int = 1
     _frame: int = 0
     lost: int = 0  # tracks ended because the model no longer saw a person, or its hip left the image
+    merged: int = 0  # tracks ended because they met another (two people overlapping, or one seen twice)
 
     def update(self, rgb: np.ndarray) -> list[Track]:
         """The tracks seen in this image (each with its pose)."""
@@ -300,9 +302,13 @@ class PoseTracker:
                 continue
             t.pose, t.roi = pose, pose.next_roi
             t.frames += 1
-            # two tracks that converged on one person: keep the older
-            if any(t.roi.overlap(s.roi) > CONVERGED for s in seen):
-                continue
             seen.append(t)
+        # two tracks on top of each other: which is whom is lost, so both end and the detector looks again
+        met = {id(a) for k, a in enumerate(seen) for b in seen[k + 1:] if a.roi.overlap(b.roi) > CONVERGED}
+        met |= {id(b) for k, a in enumerate(seen) for b in seen[k + 1:] if a.roi.overlap(b.roi) > CONVERGED}
+        if met:
+            self.merged += len(met)
+            seen = [t for t in seen if id(t) not in met]
+            self._frame = 0  # (the next frame detects)
         self.tracks = seen
         return seen

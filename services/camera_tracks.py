@@ -2,11 +2,14 @@
 
 The rule (docs/gateways.md, "Several athletes per camera"): each athlete of a camera has a region of
 the image (a lane; the whole image for one athlete). An athlete is bound to a pose track when that
-track's mid-hip is inside the region and it is the only unbound track there; it stays bound while the
-model follows that track and its hip stays in the region. Two people in one free region bind no one
-(``ambiguous``, counted): a region's frames never mix two people, they are sent with confidence 0
-until one person is left. A track is one person by construction (each frame's region comes from that
-person's own landmarks), so a bound athlete's keypoints come from one body until the track ends.
+track's mid-hip is inside the region and it is the only candidate there; it stays bound while the
+model follows that track and its hip stays in the region. Two candidates in one free region bind no
+one (``ambiguous``, counted: confidence 0 until one is left). A track is one person (each frame's
+region comes from that person's own landmarks; two tracks that meet both end), so a bound athlete's
+keypoints come from one body until the track ends; a track that was in view while the athlete was
+bound to another is someone else and never becomes the athlete. After the athlete's track ended, the
+first new track alone in the region is taken as the athlete (``rebound``): the camera cannot tell who
+a newcomer is.
 
 Scale (``camera.scale_m_per_px``): two marks a known distance apart in the image, or the athlete's
 leg length from the config against the sum of the thigh and shank in pixels (which knee flexion does
@@ -63,33 +66,46 @@ class Region:
 
 @dataclass
 class Assigner:
-    """Athletes bound to tracks by the region rule; counts what it could not decide."""
+    """Athletes bound to tracks by the region rule; counts what it could not decide.
+
+    A track that was alive while another track was bound to an athlete is someone else, and is never
+    bound to that athlete (``blocked``): when the athlete's track ends, only a track that appears
+    afterwards, alone in the region, can take its place."""
 
     regions: dict[str, Region]
     bound: dict[str, int] = field(default_factory=dict)  # athlete -> track id
+    blocked: dict[str, set[int]] = field(default_factory=dict)  # athlete -> ids known to be someone else
     counts: Counter[str] = field(default_factory=Counter)
+    _ever: set[str] = field(default_factory=set)  # athletes bound at least once
 
     def assign(self, tracks: list[Track], width: int, height: int) -> dict[str, Track | None]:
         """Each athlete's track in this frame, or None (not seen, or not decidable)."""
         by_id = {t.id: t for t in tracks if t.pose is not None}
+        alive = set(by_id)
         inside = {a: [t for t in by_id.values() if r.contains(*t.pose.hip_px, width, height)]  # type: ignore[union-attr]
                   for a, r in self.regions.items()}
-        out: dict[str, Track | None] = {}
         for athlete, tid in list(self.bound.items()):
             t = by_id.get(tid)
             if t is None or t not in inside[athlete]:
                 del self.bound[athlete]
                 self.counts["unbound"] += 1
+        for athlete in self.regions:  # (ids never come back: the dead are forgotten)
+            known = self.blocked.setdefault(athlete, set())
+            known &= alive
+            if athlete in self.bound:
+                known |= alive - {self.bound[athlete]}
         taken = set(self.bound.values())
+        out: dict[str, Track | None] = {}
         for athlete in self.regions:
             if athlete in self.bound:
                 out[athlete] = by_id[self.bound[athlete]]
                 continue
-            free = [t for t in inside[athlete] if t.id not in taken]
+            free = [t for t in inside[athlete] if t.id not in taken and t.id not in self.blocked[athlete]]
             if len(free) == 1:
                 self.bound[athlete] = free[0].id
                 taken.add(free[0].id)
-                self.counts["bound"] += 1
+                self.counts["rebound" if athlete in self._ever else "bound"] += 1
+                self._ever.add(athlete)
                 out[athlete] = free[0]
             else:
                 if len(free) > 1:
@@ -118,17 +134,19 @@ def scale_from_marks(a: tuple[float, float], b: tuple[float, float], distance_m:
 @dataclass
 class LegCalibration:
     """Metres per pixel from the athlete's leg length: the median over frames of hip-knee-ankle in pixels
-    is ``leg_length_m * (1 - ANKLE_OF_LEG)``; also which way the athlete faces (toes ahead of heels)."""
+    is ``leg_length_m * (1 - ANKLE_OF_LEG)``; also which way the athlete faces (the median of toe minus
+    heel along the image's x)."""
 
     leg_length_m: float
     legs_px: list[float] = field(default_factory=list)
     facing: list[float] = field(default_factory=list)
     frames: int = 0  # frames with at least one whole leg seen
+    foot_frames: int = 0  # frames with at least one foot (heel and toe) seen
 
     def add(self, rows: np.ndarray) -> None:
         """One frame's (33, 3) keypoints."""
         xy, c = rows[:, :2].astype(np.float64), rows[:, 2]
-        legs = len(self.legs_px)
+        legs, feet = len(self.legs_px), len(self.facing)
         for side in (0, 1):
             h, k, a = HIP[side], KNEE[side], ANKLE[side]
             if min(c[h], c[k], c[a]) >= VISIBLE:
@@ -136,10 +154,17 @@ class LegCalibration:
             if min(c[HEEL[side]], c[TOE[side]]) >= VISIBLE:
                 self.facing.append(float(xy[TOE[side], 0] - xy[HEEL[side], 0]))
         self.frames += len(self.legs_px) > legs
+        self.foot_frames += len(self.facing) > feet
 
     @property
     def ready(self) -> bool:
+        """The scale is known (``CALIBRATION_FRAMES`` frames with a leg seen)."""
         return self.frames >= CALIBRATION_FRAMES
+
+    @property
+    def facing_ready(self) -> bool:
+        """The direction is known (``CALIBRATION_FRAMES`` frames with a foot seen)."""
+        return self.foot_frames >= CALIBRATION_FRAMES
 
     def scale_m_per_px(self) -> float | None:
         if not self.legs_px:

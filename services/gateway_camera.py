@@ -102,11 +102,15 @@ class CameraStats:
     images: int = 0
     frames: int = 0
     seen: dict[str, int] = field(default_factory=dict)  # athlete -> frames with the athlete found
-    dropped_uncalibrated: int = 0
+    dropped_uncalibrated: int = 0  # frames that waited over HOLD_S for their athlete's scale and view
+    never_calibrated: int = 0  # frames still waiting when the source ended (no meta: never sent)
+    bad_images: int = 0  # images the model failed on (sent with confidence 0)
     bad_timestamps: int = 0
+    read_failures: int = 0  # a live source's failed reads (it is opened again)
     seconds: float = 0.0
     assign: dict[str, int] = field(default_factory=dict)
     tracks_lost: int = 0
+    tracks_merged: int = 0
     reconnects: int = 0
     publish_dropped: int = 0
 
@@ -116,80 +120,100 @@ class CameraStats:
 
 @dataclass
 class _Athlete:
-    calibration: LegCalibration | None
+    calibration: LegCalibration
     meta: wm.KeypointMeta | None = None
     held: list[tuple[int, np.ndarray]] = field(default_factory=list)
     seq: int = 0
 
 
 class KeypointPipeline:
-    """Timestamped RGB images in, ``(topic, payload, retain)`` messages out (meta before frames)."""
+    """Timestamped RGB images in, ``(topic, payload, retain)`` messages out (meta before frames).
 
-    def __init__(self, session: str, options: CameraOptions, fps: float, width: int, height: int, *,
+    An athlete's meta is made once its scale (two marks, or its leg on its first frames) and its view
+    (given, or where its toes point) are known; its frames wait until then (at most ``HOLD_S``)."""
+
+    def __init__(self, session: str, options: CameraOptions, fps: float, width: int = 0, height: int = 0, *,
                  model: BlazePose | None = None, device: str = "camera") -> None:
         for athlete in options.regions:
             topics.check_id(athlete, "athlete")
         self.session, self.options = session, options
-        self.fps, self.width, self.height, self.device = fps, width, height, device
+        self.fps, self.device = fps, device
+        self.width, self.height = width, height  # (the first image's own size replaces these)
         self.tracker = PoseTracker(model or BlazePose())
         self.assigner = Assigner(dict(options.regions))
         self.stats = CameraStats(seen=dict.fromkeys(options.regions, 0))
-        self.athletes = {a: _Athlete(None if options.scale_m_per_px else
-                                     LegCalibration(options.leg_length_m.get(a, 0.9)))
-                         for a in options.regions}
-        if options.scale_m_per_px:
-            for a in self.athletes:
-                self.athletes[a].meta = self._meta(options.scale_m_per_px, options.view)
+        self.athletes = {a: _Athlete(LegCalibration(options.leg_length_m.get(a, 0.9))) for a in options.regions}
         self.last_poses: dict[str, np.ndarray] = {}  # athlete -> its latest (33, 3) rows (for pictures)
 
     def _meta(self, scale: float, view: str) -> wm.KeypointMeta:
-        if view == "auto":
-            view = "sagittal_right"
         origin = self.options.origin_px or (self.width / 2, float(self.height))
         cam = wm.CameraMeta(scale_m_per_px=scale, origin_px=origin, y_axis="down", view=view,  # type: ignore[arg-type]
                             moving=self.options.moving, image_px=(self.width, self.height))
         return wm.KeypointMeta(source=SOURCE, rate_hz=self.fps, schema="mediapipe33", dims="xyc",  # type: ignore[call-arg]
                                unit="px", camera=cam, device=f"{self.device} (BlazePose full, LiteRT)")
 
+    def _known(self, st: _Athlete) -> wm.KeypointMeta | None:
+        """The athlete's meta once its scale and view are known."""
+        cal = st.calibration
+        scale = self.options.scale_m_per_px or (cal.scale_m_per_px() if cal.ready else None)
+        view = self.options.view if self.options.view != "auto" else (cal.view() if cal.facing_ready else None)
+        return None if scale is None or view is None else self._meta(scale, view)
+
     def meta_messages(self) -> list[tuple[str, bytes, bool]]:
-        """The retained meta of every athlete whose scale is known."""
+        """The retained meta of every athlete whose scale and view are known."""
         return [(topics.meta_topic(self.session, a, SOURCE), wm.dump(st.meta), True)
                 for a, st in self.athletes.items() if st.meta is not None]
 
     def feed(self, t_ns: int, rgb: np.ndarray) -> list[tuple[str, bytes, bool]]:
-        """One image taken at ``t_ns``: the messages it makes (a newly known meta, then frames)."""
+        """One image taken at ``t_ns``: the messages it makes (a newly known meta, then frames). An image
+        the model fails on is counted (``bad_images``) and gives frames with confidence 0."""
         self.stats.images += 1
-        tracks = self.tracker.update(rgb)
-        self.stats.tracks_lost = self.tracker.lost
+        if self.stats.images == 1:
+            self.height, self.width = int(rgb.shape[0]), int(rgb.shape[1])
+        try:
+            tracks = self.tracker.update(rgb)
+            assignment = self.assigner.assign(tracks, self.width, self.height)
+        except Exception:  # a corrupt image must cost itself (who is who is kept), not the other athletes
+            self.stats.bad_images += 1
+            if self.stats.bad_images <= 5 or self.stats.bad_images % 1000 == 0:
+                log.exception("camera: image %d could not be read by the pose model", self.stats.images)
+            assignment = dict.fromkeys(self.options.regions)
+        self.stats.tracks_lost, self.stats.tracks_merged = self.tracker.lost, self.tracker.merged
         out: list[tuple[str, bytes, bool]] = []
-        for athlete, track in self.assigner.assign(tracks, self.width, self.height).items():
+        for athlete, track in assignment.items():
             rows = keypoint_rows(track)
             if track is not None:
                 self.stats.seen[athlete] += 1
                 self.last_poses[athlete] = rows
             st = self.athletes[athlete]
-            if st.meta is None:
-                assert st.calibration is not None
-                if track is not None:
-                    st.calibration.add(rows)
-                st.held.append((t_ns, rows))
-                if st.calibration.ready:
-                    scale = st.calibration.scale_m_per_px()
-                    assert scale is not None
-                    view = self.options.view if self.options.view != "auto" else st.calibration.view()
-                    st.meta = self._meta(scale, view)
-                    out.append((topics.meta_topic(self.session, athlete, SOURCE), wm.dump(st.meta), True))
-                    for t, r in st.held:
-                        out.append(self._frame(athlete, st, t, r))
-                    st.held.clear()
-                else:
-                    while st.held and t_ns - st.held[0][0] > HOLD_S * 1e9:
-                        st.held.pop(0)
-                        self.stats.dropped_uncalibrated += 1
+            if st.meta is not None:
+                out.append(self._frame(athlete, st, t_ns, rows))
                 continue
-            out.append(self._frame(athlete, st, t_ns, rows))
+            if track is not None:
+                st.calibration.add(rows)
+            st.held.append((t_ns, rows))
+            st.meta = self._known(st)
+            if st.meta is not None:
+                out.append((topics.meta_topic(self.session, athlete, SOURCE), wm.dump(st.meta), True))
+                out += [self._frame(athlete, st, t, r) for t, r in st.held]
+                st.held.clear()
+                continue
+            while st.held and t_ns - st.held[0][0] > HOLD_S * 1e9:
+                st.held.pop(0)
+                self.stats.dropped_uncalibrated += 1
         self.stats.assign = dict(self.assigner.counts)
         return out
+
+    def finish(self) -> None:
+        """The source ended: frames still waiting for their athlete's scale are counted (they were never
+        sent: a service cannot read frames without meta) and said on the log."""
+        for athlete, st in self.athletes.items():
+            if st.held:
+                self.stats.never_calibrated += len(st.held)
+                log.warning("camera: %s: %d frames never sent: its %s was not known (seen in %d frames)", athlete,
+                            len(st.held), "scale" if not (self.options.scale_m_per_px or st.calibration.ready)
+                            else "direction", self.stats.seen[athlete])
+                st.held.clear()
 
     def _frame(self, athlete: str, st: _Athlete, t_ns: int, rows: np.ndarray) -> tuple[str, bytes, bool]:
         payload = wf.pack(StreamKind.KEYPOINTS, st.seq, t_ns, rows.reshape(1, KEYPOINTS * 3),
@@ -202,26 +226,51 @@ class KeypointPipeline:
 def open_capture(spec: str) -> tuple[Any, bool]:
     """An OpenCV capture of ``spec`` (a file, a webcam number, or a stream URL), and whether it is live."""
     cv2 = opencv()
-
-    live = not Path(spec).is_file()
-    cap = cv2.VideoCapture(int(spec)) if spec.isdigit() else cv2.VideoCapture(spec)
+    if Path(spec).is_file():
+        cap, live = cv2.VideoCapture(spec), False
+    else:
+        cap, live = (cv2.VideoCapture(int(spec)) if spec.isdigit() else cv2.VideoCapture(spec)), True
     if not cap.isOpened():
         raise OSError(f"cannot open {spec!r}: not a video file OpenCV decodes, a webcam number or a stream URL")
     return cap, live
 
 
-def frames(cap: Any, live: bool, stats: CameraStats) -> Iterator[tuple[int, np.ndarray]]:
+REOPEN_S = (0.5, 5.0)  # a live source that failed is opened again after 0.5 s, doubling to 5 s
+
+
+def frames(cap: Any, live: bool, stats: CameraStats, *, reopen: Callable[[], Any] | None = None,
+           stop: threading.Event | None = None) -> Iterator[tuple[int, np.ndarray]]:
     """``(t_ns, RGB image)`` for each image: the video's own timestamps (a file) or the capture clock
     (live). A file's timestamp that does not advance is replaced by the previous one plus a frame period
-    (counted ``bad_timestamps``)."""
+    (counted ``bad_timestamps``); a file ends at its first failed read. A live source's failed read is
+    counted (``read_failures``) and, with ``reopen``, the source is opened again (with back-off) until
+    ``stop``."""
     cv2 = opencv()
-
     fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
     last = -1
-    while True:
+    wait = REOPEN_S[0]
+    while not (stop is not None and stop.is_set()):
         ok, bgr = cap.read()
-        if not ok:
-            return
+        if not ok or bgr is None:
+            if not live:
+                return
+            stats.read_failures += 1
+            if reopen is None:
+                return
+            log.warning("camera: read failed (%d so far); opening the source again in %.1f s",
+                        stats.read_failures, wait)
+            if stop is not None:
+                stop.wait(wait)
+            else:
+                time.sleep(wait)
+            wait = min(2 * wait, REOPEN_S[1])
+            cap.release()
+            try:
+                cap = reopen()
+            except OSError as exc:
+                log.warning("camera: %s", exc)
+            continue
+        wait = REOPEN_S[0]
         if live:
             t = time.monotonic_ns()
         else:
@@ -238,41 +287,43 @@ def run_camera_gateway(broker: BrokerSettings, session: str, source: str, option
                        ready_file: str | None = None, gateway_id: str | None = None,
                        on_stats: Callable[[CameraStats], None] | None = None) -> CameraStats:
     """Publish a camera's keypoints until the video ends, ``duration`` s, or ``stop``. A file is played
-    at ``speed`` times its own pace (0: as fast as the model runs)."""
+    at ``speed`` times its own pace (0: as fast as the model runs); a live source that fails is opened
+    again."""
+    if speed < 0:
+        raise ValueError(f"speed must be 0 (as fast as possible) or more, not {speed}")
     cv2 = opencv()
-
     cap, live = open_capture(source)
     fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
-    width, height = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
-    athletes = sorted(options.regions)
-    gw = gateway_id or f"camera-{athletes[0]}"
-    pipeline = KeypointPipeline(session, options, fps, width, height, device=f"camera {width}x{height} {fps:g} fps")
+    athletes = list(options.regions)
+    gw = topics.check_id(gateway_id or f"camera-{athletes[0]}", "gateway")
+    pipeline = KeypointPipeline(session, options, fps, device=f"{'camera' if live else 'video'} {fps:g} fps")
     offline = status_message(session, gw, "offline", athletes)
     pub = gateway_publisher(broker, f"gw-{gw}", session, will=Will(offline.topic, offline.payload, qos=1, retain=True))
     stats = pipeline.stats
     start = time.monotonic()
+    halt = stop or threading.Event()
     try:
         pub.connect()
-        for topic, payload, retain in pipeline.meta_messages():
-            pub.publish(topic, payload, qos=1, retain=retain)
         if live:
-            zero, rate = time.time_ns() - time.monotonic_ns(), 1.0
-        else:  # the video's clock starts now, running at ``speed``
-            zero, rate = time.time_ns(), speed if speed > 0 else 1.0
-        online = status_message(session, gw, "online", athletes, boot_ns=time.time_ns(), zero_ns=zero, rate=rate)
+            zero: int | None = time.time_ns() - time.monotonic_ns()
+        else:  # the video's clock starts now, at ``speed``; as fast as possible, it keeps no pace with the wall
+            zero = time.time_ns() if speed > 0 else None
+        online = status_message(session, gw, "online", athletes, boot_ns=time.time_ns(), zero_ns=zero,
+                                rate=speed if not live and speed > 0 else 1.0)
         pub.publish(online.topic, online.payload, qos=1, retain=True)
         pub.flush()
         if ready_file:
             Path(ready_file).write_text("ready\n")
         began = time.monotonic_ns()
         next_stats = time.monotonic() + STATS_EVERY_S
-        for t_ns, rgb in frames(cap, live, stats):
-            if (stop is not None and stop.is_set()) or (duration is not None and time.monotonic() - start >= duration):
+        for t_ns, rgb in frames(cap, live, stats, reopen=(lambda: open_capture(source)[0]) if live else None,
+                                stop=halt):
+            if halt.is_set() or (duration is not None and time.monotonic() - start >= duration):
                 break
-            if not live and speed > 0:  # pace a file as the camera filmed it
+            if not live and speed > 0:  # pace a file as the camera filmed it (serving the connection)
                 wait = began + t_ns / speed - time.monotonic_ns()
                 if wait > 0:
-                    time.sleep(wait / 1e9)
+                    pub.sleep(wait / 1e9, halt)
             for topic, payload, retain in pipeline.feed(t_ns, rgb):
                 pub.publish(topic, payload, qos=1 if retain else 0, retain=retain)
             pub.pump(0.0)
@@ -284,6 +335,7 @@ def run_camera_gateway(broker: BrokerSettings, session: str, source: str, option
         pub.flush()
     finally:
         cap.release()
+        pipeline.finish()
         stats.seconds = round(time.monotonic() - start, 3)
         stats.reconnects, stats.publish_dropped = pub.stats.reconnects, pub.stats.dropped
         if pub.connected:

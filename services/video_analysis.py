@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import html
+import re
 import statistics
 import time
 from bisect import bisect_left
@@ -166,14 +167,24 @@ class VideoAnalysis:
     pictures: dict[str, Picture] = field(default_factory=dict)
     names: dict[str, str] = field(default_factory=dict)  # athlete -> the config's name
     seconds: float = 0.0  # wall time the analysis took
+    first_ns: int = 0  # the video's own timestamps of its first and last image
+    last_ns: int = 0
 
     @property
     def images(self) -> int:
         return int(self.camera.get("images", 0))
 
     @property
+    def frame_ms(self) -> float:
+        """The mean time between images from the video's own timestamps (a phone's slow motion often says
+        another rate in its header than it filmed at), else the header's rate."""
+        if self.images > 1 and self.last_ns > self.first_ns:
+            return (self.last_ns - self.first_ns) / (self.images - 1) / 1e6
+        return 1000.0 / self.fps if self.fps else 0.0
+
+    @property
     def duration_s(self) -> float:
-        return self.images / self.fps if self.fps else 0.0
+        return self.images * self.frame_ms / 1000.0
 
     def stances(self, athlete: str) -> list[Record]:
         """The athlete's stance records in time order (of initial contact; they are emitted at toe-off)."""
@@ -195,6 +206,13 @@ class VideoAnalysis:
         """Keypoint frames the service took, and messages it refused (every reason, all sources)."""
         taken = int(self.snapshot.get("kinds", {}).get("keypoints", {}).get("frames", 0))
         return taken, sum(self.snapshot.get("rejected", {}).values())
+
+
+def video_session(path: str | Path) -> str:
+    """A session id from a video's file name (``my run (1).mp4`` -> ``my-run-1``): ids allow only
+    ``A-Z a-z 0-9 _ . -``, at most 64, starting with a letter or digit."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(path).stem).strip("-_.")[:64].strip("-_.")
+    return name or "video"
 
 
 def representative_stance(stances: Sequence[Record]) -> Record | None:
@@ -229,6 +247,9 @@ def analyze_video(path: str | Path, settings: Settings, options: CameraOptions, 
                             names={a.id: a.name for a in settings.athletes if a.id in options.regions and a.name})
         seen = dict(pipeline.stats.seen)
         for n, (t_ns, rgb) in enumerate(frames(cap, live, pipeline.stats), 1):
+            if n == 1:
+                out.first_ns = t_ns
+            out.last_ns = t_ns
             messages = pipeline.feed(t_ns, rgb)
             clock[0] = t_ns + 1
             for topic, payload, _retain in messages:
@@ -241,6 +262,7 @@ def analyze_video(path: str | Path, settings: Settings, options: CameraOptions, 
                 progress(n, total)
     finally:
         cap.release()
+    pipeline.finish()
     out.snapshot, out.camera = service.snapshot(), pipeline.stats.as_dict()
     if progress is not None:
         progress(out.images, total or out.images)
@@ -567,10 +589,12 @@ def video_report_html(analysis: VideoAnalysis) -> str:
     fps = analysis.fps
     taken, refused = analysis.keypoint_frames()
     cam = analysis.camera
-    head = (f"<p>{analysis.width}&times;{analysis.height} px, {fps:g} frames per second, {analysis.images} frames "
+    ms = analysis.frame_ms
+    head = (f"<p>{analysis.width}&times;{analysis.height} px, {1000 / ms if ms else fps:.4g} frames per second (from "
+            f"the video's timestamps; its header says {fps:g}), {analysis.images} frames "
             f"({analysis.duration_s:.1f} s); session <code>{html.escape(analysis.session)}</code>; analysed in "
             f"{analysis.seconds:.1f} s.</p>")
-    timing = (f'<p class="note"><b>Timing.</b> At {fps:g} fps one frame is {1000 / fps:.1f} ms (1000 / {fps:g}): '
+    timing = (f'<p class="note"><b>Timing.</b> One frame is {ms:.1f} ms here: '
               "the video holds nothing between two frames, so that is its time resolution; the processor places "
               f"each contact between the frames around it. {ACCURACY_60FPS}</p>")
     counters = (f'<p class="note">Pipeline: {cam.get("images", 0)} images, {cam.get("frames", 0)} keypoint frames '
@@ -606,9 +630,11 @@ def format_video_summary(analysis: VideoAnalysis) -> str:
         lines.append(f"{a}: seen in {seen} of {analysis.images} frames; {scale}")
     cam = analysis.camera
     taken, refused = analysis.keypoint_frames()
-    lines.append(f"video: {analysis.width}x{analysis.height} {analysis.fps:g} fps ({1000 / analysis.fps:.1f} ms a "
-                 f"frame), {analysis.images} frames, analysed in {analysis.seconds:.1f} s")
-    lines.append(f"pipeline: {cam.get('frames', 0)} keypoint frames, {cam.get('dropped_uncalibrated', 0)} dropped "
+    lines.append(f"video: {analysis.width}x{analysis.height}, {analysis.frame_ms:.1f} ms a frame (header: "
+                 f"{analysis.fps:g} fps), {analysis.images} frames, analysed in {analysis.seconds:.1f} s")
+    lines.append(f"pipeline: {cam.get('frames', 0)} keypoint frames, {cam.get('never_calibrated', 0)} never sent "
+                 f"(no scale or direction), {cam.get('bad_images', 0)} bad images, "
+                 f"{cam.get('dropped_uncalibrated', 0)} dropped "
                  f"uncalibrated, {cam.get('bad_timestamps', 0)} bad timestamps, {cam.get('tracks_lost', 0)} tracks "
                  f"lost, assign {cam.get('assign', {})}")
     lines.append(f"processor: {taken} keypoint frames taken, {refused} refused, {len(analysis.records)} records")

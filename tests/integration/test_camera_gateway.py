@@ -103,3 +103,21 @@ def test_a_filmed_runner_gives_stances_at_the_true_contacts(broker: BrokerSettin
         nearest = min(abs(r["ic_ns"] / 1e9 - s.ic) for s in truth if s.foot == r["foot"])
         assert nearest < 2 / 60, (r["foot"], r["ic_ns"] / 1e9)
     print(f"camera-only on the mannequin: {len(stances)} stances of {len(truth)} true")
+
+
+def test_analyze_a_video_from_the_command_line(tmp_path: Path) -> None:
+    clip = tmp_path / "my run (1).mp4"  # not an id: the session is made from it
+    _truth, leg = mannequin.render(clip, seconds=4.0)
+    config = tmp_path / "a.yaml"
+    config.write_text(f"athletes: [{{id: cam1, leg_length_m: {leg}}}]\n")
+    out = tmp_path / "records.jsonl"
+    proc = subprocess.run([sys.executable, "-m", "poserun", "analyze", str(clip), "-c", str(config), "--athlete",
+                           "cam1", "--moving", "--quiet", "-o", str(out), "--report", str(tmp_path / "r.html")],
+                          capture_output=True, text=True, timeout=CEILING, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    stances = [r for r in records if r["type"] == "stance"]
+    assert stances and {r["session"] for r in records} == {"my-run-1"} and {r["athlete"] for r in records} == {"cam1"}
+    html = (tmp_path / "r.html").read_text()
+    assert "cam1" in html and html.count("data:image/png;base64,") >= 2
+    assert "cam1: seen in 240 of 240 frames" in proc.stderr

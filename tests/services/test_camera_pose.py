@@ -393,12 +393,14 @@ def test_tracker_drops_tracks_the_model_no_longer_sees_or_that_leave_the_image()
     assert t.update(IMAGE) == [] and t.lost == 2
 
 
-def test_tracker_keeps_the_older_of_two_tracks_that_converged() -> None:
+def test_tracker_ends_both_of_two_tracks_that_met() -> None:
     a = (500.0, 500.0)
-    # two detections far enough apart to be two tracks, but both on person a
-    model = ScriptedModel([a], [[Roi(a[0] - 120, a[1], 400, 0), Roi(a[0] + 120, a[1], 400, 0)]])
+    # two detections far enough apart to be two tracks, but both on person a: which is whom is lost
+    model = ScriptedModel([a], [[Roi(a[0] - 120, a[1], 400, 0), Roi(a[0] + 120, a[1], 400, 0)], [Roi(*a, 400, 0)]])
     t = tracker(model)
-    assert [tr.id for tr in t.update(IMAGE)] == [1]
+    assert t.update(IMAGE) == [] and t.merged == 2
+    # the detector looks again on the next frame: one new track
+    assert [tr.id for tr in t.update(IMAGE)] == [3]
 
 
 def test_tracker_max_people() -> None:

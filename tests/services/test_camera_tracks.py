@@ -130,12 +130,31 @@ def test_a_track_without_a_pose_is_not_a_candidate() -> None:
 def test_the_bound_track_leaving_the_region_unbinds() -> None:
     a = Assigner({"ada": Region(0, 0, 0.5, 1)})
     assert ids(a.assign([track(1, (100, 100))], W, H)) == {"ada": 1}
-    # track 1 walks out to the right half; track 2 is already in ada's region: one free candidate, bound
+    # track 1 walks out to the right half as track 2 appears in ada's region: one new candidate, taken
     out = a.assign([track(1, (600, 100)), track(2, (300, 300))], W, H)
-    assert ids(out) == {"ada": 2} and a.counts["unbound"] == 1 and a.counts["bound"] == 2
+    assert ids(out) == {"ada": 2} and a.counts["unbound"] == 1 and a.counts["bound"] == 1
+    assert a.counts["rebound"] == 1
     # track 1 walking back in does not take ada from track 2
     assert ids(a.assign([track(1, (200, 100)), track(2, (300, 300))], W, H)) == {"ada": 2}
     assert a.counts["unbound"] == 1
+
+
+def test_someone_in_view_while_the_athlete_was_followed_never_becomes_the_athlete() -> None:
+    # a runner (1) crosses the image while a coach (2) stands at the side: when the runner's track ends,
+    # the coach is alone in the region, but was in view all along, so is someone else: no one is sent
+    a = Assigner({"ada": Region()})
+    assert ids(a.assign([track(1, (100, 100))], W, H)) == {"ada": 1}
+    for x in (200, 400, 600):
+        assert ids(a.assign([track(1, (x, 100)), track(2, (900, 500))], W, H)) == {"ada": 1}
+    for _ in range(3):
+        assert ids(a.assign([track(2, (900, 500))], W, H)) == {"ada": None}
+    assert a.counts["unbound"] == 1 and a.counts["rebound"] == 0
+    # a new track alone in the region (the runner found again, or a newcomer) is taken
+    assert ids(a.assign([track(2, (900, 500)), track(3, (150, 100))], W, H)) == {"ada": 3}
+    assert a.counts["rebound"] == 1 and a.blocked["ada"] == {2}
+    # ids of ended tracks are forgotten (the blocked set stays bounded)
+    a.assign([track(3, (150, 100))], W, H)
+    assert a.blocked["ada"] == set()
 
 
 def test_the_bound_track_disappearing_unbinds_and_rebinding_needs_a_single_candidate() -> None:
