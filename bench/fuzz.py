@@ -57,10 +57,13 @@ def service(**processor: Any) -> FusionService:
 def _seeds() -> tuple[list[tuple[str, bytes]], list[tuple[str, bytes]], list[bytes]]:
     """Valid frames (binary and JSON) and meta of the team, and a valid status, to mutate."""
     team = SimTeam(SESSION, SimSettings(athletes=2, seed=3, sensors=["imu_foot_left", "imu_foot_right", "imu_pelvis",
-                                                                    "insole_left", "insole_right", "keypoints"]))
+                                                                    "insole_left", "insole_right", "keypoints"],
+                                       bundle=False))
     metas = [(m.topic, m.payload) for m in team.meta_messages()]
     frames = [(m.topic, m.payload) for m in team.step(4)[0]]
     frames += [(t, wf.encode_json(wf.decode(p))) for t, p in frames[:: 3]]
+    hub = SimTeam(SESSION, SimSettings(athletes=2, seed=3))  # bundles (several sources in one message)
+    frames += [(m.topic, m.payload) for m in hub.step(4)[0] if m.topic.endswith("/bundle")]
     rng = np.random.default_rng(0)
     frames.append((topics.data_topic(SESSION, "a01", "force_left"),
                    wf.encode(wf.make_frame(StreamKind.FORCE, 0, 0, rng.normal(size=(10, 1)), period_ns=1_000_000))))

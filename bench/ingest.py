@@ -39,7 +39,8 @@ from poserun.settings import load_settings
 
 
 def make_burst(path: Path, athletes: int, seconds: float, session: str) -> tuple[int, int]:
-    settings = load_settings(overrides={"sim": {"athletes": athletes}, "session": {"id": session}})
+    # one message per sensor frame (no bundles): the per-message paths are what this compares
+    settings = load_settings(overrides={"sim": {"athletes": athletes, "bundle": False}, "session": {"id": session}})
     team = SimTeam(session, settings.sim)
     msgs = [RecordedMessage(m.topic, m.payload, 0, True, 1) for m in team.meta_messages()]
     frames = samples = 0

@@ -21,7 +21,7 @@ SENSORS = ["imu_foot_left", "imu_foot_right", "insole_left", "insole_right", "ke
 
 
 def blocks(seconds: float) -> tuple[SimTeam, list[tuple[str, np.ndarray, np.ndarray]], list]:
-    team = SimTeam("b", SimSettings(athletes=1, seed=1))
+    team = SimTeam("b", SimSettings(athletes=1, seed=1, bundle=False))
     out, msgs = [], []
     for _ in range(int(seconds * 2)):
         m, _ = team.step(50)

@@ -28,7 +28,7 @@ def make_data(path: Path, seconds: float) -> None:
     from poserun.settings import SimSettings
     from poserun.wire import decode
 
-    team = SimTeam("b", SimSettings(athletes=1, seed=1))
+    team = SimTeam("b", SimSettings(athletes=1, seed=1, bundle=False))
     blocks = []
     for _ in range(int(seconds * 2)):
         msgs, _ = team.step(50)

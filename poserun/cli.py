@@ -76,7 +76,7 @@ def cmd_gateway_sim(args: argparse.Namespace) -> int:
     if args.pregenerate and not args.duration:
         raise SystemExit("poserun gateway sim: --pregenerate needs --duration")
     stats = run_sim_gateway(settings, duration=args.duration, stop=stop, pregenerate=args.pregenerate)
-    print(json.dumps({"messages": stats.messages, "bytes": stats.bytes, "truth": stats.truth,
+    print(json.dumps({"messages": stats.messages, "frames": stats.frames, "bytes": stats.bytes, "truth": stats.truth,
                       "sim_seconds": round(stats.sim_seconds, 3),
                       "wall_seconds": round(stats.wall_seconds, 3),
                       "max_lag_s": round(stats.max_lag_s, 3)}))

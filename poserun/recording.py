@@ -37,6 +37,7 @@ from poserun.wire import topics
 
 PROFILE = "poserun"
 FRAME_ENCODING = "poserun-frame"
+BUNDLE_ENCODING = "poserun-bundle"  # several sources' frames (poserun/wire/bundle.py)
 
 
 @dataclass
@@ -94,11 +95,13 @@ class RecordingWriter:
         channel = self._channels.get(key)
         if channel is None:
             try:
-                is_data = topics.parse(topic).channel == "data"
+                parsed = topics.parse(topic)
+                encoding = "json" if parsed.channel != "data" else \
+                    BUNDLE_ENCODING if parsed.source == topics.BUNDLE else FRAME_ENCODING
             except ValueError:
-                is_data = False
+                encoding = "json"
             channel = self._w.register_channel(
-                topic=topic, message_encoding=FRAME_ENCODING if is_data else "json", schema_id=0,
+                topic=topic, message_encoding=encoding, schema_id=0,
                 metadata={"retain": "true" if keep else "false", "qos": str(qos)},
             )
             self._channels[key] = channel

@@ -186,6 +186,9 @@ class SimSettings(_Model):
     seed: int = 1
     forced_share: Annotated[float, Field(ge=0, le=1)] = 0.4
     json_frames: bool = False
+    bundle: bool = Field(True, description="one message per athlete per frame period with all its sensors' "
+                         "frames (an athlete-worn hub, docs/protocol.md 'Bundles'); false: a message per sensor. "
+                         "Sensors with a clock offset or drift of their own are sent on their own")
     truth: bool = False
     clock_offsets_ms: dict[str, Annotated[float, Field(ge=0, le=10_000)]] = Field(
         default_factory=dict,

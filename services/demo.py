@@ -120,7 +120,7 @@ async def run_demo(settings: Settings, *, broker: str | None = None, duration: f
         sent = 0
         with contextlib.suppress(Exception):
             published = await gateway
-            sent = published.messages - published.truth  # frames (truth is one message per stance)
+            sent = published.frames  # (bundles hold several; truth messages are no frames)
         # the run ended by itself: let the service take the last frames (up to DRAIN_S), not Ctrl-C
         drain_until = time.monotonic() + DRAIN_S
         while not stop.is_set() and service.snapshot()["totals"].get("frames", 0) < sent \

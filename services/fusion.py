@@ -27,6 +27,7 @@ from poserun.services.mqtt_stream import LoopSubscriber
 from poserun.services.timebase import AthleteTimebase
 from poserun.settings import Settings
 from poserun.sinks.base import Record, SinkRunner
+from poserun.wire import bundle as wire_bundle
 from poserun.wire import topics
 from poserun.wire.cursor import SourceCursor, Verdict
 from poserun.wire.errors import FrameError, Reason, TopicError, WireError
@@ -127,6 +128,8 @@ class FusionService:
         # asks a gateway for meta it lacks (set by run(): a publish on the ingest's connection)
         self.request_meta: Callable[[str], object] | None = None
         self.meta_requests = 0
+        self.bundles = 0  # bundle messages taken apart (their frames are counted per source)
+        self._bundle_prefix: dict[str, str] = {}  # bundle topic -> its athlete's data topic prefix
         self._asked: dict[Key, int] = {}  # when each source's meta was last asked for (its frame's arrival)
 
     # ------------------------------------------------------------ handling
@@ -144,6 +147,9 @@ class FusionService:
                 self.unrouted["internal_error"] += 1
                 log.exception("internal error handling %s", topic[:120])
             return []
+        prefix = self._bundle_prefix.get(topic)
+        if prefix is not None:
+            return self._bundle(prefix, payload, recv_ns)
         t = self._topics.get(topic)
         if t is None:
             try:
@@ -160,6 +166,11 @@ class FusionService:
         self._tick(now)
         try:
             if t.channel == "data":
+                if t.source == topics.BUNDLE:
+                    if len(self._bundle_prefix) >= self.TOPIC_CACHE:
+                        self._bundle_prefix.clear()
+                    prefix = self._bundle_prefix[topic] = topic[: -len(topics.BUNDLE)]
+                    return self._bundle(prefix, payload, recv_ns)
                 return self._data(topic, t, payload, now, recv_ns is not None)
             if t.channel == "meta":
                 self._meta(t, payload, now)
@@ -172,6 +183,22 @@ class FusionService:
             self.unrouted["internal_error"] += 1
             log.exception("internal error handling %s", topic[:120])
         return []
+
+    def _bundle(self, prefix: str, payload: bytes, recv_ns: int | None) -> list[Record]:
+        """A bundle's frames, each handled as if it came on its own source's topic (every check, counter
+        and refusal of that source applies); a bundle whose structure does not add up is refused whole."""
+        self.bundles += 1
+        try:
+            if len(payload) > self._max_frame:
+                raise FrameError(Reason.OVERSIZED, f"bundle of {len(payload)} bytes > limit {self._max_frame}")
+            entries = wire_bundle.unpack(payload)
+        except WireError as exc:
+            self._refuse(None, exc)
+            return []
+        recs: list[Record] = []
+        for source, frame in entries:
+            recs += self.handle(prefix + source, frame, recv_ns)
+        return recs
 
     def _refuse(self, key: Key | None, exc: WireError) -> None:
         reason = exc.reason.value
@@ -552,7 +579,7 @@ class FusionService:
         athletes = sorted(list(self.athletes.items()))
         return {
             "totals": totals, "rejected": dict(rejected),
-            "records": self.records_out, "athletes": len(athletes), "kinds": kinds,
+            "records": self.records_out, "athletes": len(athletes), "kinds": kinds, "bundles": self.bundles,
             "tables": self.table.report(),
             "warnings": {f"{sess}/{ath}": dict(st.warnings) for (sess, ath), st in athletes if st.warnings},
             "clocks": {f"{sess}/{ath}": st.clocks() for (sess, ath), st in athletes if st.clocks()},

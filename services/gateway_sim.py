@@ -21,10 +21,12 @@ CHUNK_SLICES = 50  # frame periods generated at once (0.5 s at 10 ms frames)
 
 @dataclass
 class GatewayStats:
-    """What the gateway published: ``messages`` (frames and truth), ``truth`` (truth messages, one
-    per stance, when ``sim.truth`` asks for them; else 0), payload bytes, simulated and wall seconds."""
+    """What the gateway published: ``messages`` (frames, bundles of frames, and truth), ``frames`` (the
+    sensor frames in them), ``truth`` (truth messages, one per stance, when ``sim.truth`` asks for them;
+    else 0), payload bytes, simulated and wall seconds."""
 
     messages: int = 0
+    frames: int = 0
     bytes: int = 0
     truth: int = 0
     sim_seconds: float = 0.0
@@ -102,6 +104,7 @@ def run_sim_gateway(settings: Settings, *, duration: float | None = None,
                     batch.clear()
                     pub.publish(m.topic, m.payload, qos=m.qos, retain=m.retain)
                 stats.messages += 1
+                stats.frames += m.frames
                 stats.bytes += len(m.payload)
             if stop is not None and stop.is_set():
                 break

@@ -86,7 +86,7 @@ def run_sources(sources: tuple[str, ...], seconds: float = SIM_SECONDS) -> float
 
     t0 = time.perf_counter()
     simulated = tuple(dict.fromkeys("imu_foot_left" if s == "imu_shank_left" else s for s in sources))
-    team = SimTeam("warmup", SimSettings(athletes=1, seed=0, sensors=list(simulated)))
+    team = SimTeam("warmup", SimSettings(athletes=1, seed=0, sensors=list(simulated), bundle=False))
     state = AthleteState("a01")
     rates = {src.name: src.rate for src in team.sources["a01"]}
     for name in sources:

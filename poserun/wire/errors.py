@@ -26,6 +26,7 @@ class Reason(StrEnum):
     STREAM_MISMATCH = "stream_mismatch"  # frame kind differs from the topic's source
     NO_META = "no_meta"  # data before the source's retained meta
     TOO_MANY_ATHLETES = "too_many_athletes"
+    BAD_BUNDLE = "bad_bundle"  # a bundle whose entries do not add up (docs/protocol.md, bundles)
 
 
 class WireError(ValueError):

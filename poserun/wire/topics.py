@@ -1,6 +1,7 @@
 """Versioned MQTT topics: one namespace per session, athlete and source.
 
     poserun/v1/{session}/{athlete}/data/{source}     sensor frames (binary or JSON)
+    poserun/v1/{session}/{athlete}/data/bundle       several sources' frames in one message
     poserun/v1/{session}/{athlete}/meta/{source}     device meta, retained JSON
     poserun/v1/{session}/{athlete}/meta_request/{source}  poserun asks the gateway for missing meta
     poserun/v1/{session}/{athlete}/truth             ground truth events (simulator, lab imports)
@@ -23,6 +24,7 @@ GATEWAY = "_gateway"
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 CHANNELS = ("data", "meta", "meta_request", "truth", "records", "haptic", "status")
 _SOURCED = ("data", "meta", "meta_request")  # channels whose topics end in a source
+BUNDLE = "bundle"  # the data topic of an athlete's bundles (poserun/wire/bundle.py): not a source
 
 
 def valid_id(value: str) -> bool:
@@ -60,6 +62,11 @@ class Topic:
 
 def data_topic(session: str, athlete: str, source: str) -> str:
     return f"{ROOT}/{PROTOCOL}/{session}/{athlete}/data/{source}"
+
+
+def bundle_topic(session: str, athlete: str) -> str:
+    """Where an athlete's bundles go: several sources' frames in one message (docs/protocol.md)."""
+    return f"{ROOT}/{PROTOCOL}/{session}/{athlete}/data/{BUNDLE}"
 
 
 def meta_topic(session: str, athlete: str, source: str) -> str:
@@ -128,7 +135,7 @@ def parse(topic: str) -> Topic:
         raise TopicError(f"bad athlete id in {topic[:120]!r}")
     channel = parts[4]
     if channel in _SOURCED:
-        if len(parts) != 6 or parts[5] not in SOURCES:
+        if len(parts) != 6 or not (parts[5] in SOURCES or (parts[5] == BUNDLE and channel == "data")):
             raise TopicError(f"unknown source in {topic[:120]!r}")
         return Topic(session, athlete, channel, parts[5])
     if channel in ("truth", "records", "haptic") and len(parts) == 5:

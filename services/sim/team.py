@@ -16,6 +16,7 @@ import numpy as np
 from poserun.services.sim.profiles import get_profile
 from poserun.services.sim.runner import INSOLE_CELLS, AthleteSpec, SimRunner, Stance
 from poserun.settings import AthleteSettings, SimSettings
+from poserun.wire import bundle as wire_bundle
 from poserun.wire import frame as wf
 from poserun.wire import meta as wm
 from poserun.wire import topics
@@ -37,6 +38,7 @@ class Message:
     retain: bool = False
     qos: int = 0
     at_ns: int = 0  # simulator time at which the message is due (when its last sample is taken)
+    frames: int = 1  # sensor frames in it: a bundle's entries; 0 for meta and truth
 
 
 @dataclass
@@ -118,7 +120,7 @@ class SimTeam:
         for athlete, sources in self.sources.items():
             for src in sources:
                 out.append(Message(topics.meta_topic(self.session, athlete, src.name),
-                                   wm.dump(device_meta(src.name, src.rate)), retain=True, qos=1))
+                                   wm.dump(device_meta(src.name, src.rate)), retain=True, qos=1, frames=0))
         return out
 
     def step(self, slices: int = 10) -> tuple[list[Message], dict[str, list[Stance]]]:
@@ -132,12 +134,41 @@ class SimTeam:
         for spec in self.specs:
             runner = self.runners[spec.athlete_id]
             runner.advance(t1)
+            own: list[tuple[str, Message]] = []
             for src in self.sources[spec.athlete_id]:
-                messages.extend(self._frames(spec.athlete_id, runner, src, edges_ns))
+                frames = self._frames(spec.athlete_id, runner, src, edges_ns)
+                if self.sim.bundle and not (self.sim.clock_offsets_ms.get(src.name) or
+                                            self.sim.clock_drift_ppm.get(src.name)):
+                    own += [(src.name, m) for m in frames]
+                else:  # (a sensor on a clock of its own is on a gateway of its own)
+                    messages.extend(frames)
+            messages.extend(self._bundles(spec.athlete_id, own))
             truth[spec.athlete_id] = runner.completed(t1)
             runner.forget_before(t0 - 2.0)
         self.t = t1
         return messages, truth
+
+    def _bundles(self, athlete: str, frames: list[tuple[str, Message]]) -> list[Message]:
+        """An athlete's frames as a hub sends them: those whose last sample falls in one frame period
+        (k-1, k] x ``frame_ms`` go together in one bundle when the last of them is taken (one frame alone
+        goes as it is). The period ends on its edge, where the insoles' samples fall: the insole frame,
+        whose contact starts the haptic cue, never waits for the IMUs' (which wait up to a sample). A
+        period cut by the end of a ``step`` goes as two messages (the frames due at its edge come with
+        the next step)."""
+        slots: dict[int, list[tuple[str, Message]]] = {}
+        frame_ns = round(self.sim.frame_ms * 1e6)
+        for source, m in frames:
+            slots.setdefault(-(-m.at_ns // frame_ns), []).append((source, m))
+        out = []
+        topic = topics.bundle_topic(self.session, athlete)
+        for _slot, group in sorted(slots.items()):
+            group.sort(key=lambda sm: sm[1].at_ns)
+            if len(group) == 1:
+                out.append(group[0][1])
+            else:
+                out.append(Message(topic, wire_bundle.pack([(src, m.payload) for src, m in group]),
+                                   at_ns=group[-1][1].at_ns, frames=len(group)))
+        return out
 
     def _frames(self, athlete: str, runner: SimRunner, src: _Source,
                 edges_ns: np.ndarray) -> list[Message]:
@@ -198,7 +229,7 @@ class SimTeam:
             for st in stances:
                 out.append(Message(topics.athlete_topic(self.session, athlete, "truth"),
                                    wm.dump(truth_event(st, self.runners[athlete])), qos=1,
-                                   at_ns=round(st.to * 1e9)))
+                                   at_ns=round(st.to * 1e9), frames=0))
         return out
 
 

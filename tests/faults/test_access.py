@@ -329,12 +329,12 @@ def test_the_pipeline_runs_on_the_generated_accounts(site: Site) -> None:
         task = asyncio.create_task(svc.run(stop, ready))
         await asyncio.wait_for(ready.wait(), CEILING)
         sent = await asyncio.to_thread(run_sim_gateway, settings_as("gw-lane3"), duration=4.0)
-        await until(lambda: svc.snapshot()["totals"].get("frames", 0) >= sent.messages, "every frame")
+        await until(lambda: svc.snapshot()["totals"].get("frames", 0) >= sent.frames, "every frame")
         await until(lambda: len(records.got) >= 5, "records through the broker")
         stop.set()
         await task
         await reader.close()
-        return svc.snapshot(), sent.messages, records.payloads()
+        return svc.snapshot(), sent.frames, records.payloads()
 
     snap, sent, got = asyncio.run(main())
     assert snap["totals"]["frames"] == sent and snap["rejected"] == {}

@@ -48,13 +48,13 @@ def test_simulated_team_through_the_broker(broker: BrokerSettings, session_id: s
         task = asyncio.create_task(svc.run(stop, ready))
         await asyncio.wait_for(ready.wait(), CEILING)
         stats = await asyncio.to_thread(run_sim_gateway, settings, duration=4.0)
-        await wait_for(lambda: svc.snapshot()["totals"].get("frames", 0) >= stats.messages)
+        await wait_for(lambda: svc.snapshot()["totals"].get("frames", 0) >= stats.frames)
         stop.set()
         await task
         return svc.snapshot(), stats
 
     snap, stats = asyncio.run(main())
-    assert snap["totals"]["frames"] == stats.messages  # nothing lost on loopback
+    assert snap["totals"]["frames"] == stats.frames  # nothing lost on loopback
     assert snap["rejected"] == {} and snap["totals"]["late"] == 0
     athletes = {r["athlete"] for r in sink.records if r["type"] == "stance"}
     assert athletes == {f"a{i:02d}" for i in range(1, 5)}

@@ -17,6 +17,7 @@ from poserun.services.recorder import record
 from poserun.services.replay import GATEWAY_CHANNELS, replay, rewrite_session
 from poserun.services.sim.team import Message, SimTeam
 from poserun.settings import BrokerSettings, Settings, load_settings
+from poserun.wire import bundle as wire_bundle
 from poserun.wire import topics
 from tests.conftest import CEILING
 
@@ -131,7 +132,8 @@ def test_team_recorded_and_replayed_through_the_cli(private_mosquitto: str, tmp_
                 p.kill()
     a = recorded(first)
     b = [(rewrite_session(t, "acc"), p) for t, p in recorded(second)]
-    assert len(a) == ATHLETES * SECONDS * (100 + 100 + 100 + 100 + 60)  # every frame of every source
+    frames = sum(len(wire_bundle.unpack(p)) if t.endswith("/bundle") else 1 for t, p in a)
+    assert frames == ATHLETES * SECONDS * (100 + 100 + 100 + 100 + 60)  # every frame of every source
     assert a == b
     os.remove(first)
     os.remove(second)
@@ -157,7 +159,7 @@ def test_pregenerated_gateway_publishes_the_same_frames(broker: BrokerSettings, 
         runs[mode] = (per_topic, len(recorded(path, "truth")), stats.messages)
     assert runs["chunked"] == runs["pregenerated"]
     frames, truth, published = runs["chunked"]
-    assert sum(len(v) for v in frames.values()) + truth == published and truth > 0 and published > 1000
+    assert sum(len(v) for v in frames.values()) + truth == published and truth > 0 and published > 400
 
 
 def test_pregenerate_needs_a_duration(broker: BrokerSettings) -> None:
@@ -208,7 +210,7 @@ def test_replay_keeps_the_recorded_order(broker: BrokerSettings, session_id: str
     status recorded after frames must not overtake them."""
     from poserun.recording import RecordingWriter
 
-    team = SimTeam(session_id, load_settings(overrides={"sim": {"athletes": 2}}).sim)
+    team = SimTeam(session_id, load_settings(overrides={"sim": {"athletes": 2, "bundle": False}}).sim)
     frames = [m for m in team.step(100)[0] if "/data/" in m.topic]
     status = Message(topics.status_topic(session_id, "gw1"), b'{"gateway":"gw1","state":"offline"}', retain=True,
                      qos=1)

@@ -21,7 +21,8 @@ ALL = ["imu_foot_left", "imu_foot_right", "insole_left", "insole_right", "keypoi
 
 def streams(sensors: list[str], seconds: float = 12.0, profile: str = "forced_lander",
             clocks: dict | None = None) -> tuple[SimTeam, list[tuple[str, np.ndarray, np.ndarray, int]]]:
-    team = SimTeam("s", SimSettings(athletes=1, sensors=sensors, profiles=[profile], seed=3, **(clocks or {})))
+    team = SimTeam("s", SimSettings(athletes=1, sensors=sensors, profiles=[profile], seed=3, bundle=False,
+                                    **(clocks or {})))
     blocks = []
     for _ in range(int(seconds * 2)):
         msgs, _ = team.step(50)

@@ -36,7 +36,7 @@ def write_team(path: Path, session: str, athletes: int = 2, seconds: float = 6.0
         msgs += team.truth_messages(steps)
         for m in sorted(msgs, key=lambda m: m.at_ns):
             writer.write(m.topic, m.payload, 1_000_000_000 + m.at_ns, retain=m.retain, qos=m.qos)
-            frames += "/data/" in m.topic
+            frames += m.frames if "/data/" in m.topic else 0
     writer.close()
     return frames
 

@@ -75,12 +75,12 @@ def test_random_payloads_are_each_rejected_with_a_reason() -> None:
     assert sum(snap["rejected"].values()) == n
     assert set(snap["rejected"]) <= {"not_a_frame", "truncated", "count_mismatch", "bad_json",
                                      "unknown_version", "unknown_stream", "bad_field",
-                                     "non_finite", "stream_mismatch", "meta_mismatch"}
+                                     "non_finite", "stream_mismatch", "meta_mismatch", "bad_bundle"}
     # the service still processes good frames afterwards
     good = 0
     for m in team.step(100)[0]:
         svc.handle(m.topic, m.payload)
-        good += 1
+        good += m.frames
     assert svc.snapshot()["totals"]["frames"] == good
 
 

@@ -10,6 +10,7 @@ from poserun.services.sim.runner import INSOLE_CELLS, AthleteSpec, SimRunner
 from poserun.services.sim.spline import KnotCurve
 from poserun.services.sim.team import SimTeam
 from poserun.settings import SimSettings
+from poserun.wire import bundle as wire_bundle
 from poserun.wire import decode, topics
 from poserun.wire.meta import parse_meta
 
@@ -118,7 +119,7 @@ def test_team_is_deterministic_and_bounded() -> None:
 
 
 def test_team_frames_decode_and_match_meta() -> None:
-    team = SimTeam("s", SimSettings(athletes=2, camera_fps=60, truth=True))
+    team = SimTeam("s", SimSettings(athletes=2, camera_fps=60, truth=True, bundle=False))
     metas = {m.topic: parse_meta(m.payload) for m in team.meta_messages()}
     msgs, truth = team.step(100)
     per_source: dict[str, list[int]] = {}
@@ -137,7 +138,38 @@ def test_team_frames_decode_and_match_meta() -> None:
 
 
 def test_json_frames_option() -> None:
-    team = SimTeam("s", SimSettings(athletes=1, json_frames=True))
+    team = SimTeam("s", SimSettings(athletes=1, json_frames=True, bundle=False))
     msgs, _ = team.step(5)
     assert all(m.payload.startswith(b"{") for m in msgs)
     assert all(decode(m.payload).samples >= 1 for m in msgs)
+
+
+def test_bundles_carry_the_same_frames_as_single_messages() -> None:
+    """A hub's bundles (the default) hold exactly the frames the sensors would send one by one, each
+    source's in order, one bundle per athlete per frame period, due when its last frame is."""
+    single = SimTeam("s", SimSettings(athletes=2, seed=4, bundle=False))
+    hub = SimTeam("s", SimSettings(athletes=2, seed=4))
+    per_source: dict[str, list[bytes]] = {}
+    got: dict[str, list[bytes]] = {}
+    due: dict[bytes, int] = {}
+    bundles = messages = 0
+    for _ in range(3):
+        for m in single.step(50)[0]:
+            per_source.setdefault(m.topic, []).append(m.payload)
+            due[m.payload] = m.at_ns
+        for m in hub.step(50)[0]:
+            messages += 1
+            t = topics.parse(m.topic)
+            if t.source == topics.BUNDLE:
+                bundles += 1
+                entries = wire_bundle.unpack(m.payload)
+                assert m.frames == len(entries) >= 2
+                assert m.at_ns == max(due[p] for _, p in entries)  # sent when its last frame is complete
+                assert len({-(-due[p] // 10_000_000) for _, p in entries}) == 1  # one frame period, (k-1, k]
+                for source, payload in entries:
+                    got.setdefault(topics.data_topic("s", t.athlete or "", source), []).append(payload)
+            else:
+                got.setdefault(m.topic, []).append(m.payload)
+    # a message per athlete per frame period (a period cut by the simulation's half-second step: two)
+    assert 2 * 150 <= messages <= 2 * 150 + 2 * 3 and bundles >= 2 * 150 - 2 * 3
+    assert got == per_source  # the same frames, each source's in its order

@@ -77,7 +77,7 @@ def shifted(payload: bytes, offset_ns: int) -> bytes:
 def stances(offsets: dict[str, int]) -> tuple[list[dict], FusionService]:
     """A simulated athlete whose sources' gateways run the given clock offsets, delivered 1-9 ms
     after each frame's last sample."""
-    team = SimTeam("s", SimSettings(athletes=1, seed=5))
+    team = SimTeam("s", SimSettings(athletes=1, seed=5, bundle=False))  # (sources shifted one by one below)
     settings = load_settings(overrides={"athletes": [AthleteSettings(
         id=team.specs[0].athlete_id, body_mass_kg=team.specs[0].body_mass_kg).model_dump()]})
     svc = FusionService(settings, session="s")
@@ -88,7 +88,7 @@ def stances(offsets: dict[str, int]) -> tuple[list[dict], FusionService]:
     sent = 0
     for _ in range(24):  # 12 s
         for m in team.step(50)[0]:
-            sent += "/data/" in m.topic
+            sent += m.frames if "/data/" in m.topic else 0
             t = topics.parse(m.topic)
             payload = m.payload
             if t.channel == "data" and t.source is not None and offsets.get(t.source):

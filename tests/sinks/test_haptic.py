@@ -65,7 +65,7 @@ def test_band_buzzes_for_forced_landers_only(broker: BrokerSettings, session_id:
         task = asyncio.create_task(svc.run(done, started))
         await asyncio.wait_for(started.wait(), CEILING)
         gw = await asyncio.to_thread(run_sim_gateway, settings, duration=8.0)
-        await until(frames_taken(svc, gw.messages), "the service to take every frame")
+        await until(frames_taken(svc, gw.frames), "the service to take every frame")
         done.set()
         await task
         return sink

@@ -54,7 +54,7 @@ def test_metrics_during_a_session(broker: BrokerSettings, session_id: str) -> No
     settings = load_settings(overrides={"broker": {"url": broker.url}, "session": {"id": session_id},
                                         "sim": {"athletes": 3, "speed": 3.0}})
 
-    async def main() -> dict:
+    async def main() -> tuple[dict, int]:
         ctx: dict = {}
         sink = PrometheusSink(port=0, context=ctx)
         svc = FusionService(settings, [SinkRunner(sink)], session=session_id)
@@ -63,13 +63,13 @@ def test_metrics_during_a_session(broker: BrokerSettings, session_id: str) -> No
         task = asyncio.create_task(svc.run(stop, ready))
         await asyncio.wait_for(ready.wait(), CEILING)
         gw = await asyncio.to_thread(run_sim_gateway, settings, duration=6.0)
-        await until(frames_taken(svc, gw.messages), "the service to take every frame")
+        await until(frames_taken(svc, gw.frames), "the service to take every frame")
         metrics = await asyncio.to_thread(scrape, sink.port)
         stop.set()
         await task
-        return metrics
+        return metrics, gw.messages
 
-    m = asyncio.run(main())
+    m, sent = asyncio.run(main())
     counts = [s for s in m["poserun_support_time_seconds"] if s.name.endswith("_count")]
     assert {s.labels["athlete"] for s in counts} == {"a01", "a02", "a03"}
     assert all(s.value > 5 for s in counts)
@@ -80,7 +80,8 @@ def test_metrics_during_a_session(broker: BrokerSettings, session_id: str) -> No
     assert [s.value for s in m["poserun_athletes"]] == [3.0]
     assert 100 < m["poserun_cadence_steps_per_minute"][0].value < 200
     frames = sum(s.value for s in m["poserun_frames"] if s.name.endswith("_total"))
-    assert m["poserun_ingest_messages"][0].value >= frames > 0  # (meta and status arrive too)
+    assert m["poserun_ingest_messages"][0].value >= sent > 0  # the bundles (meta and status arrive too)
+    assert frames > sent  # (a bundle holds several frames)
     assert m["poserun_ingest_shed_messages"][0].value == 0
 
 

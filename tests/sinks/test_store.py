@@ -41,7 +41,7 @@ def run_session(broker: BrokerSettings, session_id: str, url: str, journal: str 
         task = asyncio.create_task(svc.run(stop, ready))
         await asyncio.wait_for(ready.wait(), CEILING)
         gw = await asyncio.to_thread(run_sim_gateway, settings, duration=6.0)
-        await until(frames_taken(svc, gw.messages), "the service to take every frame")
+        await until(frames_taken(svc, gw.frames), "the service to take every frame")
         stop.set()  # a clean stop: everything queued must reach the database
         await task
         return svc.records_out, sink.written

@@ -1,0 +1,199 @@
+"""Team scale: the largest team this machine follows in real time, and mosquitto's raw fan-in beside it.
+
+    .venv/bin/python bench/team_scale.py [--sizes 30,60,100] [--search] [--seconds 40] [--no-bundle]
+
+Per team size, the whole live chain on this machine, each part a process of its own as on a track: a
+private mosquitto, ``poserun process`` with the haptic sink, ``poserun gateway sim --pregenerate`` (the
+stand-in for the athletes' own gateways: full sensor sets, bundles unless ``--no-bundle``) and a
+virtual band that puts each cue's IC on the wall clock (services/haptic_sim.py). A size is *sustained*
+when IC to band is p99 <= 50 ms and p50 <= 15 ms, the last third of the run is no worse than that (no
+growing lag), and the gateway kept its schedule (lag under 50 ms). ``--search`` then adds 20 athletes
+at a time until a size is not sustained.
+
+Then, in the same run, the ratio to beat: the biggest sustained team's message stream (10 s of it,
+recorded) replayed as fast as possible into mosquitto, read once by ``mosquitto_sub`` (C: the broker's
+raw fan-in) and once by ``poserun process`` (messages and frames per second), against what the team
+needs in real time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from poserun.recording import RecordingWriter
+from poserun.services.broker import mosquitto_broker
+from poserun.services.haptic_sim import run_band
+from poserun.services.sim.team import SimTeam
+from poserun.settings import BrokerSettings, load_settings
+
+P99_MS, P50_MS, LAG_S = 50.0, 15.0, 0.05
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    s = sorted(values)
+    return s[min(len(s) - 1, int(q * len(s)))]
+
+
+def live(athletes: int, seconds: float, bundle: bool) -> dict[str, Any]:
+    """One live run of ``athletes`` at real time: latency, lag, CPU."""
+    with tempfile.TemporaryDirectory() as tmp, mosquitto_broker() as url:
+        conf = Path(tmp) / "scale.yaml"
+        conf.write_text(f"broker: {{url: '{url}'}}\nsession: {{id: scale}}\nsim: {{bundle: {str(bundle).lower()}}}\n"
+                        "sinks:\n  - type: haptic\n    options:\n      max_cues_per_10s: 100\n"
+                        "      forced_landing: {cooldown_s: 0}\n")
+        proc = subprocess.Popen([sys.executable, "-m", "poserun", "process", "-c", str(conf), "--session", "scale",
+                                 "--stats-interval", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        ready, stop = threading.Event(), threading.Event()
+        out: list[Any] = []
+        band = threading.Thread(target=lambda: out.append(
+            run_band(BrokerSettings(url=url), session="scale", stop=stop, quiet=True, ready=ready)))
+        band.start()
+        ready.wait(10)
+        time.sleep(3.0)  # the service loads its kernels
+        cpu0 = _cpu_seconds(proc.pid)
+        gw = subprocess.run([sys.executable, "-m", "poserun", "gateway", "sim", "-c", str(conf), "--session", "scale",
+                             "--athletes", str(athletes), "--duration", str(seconds), "--speed", "1",
+                             "--pregenerate"], capture_output=True, text=True, check=True)
+        time.sleep(1.0)
+        cpu = _cpu_seconds(proc.pid) - cpu0
+        stop.set()
+        band.join(10)
+        proc.terminate()
+        proc.communicate(timeout=30)
+    published = json.loads(gw.stdout.strip().splitlines()[-1])
+    lats = out[0].latencies_ms
+    third = lats[2 * len(lats) // 3:]
+    row = {"athletes": athletes, "cues": len(lats), "p50": _pct(lats, 0.5), "p99": _pct(lats, 0.99),
+           "max": max(lats) if lats else None, "last_third_p50": _pct(third, 0.5), "last_third_p99": _pct(third, 0.99),
+           "gateway_lag_s": published.get("max_lag_s"), "messages_per_s": published["messages"] / seconds,
+           "frames_per_s": published.get("frames", 0) / seconds, "poserun_cpu": cpu / (seconds + 1)}
+    row["sustained"] = bool(lats) and all(
+        v is not None and v <= lim for v, lim in ((row["p99"], P99_MS), (row["p50"], P50_MS),
+                                                  (row["last_third_p99"], P99_MS), (row["last_third_p50"], P50_MS))
+    ) and (row["gateway_lag_s"] or 0.0) <= LAG_S
+    return row
+
+
+def burst(athletes: int, seconds: float, bundle: bool) -> dict[str, Any]:
+    """The team's stream, ``seconds`` of it, as fast as it can go: mosquitto_sub, then poserun process."""
+    settings = load_settings(overrides={"sim": {"athletes": athletes, "bundle": bundle}, "session": {"id": "burst"}})
+    team = SimTeam("burst", settings.sim)
+    out: dict[str, Any] = {"athletes": athletes}
+    with tempfile.TemporaryDirectory() as tmp, mosquitto_broker() as url:
+        path = Path(tmp) / "burst.mcap"
+        w = RecordingWriter(path)
+        for m in team.meta_messages():
+            w.write(m.topic, m.payload, 1, retain=True, qos=1)
+        messages = frames = 0
+        for _ in range(int(seconds * 2)):
+            msgs, _ = team.step(50)
+            for m in sorted(msgs, key=lambda m: m.at_ns):
+                w.write(m.topic, m.payload, 2 + m.at_ns, qos=0)
+                messages += 1
+                frames += m.frames
+        w.close()
+        out.update(messages=messages, frames=frames, realtime_messages_per_s=messages / seconds)
+        exe = shutil.which("mosquitto_sub")
+        port = url.rsplit(":", 1)[1]
+        if exe is not None:
+            sub = subprocess.Popen([exe, "-p", port, "-t", "poserun/v1/burst/+/data/+", "-C", str(messages),
+                                    "-W", "120", "-F", "%U"], stdout=subprocess.PIPE, text=True)
+            time.sleep(0.5)
+            pub = subprocess.Popen([sys.executable, "-m", "poserun", "gateway", "replay", str(path), "--broker", url,
+                                    "--speed", "0"], stdout=subprocess.DEVNULL)
+            got, _ = sub.communicate(timeout=600)
+            pub.wait(600)
+            stamps = [float(x) for x in got.split()]
+            out["raw_messages_per_s"] = (len(stamps) - 1) / (stamps[-1] - stamps[0])
+            out["raw_received"] = len(stamps)
+        stats = Path(tmp) / "stats.json"
+        ready = Path(tmp) / "ready"
+        proc = subprocess.Popen([sys.executable, "-m", "poserun", "process", "--broker", url, "--session", "burst",
+                                 "--stats-interval", "0.2", "--stats-file", str(stats), "--ready-file", str(ready)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while not ready.exists():
+            time.sleep(0.05)
+        pub = subprocess.Popen([sys.executable, "-m", "poserun", "gateway", "replay", str(path), "--broker", url,
+                                "--speed", "0"], stdout=subprocess.DEVNULL)
+        first = None
+        taken, moved = 0, time.perf_counter()
+        end = (moved, 0)
+        snap: dict[str, Any] = {}
+        while taken < frames and time.perf_counter() - moved < 5.0:  # (the broker may drop what a slow reader
+            time.sleep(0.05)                                           # cannot take: then it ends short)
+            try:
+                snap = json.loads(stats.read_text())
+            except (OSError, ValueError):
+                continue
+            now = snap["totals"].get("frames", 0)
+            if now != taken:
+                taken, moved = now, time.perf_counter()
+                end = (moved, taken)
+            if taken and first is None:
+                first = (time.perf_counter(), taken)
+        pub.wait(600)
+        proc.terminate()
+        proc.wait(30)
+        assert first is not None
+        dt = end[0] - first[0]
+        out["poserun_frames_taken"] = taken
+        out["poserun_frames_per_s"] = (end[1] - first[1]) / dt
+        out["poserun_messages_per_s"] = out["poserun_frames_per_s"] * messages / frames
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="30,60,100")
+    ap.add_argument("--search", action="store_true", help="then add 20 athletes until a size is not sustained")
+    ap.add_argument("--max", type=int, default=300)
+    ap.add_argument("--seconds", type=float, default=40.0)
+    ap.add_argument("--no-bundle", dest="bundle", action="store_false")
+    args = ap.parse_args()
+    rows = [live(n, args.seconds, args.bundle) for n in (int(s) for s in args.sizes.split(","))]
+    if args.search:
+        n = max(r["athletes"] for r in rows)
+        while rows[-1]["sustained"] and n + 20 <= args.max:
+            n += 20
+            rows.append(live(n, args.seconds, args.bundle))
+    print(f"{args.seconds:g} s per size at real time, {'bundles' if args.bundle else 'a message per sensor'}\n")
+    print("| athletes | messages/s | frames/s | IC to band p50 / p99 / max (ms) | last third p50 / p99 (ms) | "
+          "gateway lag (s) | poserun CPU (core) | sustained |")
+    print("|---:|---:|---:|---|---|---:|---:|---|")
+    for r in rows:
+        print(f"| {r['athletes']} | {r['messages_per_s']:,.0f} | {r['frames_per_s']:,.0f} | "
+              f"{r['p50']} / {r['p99']} / {r['max']:.1f} | {r['last_third_p50']} / {r['last_third_p99']} | "
+              f"{r['gateway_lag_s']:.3f} | {r['poserun_cpu']:.2f} | {'yes' if r['sustained'] else 'no'} |")
+    best = max((r["athletes"] for r in rows if r["sustained"]), default=rows[0]["athletes"])
+    b = burst(best, 10.0, args.bundle)
+    raw = b.get("raw_messages_per_s")
+    print(f"\nthe stream of {best} athletes as fast as it goes (10 s of it: {b['messages']:,} messages, "
+          f"{b['frames']:,} frames; {b['realtime_messages_per_s']:,.0f} messages/s in real time):")
+    print(f"- mosquitto_sub (raw fan-in): {raw:,.0f} messages/s ({b['raw_received']:,} received)" if raw
+          else "- mosquitto_sub: not installed")
+    print(f"- poserun process: {b['poserun_messages_per_s']:,.0f} messages/s ({b['poserun_frames_per_s']:,.0f} "
+          f"frames/s; {b['poserun_frames_taken']:,} frames taken)" +
+          (f", {b['poserun_messages_per_s'] / raw:.2f} of the raw fan-in" if raw else "") +
+          f", {b['poserun_messages_per_s'] / b['realtime_messages_per_s']:.1f} x real time")
+    print("\n" + json.dumps({"live": rows, "burst": b}))
+
+
+if __name__ == "__main__":
+    main()
