@@ -782,7 +782,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gateway-id", help="this camera's gateway id (default camera-{first athlete}): give each "
                                         "camera its own")
     p.add_argument("--duration", type=float, help="stop after this many seconds")
-    p.add_argument("--ready-file", help="write this file once the meta and status are published")
+    p.add_argument("--ready-file", help="write this file once connected and the status is published (each "
+                                        "athlete's meta follows when its scale is known)")
     p.set_defaults(func=cmd_gateway_camera)
 
     p = gw.add_parser("phone", help="athletes' phones as trunk IMUs and haptic bands, via a served page "
