@@ -1,7 +1,8 @@
 """Haptic latency: from a step's initial contact to the command arriving at the athlete's band.
 
 A private mosquitto, ``poserun process`` with the haptic sink and ``poserun gateway sim`` as
-separate processes (30 athletes at real-time speed), and a virtual band here that puts each
+separate processes (30 athletes at real-time speed, a message per sensor frame: bench/team_scale.py
+measures bundles), and a virtual band here that puts each
 IC on the wall clock through the gateway's status (see services/haptic_sim.py).
 
     python bench/haptic_latency.py [--athletes 30] [--seconds 40]
@@ -43,7 +44,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, mosquitto_broker() as url:
         conf = Path(tmp) / "haptic.yaml"
         conf.write_text(
-            f"broker: {{url: '{url}'}}\nsession: {{id: lat}}\n"
+            f"broker: {{url: '{url}'}}\nsession: {{id: lat}}\nsim: {{bundle: false}}\n"
             "sinks:\n  - type: haptic\n    options:\n      max_cues_per_10s: 100\n"
             "      forced_landing: {cooldown_s: 0}\n")
         proc = subprocess.Popen([sys.executable, "-m", "poserun", "process", "-c", str(conf), "--session", "lat",
@@ -58,7 +59,7 @@ def main() -> None:
         time.sleep(3.0)  # the service warms its kernels up
         cpu0 = _cpu_seconds(proc.pid)
         machine0 = _cpu_times()
-        gw = subprocess.run([sys.executable, "-m", "poserun", "gateway", "sim", "--broker", url, "--session", "lat",
+        gw = subprocess.run([sys.executable, "-m", "poserun", "gateway", "sim", "-c", str(conf), "--session", "lat",
                              "--athletes", str(args.athletes), "--duration", str(args.seconds), "--speed", "1",
                              "--pregenerate"],
                             capture_output=True, text=True, check=True)

@@ -68,8 +68,10 @@ def main() -> None:
         first = Path(tmp) / "first.mcap"
         rec = recorder(url, first, "acc")
         t0 = time.monotonic()
-        gw = finish(cli("gateway", "sim", "--broker", url, "--session", "acc", "--athletes", str(args.athletes),
-                        "--duration", str(args.seconds), "--speed", str(args.speed)))
+        conf = Path(tmp) / "per-sensor.yaml"  # a message per frame: the figures count frames
+        conf.write_text("sim: {bundle: false}\n")
+        gw = finish(cli("gateway", "sim", "-c", str(conf), "--broker", url, "--session", "acc", "--athletes",
+                        str(args.athletes), "--duration", str(args.seconds), "--speed", str(args.speed)))
         wall = time.monotonic() - t0
         finish(rec)
         a = frames(first)

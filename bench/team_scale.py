@@ -65,18 +65,20 @@ def live(athletes: int, seconds: float, bundle: bool) -> dict[str, Any]:
         band = threading.Thread(target=lambda: out.append(
             run_band(BrokerSettings(url=url), session="scale", stop=stop, quiet=True, ready=ready)))
         band.start()
-        ready.wait(10)
-        time.sleep(3.0)  # the service loads its kernels
-        cpu0 = _cpu_seconds(proc.pid)
-        gw = subprocess.run([sys.executable, "-m", "poserun", "gateway", "sim", "-c", str(conf), "--session", "scale",
-                             "--athletes", str(athletes), "--duration", str(seconds), "--speed", "1",
-                             "--pregenerate"], capture_output=True, text=True, check=True)
-        time.sleep(1.0)
-        cpu = _cpu_seconds(proc.pid) - cpu0
-        stop.set()
-        band.join(10)
-        proc.terminate()
-        proc.communicate(timeout=30)
+        try:
+            ready.wait(10)
+            time.sleep(3.0)  # the service loads its kernels
+            cpu0 = _cpu_seconds(proc.pid)
+            gw = subprocess.run([sys.executable, "-m", "poserun", "gateway", "sim", "-c", str(conf), "--session",
+                                 "scale", "--athletes", str(athletes), "--duration", str(seconds), "--speed", "1",
+                                 "--pregenerate"], capture_output=True, text=True, check=True)
+            time.sleep(1.0)
+            cpu = _cpu_seconds(proc.pid) - cpu0
+        finally:  # (a failed gateway must not leave the service running)
+            stop.set()
+            band.join(10)
+            proc.terminate()
+            proc.communicate(timeout=30)
     published = json.loads(gw.stdout.strip().splitlines()[-1])
     lats = out[0].latencies_ms
     third = lats[2 * len(lats) // 3:]
@@ -121,14 +123,18 @@ def burst(athletes: int, seconds: float, bundle: bool) -> dict[str, Any]:
             got, _ = sub.communicate(timeout=600)
             pub.wait(600)
             stamps = [float(x) for x in got.split()]
-            out["raw_messages_per_s"] = (len(stamps) - 1) / (stamps[-1] - stamps[0])
             out["raw_received"] = len(stamps)
+            if len(stamps) > 1 and stamps[-1] > stamps[0]:
+                out["raw_messages_per_s"] = (len(stamps) - 1) / (stamps[-1] - stamps[0])
         stats = Path(tmp) / "stats.json"
         ready = Path(tmp) / "ready"
         proc = subprocess.Popen([sys.executable, "-m", "poserun", "process", "--broker", url, "--session", "burst",
                                  "--stats-interval", "0.2", "--stats-file", str(stats), "--ready-file", str(ready)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
         while not ready.exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"poserun process did not start (rc {proc.poll()})")
             time.sleep(0.05)
         pub = subprocess.Popen([sys.executable, "-m", "poserun", "gateway", "replay", str(path), "--broker", url,
                                 "--speed", "0"], stdout=subprocess.DEVNULL)
@@ -151,10 +157,11 @@ def burst(athletes: int, seconds: float, bundle: bool) -> dict[str, Any]:
         pub.wait(600)
         proc.terminate()
         proc.wait(30)
-        assert first is not None
-        dt = end[0] - first[0]
         out["poserun_frames_taken"] = taken
-        out["poserun_frames_per_s"] = (end[1] - first[1]) / dt
+        if first is None or end[0] <= first[0]:
+            raise SystemExit("poserun process took too few frames to time")
+        out["poserun_frames_per_s"] = (end[1] - first[1]) / (end[0] - first[0])
+        # (its counters are per frame: messages/s is derived, frames/s x messages per frame of the stream)
         out["poserun_messages_per_s"] = out["poserun_frames_per_s"] * messages / frames
     return out
 
@@ -177,10 +184,14 @@ def main() -> None:
     print("| athletes | messages/s | frames/s | IC to band p50 / p99 / max (ms) | last third p50 / p99 (ms) | "
           "gateway lag (s) | poserun CPU (core) | sustained |")
     print("|---:|---:|---:|---|---|---:|---:|---|")
+    def ms(v: float | None) -> str:
+        return "-" if v is None else f"{v:.1f}"
+
     for r in rows:
         print(f"| {r['athletes']} | {r['messages_per_s']:,.0f} | {r['frames_per_s']:,.0f} | "
-              f"{r['p50']} / {r['p99']} / {r['max']:.1f} | {r['last_third_p50']} / {r['last_third_p99']} | "
-              f"{r['gateway_lag_s']:.3f} | {r['poserun_cpu']:.2f} | {'yes' if r['sustained'] else 'no'} |")
+              f"{ms(r['p50'])} / {ms(r['p99'])} / {ms(r['max'])} | {ms(r['last_third_p50'])} / "
+              f"{ms(r['last_third_p99'])} | {r['gateway_lag_s'] or 0:.3f} | {r['poserun_cpu']:.2f} | "
+              f"{'yes' if r['sustained'] else 'no'} |")
     best = max((r["athletes"] for r in rows if r["sustained"]), default=rows[0]["athletes"])
     b = burst(best, 10.0, args.bundle)
     raw = b.get("raw_messages_per_s")
@@ -188,8 +199,8 @@ def main() -> None:
           f"{b['frames']:,} frames; {b['realtime_messages_per_s']:,.0f} messages/s in real time):")
     print(f"- mosquitto_sub (raw fan-in): {raw:,.0f} messages/s ({b['raw_received']:,} received)" if raw
           else "- mosquitto_sub: not installed")
-    print(f"- poserun process: {b['poserun_messages_per_s']:,.0f} messages/s ({b['poserun_frames_per_s']:,.0f} "
-          f"frames/s; {b['poserun_frames_taken']:,} frames taken)" +
+    print(f"- poserun process: {b['poserun_frames_per_s']:,.0f} frames/s, so {b['poserun_messages_per_s']:,.0f} "
+          f"messages/s of this stream ({b['poserun_frames_taken']:,} frames taken)" +
           (f", {b['poserun_messages_per_s'] / raw:.2f} of the raw fan-in" if raw else "") +
           f", {b['poserun_messages_per_s'] / b['realtime_messages_per_s']:.1f} x real time")
     print("\n" + json.dumps({"live": rows, "burst": b}))

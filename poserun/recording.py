@@ -8,7 +8,8 @@ viewers such as Foxglove; a recording is useful beyond poserun.
 How poserun uses it (docs/recording.md):
 
 * one MCAP channel per MQTT topic; ``message_encoding`` is
-  ``poserun-frame`` for sensor frames (binary or JSON, as published) and
+  ``poserun-frame`` for sensor frames (binary or JSON, as published), ``poserun-bundle`` for bundles
+  (several sources' frames in one message, poserun/wire/bundle.py) and
   ``json`` for meta, status, truth, records and haptic topics;
 * channel metadata ``retain`` (``true``/``false``) and ``qos``;
 * message ``log_time`` = receive time (ns, recorder's wall clock; for

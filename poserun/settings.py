@@ -159,7 +159,7 @@ class ProcessorSettings(_Model):
     ingest_backlog_mib: Annotated[int, Field(ge=1, le=4096)] = Field(
         64, description="messages waiting in the ingest (payload, topic and 200 bytes each) before the oldest of "
                         "the biggest athlete's lane are shed, counted: 64 MiB is about 4 s of 100 athletes' full "
-                        "sensor sets, 13 s of 30 (docs/reliability.md)")
+                        "sensor sets a message per sensor, 8 s in bundles (docs/reliability.md)")
 
 
 class SinkSettings(_Model):

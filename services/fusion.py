@@ -128,7 +128,7 @@ class FusionService:
         # asks a gateway for meta it lacks (set by run(): a publish on the ingest's connection)
         self.request_meta: Callable[[str], object] | None = None
         self.meta_requests = 0
-        self.bundles = 0  # bundle messages taken apart (their frames are counted per source)
+        self.bundles = 0  # bundle messages received, refused ones too (their frames are counted per source)
         self._bundle_prefix: dict[str, str] = {}  # bundle topic -> its athlete's data topic prefix
         self._asked: dict[Key, int] = {}  # when each source's meta was last asked for (its frame's arrival)
 
@@ -136,7 +136,11 @@ class FusionService:
     def handle(self, topic: str, payload: bytes, recv_ns: int | None = None) -> list[Record]:
         """Process one MQTT message; never raises for bad input (it is counted). ``recv_ns``, when
         it arrived (wall clock; a recording's log time), also puts sources on clocks of their own
-        onto their athlete's time base (services/timebase.py); without it, none is moved."""
+        onto their athlete's time base (services/timebase.py); without it, none is moved. A bundle's
+        frames are each taken as if they came on their own source's topic."""
+        return self._handle(topic, payload, recv_ns)
+
+    def _handle(self, topic: str, payload: bytes, recv_ns: int | None) -> list[Record]:
         route = self._routes.get(topic)
         if route is not None:
             try:
@@ -149,7 +153,12 @@ class FusionService:
             return []
         prefix = self._bundle_prefix.get(topic)
         if prefix is not None:
-            return self._bundle(prefix, payload, recv_ns)
+            try:
+                return self._bundle(prefix, payload, recv_ns)
+            except Exception:  # a bug must cost one message, not the service
+                self.unrouted["internal_error"] += 1
+                log.exception("internal error handling %s", topic[:120])
+                return []
         t = self._topics.get(topic)
         if t is None:
             try:
@@ -192,12 +201,12 @@ class FusionService:
             if len(payload) > self._max_frame:
                 raise FrameError(Reason.OVERSIZED, f"bundle of {len(payload)} bytes > limit {self._max_frame}")
             entries = wire_bundle.unpack(payload)
-        except WireError as exc:
-            self._refuse(None, exc)
+        except WireError as exc:  # (counted with the refusals of no source; the log names the athlete)
+            self._refuse(None, WireError(exc.reason, f"{prefix}{topics.BUNDLE}: {exc.detail}"))
             return []
         recs: list[Record] = []
         for source, frame in entries:
-            recs += self.handle(prefix + source, frame, recv_ns)
+            recs += self._handle(prefix + source, frame, recv_ns)
         return recs
 
     def _refuse(self, key: Key | None, exc: WireError) -> None:

@@ -32,7 +32,7 @@ class GatewayStats:
     sim_seconds: float = 0.0
     wall_seconds: float = 0.0
     max_lag_s: float = 0.0  # how far publication fell behind the schedule
-    dropped: int = 0  # frames published while the broker was away
+    dropped: int = 0  # messages published while the broker was away (a bundle is one)
     reconnects: int = 0
 
 

@@ -1,4 +1,4 @@
-"""The bundle: several sources' frames of one athlete in one MQTT message (docs/protocol.md, section 3b).
+"""The bundle: several sources' frames of one athlete in one MQTT message (docs/protocol.md, section 3, "Bundles").
 
 An athlete-worn hub that collects the feet's IMUs and insoles sends one message per frame period
 instead of one per sensor: the broker, the network and poserun then handle a fifth of the messages

@@ -114,6 +114,9 @@ class SimTeam:
         self.t = 0.0
         self.frame_s = sim.frame_ms / 1000.0
         self._slice = 0
+        # athletes whose config lists their devices: the generated ACL lets each device's gateway write
+        # only its sources' topics, not the bundle topic (docs/operations.md), so they go one by one
+        self._per_device = {a.id for a in listed or [] if a.devices}
 
     def meta_messages(self) -> list[Message]:
         out = []
@@ -135,12 +138,12 @@ class SimTeam:
             runner = self.runners[spec.athlete_id]
             runner.advance(t1)
             own: list[tuple[str, Message]] = []
+            hub = self.sim.bundle and spec.athlete_id not in self._per_device
             for src in self.sources[spec.athlete_id]:
                 frames = self._frames(spec.athlete_id, runner, src, edges_ns)
-                if self.sim.bundle and not (self.sim.clock_offsets_ms.get(src.name) or
-                                            self.sim.clock_drift_ppm.get(src.name)):
+                if hub and not (self.sim.clock_offsets_ms.get(src.name) or self.sim.clock_drift_ppm.get(src.name)):
                     own += [(src.name, m) for m in frames]
-                else:  # (a sensor on a clock of its own is on a gateway of its own)
+                else:  # (a sensor on a clock of its own, or a listed device, is on a gateway of its own)
                     messages.extend(frames)
             messages.extend(self._bundles(spec.athlete_id, own))
             truth[spec.athlete_id] = runner.completed(t1)

@@ -97,7 +97,7 @@ def run_flood(frame_kib: int, per_s: float,
     with mosquitto() as m:
         broker = BrokerSettings(url=m.url)
         session = "flood"
-        team = SimTeam(session, SimSettings(athletes=1, seed=4))
+        team = SimTeam(session, SimSettings(athletes=1, seed=4, bundle=False))  # (frames keyed by sequence)
         good = team.specs[0].athlete_id
         settings = load_settings(overrides={
             "broker": {"url": m.url}, "athletes": [{"id": good}, {"id": "heavy"}],
@@ -199,7 +199,7 @@ def test_a_junk_topic_flood_leaves_memory_bounded_and_the_team_served(tmp_path: 
     with mosquitto() as m:
         broker = BrokerSettings(url=m.url)
         session = "junk"
-        team = SimTeam(session, SimSettings(athletes=1, seed=4))
+        team = SimTeam(session, SimSettings(athletes=1, seed=4, bundle=False))  # (frames keyed by sequence)
         good = team.specs[0].athlete_id
         out = tmp_path / "records.jsonl"
         config = tmp_path / "poserun.yaml"

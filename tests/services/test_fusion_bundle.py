@@ -70,3 +70,34 @@ def test_a_broken_bundle_is_refused_whole_and_a_bad_frame_in_one_alone() -> None
     # another session's bundles are not this service's
     svc.handle(topics.bundle_topic("other", "a01"), bundle.pack([("imu_foot_left", IMU)]))
     assert svc.snapshot()["bundles"] == 4
+
+
+def test_a_refused_bundle_names_its_athlete_and_a_wrapper_sees_one_message(caplog) -> None:  # type: ignore[no-untyped-def]
+    svc = service()
+    calls: list[str] = []
+    inner = svc.handle
+
+    def counted(topic: str, payload: bytes, recv_ns: int | None = None) -> list[dict]:
+        calls.append(topic)
+        return inner(topic, payload, recv_ns)
+
+    svc.handle = counted  # type: ignore[method-assign]
+    topic = topics.bundle_topic("s", "a01")
+    svc.handle(topic, bundle.pack([("imu_foot_left", IMU), ("insole_left", INSOLE)]))
+    assert calls == [topic] and svc.snapshot()["totals"]["frames"] == 2  # the entries are not handle()d again
+    with caplog.at_level("WARNING"):
+        svc.handle(topic, b"PB\x01\x01\x63\x01\x00\x00\x00x")  # source id 99
+    assert "poserun/v1/s/a01/data/bundle" in caplog.text and "unknown source id 99" in caplog.text
+    svc.handle(topic, None)  # type: ignore[arg-type]  # (not bytes: counted, not raised)
+    assert svc.snapshot()["rejected"].get("internal_error") == 1
+
+
+def test_an_athlete_whose_devices_are_listed_is_sent_one_frame_per_message() -> None:
+    """The generated ACL gives a device's gateway its sources' topics only, not the bundle topic: the
+    simulator sends such an athlete's frames one by one (and the others' in bundles)."""
+    listed = [AthleteSettings(id="a01", devices=[{"source": "insole_left"}, {"source": "insole_right"}]),
+              AthleteSettings(id="a02")]
+    team = SimTeam("s", SimSettings(athletes=2, seed=1), listed)
+    msgs, _ = team.step(20)
+    by = {a: {topics.parse(m.topic).source for m in msgs if topics.parse(m.topic).athlete == a} for a in ("a01", "a02")}
+    assert topics.BUNDLE not in by["a01"] and topics.BUNDLE in by["a02"]

@@ -185,3 +185,23 @@ def test_the_backlog_is_fair_between_athletes_and_sheds_the_biggest_lane() -> No
     assert order.count("good") == 40
     # 16 KiB a lane and turn: the small frames went in the turns the first large one waited for
     assert max(i for i, who in enumerate(order) if who == "good") <= 40 and order.count("heavy") == 40 - 8
+
+
+def test_a_bundle_costs_its_frames_in_the_fair_backlog() -> None:
+    """A bundle holds up to 64 frames, each as much work as a frame alone: the backlog charges the
+    per-message overhead once per frame, so one athlete's bundles take no bigger share of the turns."""
+    import numpy as np
+
+    from poserun.wire import bundle
+    from poserun.wire import frame as wf
+    from poserun.wire.streams import StreamKind
+
+    imu = wf.pack(StreamKind.IMU, 0, 1, np.zeros((1, 6), np.float32), period_ns=2_500_000)
+    sub = LoopSubscriber(BrokerSettings(), ["x"], lambda t, p, r: None)
+    topic = "poserun/v1/s/hub/data/bundle"
+    payload = bundle.pack([("imu_foot_left", imu)] * 10)
+    sub._publish(topic, payload, 1)
+    assert sub.queued_bytes == len(payload) + len(topic) + 10 * LoopSubscriber.MESSAGE_OVERHEAD
+    single = "poserun/v1/s/one/data/imu_foot_left"
+    sub._publish(single, imu, 2)
+    assert sub.queued_bytes == len(payload) + len(topic) + 11 * LoopSubscriber.MESSAGE_OVERHEAD + len(single) + len(imu)
