@@ -84,7 +84,8 @@ def analyze_files(paths: Iterable[str | Path], settings: Settings | None = None,
     return out
 
 
-def _median(values: Iterable[Any]) -> float | None:
+def median_of(values: Iterable[Any]) -> float | None:
+    """The median of the numbers among ``values`` (None, text and booleans skipped); None without any."""
     nums = [float(v) for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
     return statistics.median(nums) if nums else None
 
@@ -104,10 +105,10 @@ def summarize(records: Sequence[Record]) -> list[dict[str, Any]]:
             "session": session, "athlete": athlete, "stances": len(stances),
             "left": sum(1 for r in stances if r.get("foot") == "left"),
             "right": sum(1 for r in stances if r.get("foot") == "right"),
-            "support_time_s": _median(r.get("support_time_s") for r in stances),
-            "flight_time_s": _median(r.get("flight_time_s") for r in stances),
-            "cadence_spm": _median(r.get("cadence_spm") for r in stances),
-            "pose_score": _median(r.get("pose_score") for r in stances),
+            "support_time_s": median_of(r.get("support_time_s") for r in stances),
+            "flight_time_s": median_of(r.get("flight_time_s") for r in stances),
+            "cadence_spm": median_of(r.get("cadence_spm") for r in stances),
+            "pose_score": median_of(r.get("pose_score") for r in stances),
             "forced_landings": forced, "landings": len(landings),
             "strike_zone": zones.most_common(1)[0][0] if zones else None,
             "event_source": Counter(r.get("event_source") for r in stances).most_common(1)[0][0] if stances else None,

@@ -189,7 +189,7 @@ class LoopSubscriber:
             lane.waiting = True
             self.active.append(lane)
         cost = len(payload) + len(topic) + self.MESSAGE_OVERHEAD
-        if payload[:2] == b"PB" and len(payload) > 3:  # a bundle: its frames' work, one overhead each
+        if len(payload) > 3 and payload.startswith(b"PB"):  # a bundle: its frames' work, one overhead each
             cost += self.MESSAGE_OVERHEAD * (payload[3] - 1)
         lane.q.append((topic, payload, recv_ns, cost))
         lane.bytes += cost

@@ -19,7 +19,6 @@ import base64
 import dataclasses
 import html
 import re
-import statistics
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Sequence
@@ -29,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from poserun.services.analyze import format_summary, summarize
+from poserun.services.analyze import format_summary, median_of, summarize
 from poserun.services.camera_pose import KEYPOINTS, opencv
 from poserun.services.camera_tracks import Region
 from poserun.services.fusion import FusionService
@@ -459,11 +458,6 @@ def png_base64(rgb: np.ndarray) -> str:
 
 
 # ------------------------------------------------------------------ the report
-def _median(values: Sequence[Any]) -> float | None:
-    nums = [float(v) for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
-    return statistics.median(nums) if nums else None
-
-
 def _fmt(v: float | None, digits: int, unit: str = "") -> str:
     if v is None:
         return "&ndash;"
@@ -507,7 +501,7 @@ def _athlete_section(analysis: VideoAnalysis, athlete: str) -> str:
         forced = sum(1 for r in decided if r.get("forced_landing"))
         rows = [("stances", f"{len(stances)} (left {left}, right {len(stances) - left})")]
         for key, label, unit, digits in METRICS:
-            v = _median([r.get(key) for r in stances])
+            v = median_of([r.get(key) for r in stances])
             if v is not None:
                 rows.append((f"{label}, median", _fmt(v, digits, unit)))
         undecided = len(landings) - len(decided)
