@@ -1,10 +1,22 @@
 """The live coach dashboard: a team board in the browser, served by poserun itself.
 
 ``websockets`` serves both the page (plain HTTP GET, no build step, no
-third-party front-end code) and the live socket. A new browser gets the
-whole team's state at once, then updates at ``update_hz`` (10 per second,
-one message for all changed athletes, so 100 athletes stay smooth); the
-page reconnects by itself. Bound to 127.0.0.1 by default; bound elsewhere it
+third-party front-end code) and the live socket. The sink keeps the latest
+state per athlete (a record supersedes what it changes) and stamps each
+changed field with the board's next version; ``update_hz`` times a second
+(10) a tick closes that version. A new browser gets the whole team's state
+at once; after that each browser is sent, per tick, only the athletes and
+fields that changed since the version it was last sent, so a browser that
+fell behind gets the current state of what changed, never a backlog. The
+page acknowledges each update it has drawn; with ``WINDOW`` updates
+unacknowledged (or its socket's buffer full) a browser is sent nothing more
+until it catches up, so what the sink holds per browser is a few numbers and
+its socket's buffer (the 32 KiB write limit and one message), never a queue
+of updates. Every message carries the server's clock at send (``now_ns``)
+and each athlete's newest record's ``emitted_ns``: the page tells how old
+its data is without trusting its own clock. The page reconnects by itself.
+
+Bound to 127.0.0.1 by default; bound elsewhere it
 requires a token (``?token=...``) on both the page and the socket. The socket
 takes a browser only from the board's own page (its ``Origin`` is the ``Host`` it
 asked) or from ``allowed_origins``; without a token, only requests addressed to a
@@ -25,6 +37,7 @@ import json
 import logging
 import time
 from collections import deque
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from importlib.resources import files
 from typing import Any
@@ -38,10 +51,17 @@ from websockets.http11 import Request, Response
 from poserun.sinks.base import Record
 
 log = logging.getLogger(__name__)
-TILE_FIELDS = ("cadence_spm", "support_time_s", "ball_load_fraction", "fall_angle_deg", "pose_score",
-               "strike_zone", "flight_time_s", "overstride_m")
+#: The stance figures a tile shows, each with the decimals the board keeps (one more than the page
+#: shows; None: not a number), so that a figure that did not visibly change is not sent again.
+TILE_FIELDS: dict[str, int | None] = {
+    "cadence_spm": 1, "support_time_s": 4, "ball_load_fraction": 3, "fall_angle_deg": 2, "pose_score": 1,
+    "strike_zone": None, "flight_time_s": 4, "overstride_m": 3}
+#: Updates a browser that acknowledges them may have unacknowledged; then it is sent nothing until
+#: it acknowledges one, and then the current state of what changed meanwhile.
+WINDOW = 2
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 DEFAULT_PORTS = {"http": 80, "https": 443}
+_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
 def origin_of(value: str) -> tuple[str, str, int] | None:
@@ -69,6 +89,35 @@ def host_of(value: str) -> tuple[str, int | None] | None:
     return u.hostname.lower(), port
 
 
+def _board_value(key: str, value: Any) -> Any:
+    """A stance figure as the board keeps it: rounded to its decimals (``TILE_FIELDS``)."""
+    decimals = TILE_FIELDS.get(key)
+    if decimals is not None and isinstance(value, float):
+        return round(value, decimals)
+    return value
+
+
+@dataclass(eq=False)
+class _Browser:
+    """What the sink holds for one open socket: a few numbers and one event, whatever the browser does."""
+
+    ws: ServerConnection
+    sent: int = 0  # the board's version this browser has (the last one it was sent)
+    acks: bool = False  # it acknowledges updates (the board's page does): then at most WINDOW in flight
+    acked: int = 0  # the newest version it acknowledged
+    recent: deque[int] = field(default_factory=lambda: deque(maxlen=WINDOW))  # the last versions sent
+    watching: str | None = None  # the athlete whose view it shows
+    points_sent: int = 0  # that athlete's history points sent to it (the running count)
+    sending: bool = False
+    updates: int = 0  # update messages sent
+    coalesced: int = 0  # ticks at which it was still behind: their changes went out in a later update
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+
+    def window_full(self) -> bool:
+        return self.acks and len(self.recent) == WINDOW and all(v > self.acked for v in self.recent)
+
+
 class DashboardSink:
     name = "dashboard"
 
@@ -93,57 +142,177 @@ class DashboardSink:
         self.refused = {"origin": 0, "host": 0, "token": 0}  # requests answered 403 / 401, by reason
         self.period = 1.0 / max(0.5, min(update_hz, 60.0))
         self.names: dict[str, str] = dict(ctx.get("athlete_names", {}))
-        self.tiles: dict[str, dict[str, Any]] = {}
-        self.alerts: deque[dict[str, Any]] = deque(maxlen=alerts)
+        self.tiles: dict[str, dict[str, Any]] = {}  # per athlete, the latest value of each field
+        self.version = 0  # the last version a tick closed; changes since are stamped version + 1
+        self._stamps: dict[str, dict[str, int]] = {}  # per athlete and field, the version it last changed in
+        self._changed: dict[str, int] = {}  # per athlete, the newest of its stamps
+        self._pending = False  # something was stamped version + 1
+        self._bodies: dict[int, str | None] = {}  # this version's updates by the version they start from
+        self.alerts: deque[dict[str, Any]] = deque(maxlen=alerts)  # newest first
+        self._alert_log: deque[tuple[int, dict[str, Any]]] = deque(maxlen=alerts)  # (version, alert), oldest first
         self._forced: dict[str, deque[float]] = {}
-        self._dirty: set[str] = set()
-        self._new_alerts: list[dict[str, Any]] = []
-        self._clients: set[ServerConnection] = set()
+        self._browsers: set[_Browser] = set()
         self.history: dict[str, deque[dict[str, Any]]] = {}  # per athlete, the last stances (charts)
+        self._points: dict[str, int] = {}  # per athlete, history points ever added
         self.detail: dict[str, dict[str, Any]] = {}  # per athlete, the last stance's pictures
-        self._watching: dict[ServerConnection, str] = {}
-        self._fresh: dict[str, list[dict[str, Any]]] = {}  # history points not pushed yet
         self._server: Server | None = None
         self._pusher: asyncio.Task[None] | None = None
         self.bad_messages = 0
+        self.updates_sent = 0  # update messages, all browsers
+        self.bytes_sent = 0  # every message's bytes, all browsers
+        self.coalesced = 0  # ticks a browser was behind at, all browsers
         self.page = files("poserun.sinks.web").joinpath("dashboard.html").read_bytes()
 
     # ------------------------------------------------------------ records
+    def _set(self, who: str, key: str, value: Any) -> None:
+        """Give an athlete's field a new value; a change is stamped with the next version."""
+        tile = self.tiles[who]
+        if key in tile and tile[key] == value:
+            return
+        tile[key] = value
+        self._stamps[who][key] = self._changed[who] = self.version + 1
+        self._pending = True
+
+    def _tile(self, who: str, rec: Record) -> dict[str, Any]:
+        tile = self.tiles.get(who)
+        if tile is None:
+            tile = self.tiles[who] = {}
+            self._stamps[who] = {}
+            self._changed[who] = self.version + 1
+            for key, value in (("athlete", who), ("name", self.names.get(who, "")), ("stances", 0),
+                               ("forced_last_min", 0), ("flash", 0), ("sources", []),
+                               ("session", rec.get("session"))):
+                self._set(who, key, value)
+        return tile
+
     async def write_batch(self, records: list[Record]) -> None:
         now = time.monotonic()
         for rec in records:
             who = str(rec.get("athlete"))
-            tile = self.tiles.setdefault(who, {"athlete": who, "name": self.names.get(who, ""), "stances": 0,
-                                               "forced_last_min": 0, "sources": [], "session": rec.get("session")})
+            tile = self._tile(who, rec)
             if rec.get("type") == "landing" and rec.get("forced_landing"):
                 times = self._forced.setdefault(who, deque())
                 times.append(now)
                 alert = {"athlete": who, "name": tile["name"], "reason": "forced landing", "foot": rec.get("foot"),
                          "severity": rec.get("forced_landing_severity"), "t": time.time()}
                 self.alerts.appendleft(alert)
-                self._new_alerts.append(alert)
-                tile["flash"] = tile.get("flash", 0) + 1
+                self._alert_log.append((self.version + 1, alert))
+                self._set(who, "flash", tile["flash"] + 1)
+                self._set(who, "forced_last_min", len(times))
             elif rec.get("type") == "stance":
-                tile["stances"] += 1
+                self._set(who, "stances", tile["stances"] + 1)
                 for k in TILE_FIELDS:
                     if rec.get(k) is not None:
-                        tile[k] = rec[k]
-                tile["sources"] = rec.get("sources", [])
+                        self._set(who, k, _board_value(k, rec[k]))
+                self._set(who, "sources", list(rec.get("sources") or []))
                 point = {"t": rec.get("ic_ns"), "foot": rec.get("foot"), "support": rec.get("support_time_s"),
                          "cadence": rec.get("cadence_spm"), "flight": rec.get("flight_time_s")}
                 self.history.setdefault(who, deque(maxlen=240)).append(point)
-                self._fresh.setdefault(who, []).append(point)
+                self._points[who] = self._points.get(who, 0) + 1
                 self.detail[who] = {k: rec.get(k) for k in ("pressure_map", "pose_ic", "symmetry_pct", "foot",
                                                              "strike_zone", "support_time_s", "knee_flexion_ic_deg",
                                                              "overstride_m", "fall_angle_deg")}
-            tile["seen"] = time.time()
-            self._dirty.add(who)
+            emitted = rec.get("emitted_ns")
+            self._set(who, "emitted_ns", emitted if isinstance(emitted, int) else time.time_ns())
+
+    # ------------------------------------------------------------- versions
+    def tick(self) -> int:
+        """Close the current version (when anything changed) and wake every browser that lacks it.
+        The pusher calls this ``update_hz`` times a second; returns the board's version."""
+        now = time.monotonic()
         for who, times in self._forced.items():
             while times and now - times[0] > 60.0:
                 times.popleft()
-            if self.tiles[who]["forced_last_min"] != len(times):
-                self.tiles[who]["forced_last_min"] = len(times)
-                self._dirty.add(who)
+            self._set(who, "forced_last_min", len(times))
+        if self._pending:
+            self.version += 1
+            self._pending = False
+            self._bodies.clear()
+        for b in self._browsers:
+            if b.sent < self.version or self._detail_due(b):
+                if b.wake.is_set() or b.sending or b.window_full():
+                    b.coalesced += 1
+                    self.coalesced += 1
+                b.wake.set()
+        return self.version
+
+    def delta(self, since: int) -> dict[str, Any] | None:
+        """What changed after version ``since`` up to the current one: per athlete only the fields that
+        changed (each at its latest value), and the alerts; None when nothing did."""
+        body = self._body(since)
+        return None if body is None else json.loads("{" + body + "}")
+
+    def _body(self, since: int) -> str | None:
+        """:meth:`delta` as the JSON members of an update message, made once per version and start."""
+        if since in self._bodies:
+            return self._bodies[since]
+        v = self.version
+        tiles = []
+        for who, newest in self._changed.items():
+            if newest <= since:
+                continue
+            tile = self.tiles[who]
+            changed = {k: tile[k] for k, at in self._stamps[who].items() if since < at <= v}
+            if changed:
+                changed["athlete"] = who
+                tiles.append(changed)
+        alerts = [a for at, a in self._alert_log if since < at <= v]
+        body = None if not (tiles or alerts) else f'"tiles":{_JSON.encode(tiles)},"alerts":{_JSON.encode(alerts)}'
+        self._bodies[since] = body
+        return body
+
+    def state(self) -> dict[str, Any]:
+        """The whole board as a new browser gets it: every tile and the alerts (newest first)."""
+        return {"type": "state", "seq": self.version, "now_ns": time.time_ns(), "tiles": list(self.tiles.values()),
+                "alerts": list(self.alerts)}
+
+    def _detail_due(self, b: _Browser) -> bool:
+        return b.watching is not None and self._points.get(b.watching, 0) > b.points_sent
+
+    async def _send(self, b: _Browser, message: str) -> None:
+        b.sending = True
+        try:
+            await b.ws.send(message)  # waits while the socket's buffer is full: the browser is behind
+        finally:
+            b.sending = False
+        self.bytes_sent += len(message.encode())
+
+    async def _sender(self, b: _Browser) -> None:
+        """One browser's updates: woken by each tick and each acknowledgement, it sends what changed
+        since the version this browser has, when its window and socket allow."""
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                await b.wake.wait()
+                b.wake.clear()
+                if b.window_full():
+                    continue  # its acknowledgement wakes it again
+                if self.version > b.sent:
+                    v, body = self.version, self._body(b.sent)
+                    b.sent = v
+                    if body is not None:
+                        b.recent.append(v)
+                        b.updates += 1
+                        self.updates_sent += 1
+                        await self._send(b, f'{{"type":"update","seq":{v},"now_ns":{time.time_ns()},{body}}}')
+                if self._detail_due(b):
+                    who = b.watching
+                    assert who is not None
+                    total = self._points.get(who, 0)
+                    points = list(self.history.get(who, ()))[-min(total - b.points_sent, 240):]
+                    b.points_sent = total
+                    await self._send(b, _JSON.encode({"type": "detail", "athlete": who, "history": points,
+                                                      "last": self.detail.get(who)}))
+
+    def browsers(self) -> list[dict[str, int]]:
+        """Per open socket: the version it has, unacknowledged updates, updates sent, ticks coalesced,
+        and the bytes waiting in its socket's buffer."""
+        out = []
+        for b in self._browsers:
+            transport = b.ws.transport
+            out.append({"sent": b.sent, "acked": b.acked, "unacked": sum(v > b.acked for v in b.recent) if b.acks
+                        else 0, "updates": b.updates, "coalesced": b.coalesced,
+                        "buffered": transport.get_write_buffer_size() if transport is not None else 0})
+        return out
 
     # ------------------------------------------------------------- server
     def _authorised(self, path: str) -> bool:
@@ -206,25 +375,34 @@ class DashboardSink:
         return connection.respond(HTTPStatus.NOT_FOUND, "not found\n")
 
     async def _client(self, ws: ServerConnection) -> None:
-        self._clients.add(ws)
+        b = _Browser(ws, sent=self.version)
+        self._browsers.add(b)
         try:
-            await ws.send(json.dumps({"type": "state", "tiles": list(self.tiles.values()),
-                                      "alerts": list(self.alerts)}))
-            async for message in ws:  # browsers ask to watch one athlete; anything else is checked
+            await self._send(b, _JSON.encode(self.state()))
+            b.task = asyncio.create_task(self._sender(b))
+            async for message in ws:  # browsers acknowledge updates, ask to watch one athlete; all checked
                 try:
                     msg = json.loads(message)
                     if not isinstance(msg, dict):
                         raise ValueError("not an object")
-                    if msg.get("type") == "watch" and isinstance(msg.get("athlete"), str):
+                    kind = msg.get("type")
+                    if kind == "ack":
+                        seq = msg.get("seq")
+                        if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq <= b.sent:
+                            raise ValueError("not a version this browser was sent")
+                        b.acks, b.acked = True, max(b.acked, seq)
+                        if b.sent < self.version or self._detail_due(b):
+                            b.wake.set()
+                    elif kind == "watch" and isinstance(msg.get("athlete"), str):
                         who = msg["athlete"][:64]
-                        self._watching[ws] = who
-                        await ws.send(json.dumps({"type": "detail", "athlete": who,
-                                                  "history": list(self.history.get(who, ())),
-                                                  "last": self.detail.get(who), "reset": True}))
-                    elif msg.get("type") == "unwatch":
-                        self._watching.pop(ws, None)
-                    elif msg.get("type") == "ping":
-                        await ws.send(json.dumps({"type": "pong"}))
+                        b.watching, b.points_sent = who, self._points.get(who, 0)
+                        await self._send(b, _JSON.encode({"type": "detail", "athlete": who,
+                                                          "history": list(self.history.get(who, ())),
+                                                          "last": self.detail.get(who), "reset": True}))
+                    elif kind == "unwatch":
+                        b.watching = None
+                    elif kind == "ping":
+                        await self._send(b, '{"type":"pong"}')
                     else:
                         raise ValueError("unknown message")
                 except (ValueError, TypeError):
@@ -232,34 +410,25 @@ class DashboardSink:
         except ConnectionClosed:
             pass
         finally:
-            self._clients.discard(ws)
-            self._watching.pop(ws, None)
+            self._browsers.discard(b)
+            if b.task is not None:
+                b.task.cancel()
 
     async def _push(self) -> None:
+        """Tick on a fixed schedule (``update_hz``), not drifting by the time a tick takes."""
+        loop = asyncio.get_running_loop()
+        due = loop.time()
         while True:
-            await asyncio.sleep(self.period)
-            if not (self._dirty or self._new_alerts) or not self._clients:
-                self._dirty.clear()
-                self._new_alerts.clear()
-                self._fresh.clear()
-                continue
-            msg = json.dumps({"type": "update", "tiles": [self.tiles[w] for w in sorted(self._dirty)],
-                              "alerts": self._new_alerts})
-            self._dirty.clear()
-            self._new_alerts = []
-            fresh, self._fresh = self._fresh, {}
-            for ws in list(self._clients):
-                with contextlib.suppress(ConnectionClosed, TimeoutError):
-                    await asyncio.wait_for(ws.send(msg), 1.0)  # a slow browser is skipped, not waited for
-                    who = self._watching.get(ws)
-                    if who is not None and who in fresh:
-                        await asyncio.wait_for(ws.send(json.dumps({
-                            "type": "detail", "athlete": who, "history": fresh[who],
-                            "last": self.detail.get(who)})), 1.0)
+            due += self.period
+            if due < loop.time() - self.period:  # the loop was held up: tick now, no burst to catch up
+                due = loop.time()
+            await asyncio.sleep(max(0.0, due - loop.time()))
+            self.tick()
 
     def connection_stats(self) -> dict[str, object]:
         """The board's part of the service's stats (``sinks.dashboard``)."""
-        return {"clients": len(self._clients), "bad_messages": self.bad_messages,
+        return {"clients": len(self._browsers), "bad_messages": self.bad_messages, "updates_sent": self.updates_sent,
+                "bytes_sent": self.bytes_sent, "coalesced": self.coalesced,
                 **{f"refused_{k}": v for k, v in self.refused.items()}}
 
     async def start(self) -> None:

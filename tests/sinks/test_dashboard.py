@@ -94,8 +94,9 @@ def test_board_shows_every_athlete_live(broker: BrokerSettings, session_id: str)
             page.wait_for_timeout(1500)
             after = {t: int(page.inner_text(f"#tile-{t} .stances")) for t in ("a01", "a02", "a03")}
             assert all(after[t] > before[t] for t in before)  # the tiles update live
-            page.wait_for_selector(".tile.flash", timeout=PAGE_MS)  # a forced landing flashes its tile
-            flashed = page.eval_on_selector(".tile.flash", "el => el.dataset.athlete")
+            flashing = page.wait_for_selector(".tile.flash", timeout=PAGE_MS)  # a forced landing flashes its tile
+            assert flashing is not None
+            flashed = flashing.get_attribute("data-athlete")  # (the handle: the flash is a one-shot, 1.5 s)
             assert flashed in {"a02", "a05"}  # the forced landers
             assert page.inner_text("#alerts").count("forced landing") >= 1
             page.select_option("#sort", "forced")
