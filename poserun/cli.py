@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import re
 import signal
 import sys
@@ -43,6 +44,14 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         sim["profiles"] = args.profiles.split(",")
     if sim:
         over["sim"] = sim
+    nats: dict[str, Any] = {}
+    if getattr(args, "nats", None):
+        nats["servers"] = [u.strip() for u in args.nats.split(",") if u.strip()]
+    for name in ("partitions", "replicas"):
+        if getattr(args, name, None) is not None:
+            nats[name] = getattr(args, name)
+    if nats:
+        over["nats"] = nats
     return over
 
 
@@ -200,15 +209,22 @@ def cmd_record(args: argparse.Namespace) -> int:
 
 def cmd_process(args: argparse.Namespace) -> int:
     from poserun.services.fusion import FusionService
+    from poserun.services.fusion_pool import FusionPool, WorkerFailed
     from poserun.sinks.base import SinkRunner, build_sink
 
     settings = _settings(args)
-    context = {"broker": settings.broker, "settings": settings,
-               "athlete_names": {a.id: a.name for a in settings.athletes if a.name}}
-    runners = [SinkRunner(build_sink(s.type, s.options, context), s.queue_size)
-               for s in settings.sinks]
-    service = FusionService(settings, runners, session=args.session)
-    context["stats"] = service.snapshot  # sinks that report the pipeline's health read it at will
+    if args.workers < 1:
+        raise ValueError("--workers must be at least 1")
+    service: FusionService | FusionPool
+    if args.workers > 1:  # the team split by athlete over processes (services/fusion_pool.py)
+        service = FusionPool(settings, args.workers, session=args.session)
+    else:
+        context = {"broker": settings.broker, "settings": settings,
+                   "athlete_names": {a.id: a.name for a in settings.athletes if a.name}}
+        runners = [SinkRunner(build_sink(s.type, s.options, context), s.queue_size)
+                   for s in settings.sinks]
+        service = FusionService(settings, runners, session=args.session)
+        context["stats"] = service.snapshot  # sinks that report the pipeline's health read it at will
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -232,16 +248,87 @@ def cmd_process(args: argparse.Namespace) -> int:
                 _print_stats(service.snapshot(), args.stats_file, brief=True)
         await task
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except WorkerFailed as exc:  # (a worker could not start: its own log line says why)
+        _print_stats(service.snapshot(), args.stats_file, brief=False)
+        print(f"poserun process: {exc}", file=sys.stderr)
+        return 2
     _print_stats(service.snapshot(), args.stats_file, brief=False)
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from poserun.services.fusion_worker import FusionWorker, NatsExtraMissing, nats_client, run_worker
+    from poserun.sinks.base import SinkRunner, build_sink
+
+    settings = _settings(args)
+    try:
+        nats_client()
+    except NatsExtraMissing as exc:
+        print(f"poserun worker: {exc}", file=sys.stderr)
+        return 2
+    if any(s.type == "mqtt" for s in settings.sinks):
+        log.warning("an mqtt sink in a worker: records already reach MQTT subscribers through the records stream; "
+                    "pointed at the NATS MQTT listener it would store each record twice (docs/scaling.md)")
+    context: dict[str, Any] = {"broker": settings.broker, "settings": settings,
+                               "athlete_names": {a.id: a.name for a in settings.athletes if a.name}}
+    runners = [SinkRunner(build_sink(s.type, s.options, context), s.queue_size) for s in settings.sinks]
+    made: list[FusionWorker] = []
+
+    def wire(worker: FusionWorker) -> None:
+        made.append(worker)
+        context["stats"] = worker.snapshot
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        if args.duration:
+            loop.call_later(args.duration, stop.set)
+        ready = asyncio.Event()
+        task = asyncio.create_task(run_worker(settings, runners, worker_id=args.id, session=None, stop=stop,
+                                              ready=ready, on_worker=wire))
+        if args.ready_file:
+            async def announce() -> None:
+                await ready.wait()
+                Path(args.ready_file).write_text("ready\n")
+            announcer = asyncio.create_task(announce())
+            task.add_done_callback(lambda _: announcer.cancel())
+        while args.stats_interval > 0 and not task.done():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(task), args.stats_interval)
+            if not task.done() and made:
+                _print_stats(made[0].snapshot(), args.stats_file, brief=True)
+        await task
+
+    asyncio.run(main())
+    if made:
+        _print_stats(made[0].snapshot(), args.stats_file, brief=False)
+    return 0
+
+
+def cmd_jetstream_setup(args: argparse.Namespace) -> int:
+    from poserun.services.fusion_worker import NatsExtraMissing, nats_client, setup_streams
+
+    settings = _settings(args)
+    try:
+        nats_client()
+    except NatsExtraMissing as exc:
+        print(f"poserun jetstream setup: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(asyncio.run(setup_streams(settings))))
     return 0
 
 
 def _print_stats(snap: dict[str, Any], path: str | None, *, brief: bool) -> None:
     shown = {k: v for k, v in snap.items() if not (brief and k == "sources")}
     line = json.dumps({"stats": shown}, separators=(",", ":"))
-    if path:
-        Path(path).write_text(json.dumps(snap, indent=1) + "\n")
+    if path:  # whole or not at all: a reader never catches it half written
+        tmp = Path(f"{path}.tmp")
+        tmp.write_text(json.dumps(snap, indent=1) + "\n")
+        os.replace(tmp, path)
     print(line, file=sys.stderr, flush=True)
 
 
@@ -818,8 +905,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stats-interval", type=float, default=10.0,
                    help="seconds between stats lines (0: none until the end)")
     p.add_argument("--stats-file", help="write the full counters here (JSON) at every stats line")
+    p.add_argument("--workers", type=int, default=1,
+                   help="split the team by athlete over this many fusion processes, to use more cores "
+                        "(default 1; docs/benchmarks.md, Team scale)")
     p.add_argument("--ready-file", help="write this file once subscribed, kernels loaded (for scripts)")
     p.set_defaults(func=cmd_process)
+
+    nats_help = "NATS URLs, comma separated (default from config: nats://127.0.0.1:4222)"
+    p = sub.add_parser("worker", help="a fusion worker over NATS JetStream: takes partitions of athletes "
+                                      "(docs/scaling.md; needs poserun[nats])")
+    _common(p)
+    p.add_argument("--nats", help=nats_help)
+    p.add_argument("--partitions", type=int, help="partitions of athletes, if the worker makes the streams "
+                                                  "(default from config: 4; an existing stream's count is taken)")
+    p.add_argument("--replicas", type=int, help="replicas of streams, consumers and buckets, if the worker makes "
+                                                "them (default from config: 3; 1 on a single server)")
+    p.add_argument("--id", help="this worker's id in the leases (default HOST-PID)")
+    p.add_argument("--duration", type=float, help="stop after this many seconds (handing the partitions back)")
+    p.add_argument("--stats-interval", type=float, default=10.0,
+                   help="seconds between stats lines (0: none until the end)")
+    p.add_argument("--stats-file", help="write the full counters here (JSON) at every stats line")
+    p.add_argument("--ready-file", help="write this file once connected and registered, kernels loaded")
+    p.set_defaults(func=cmd_worker)
+
+    jet = sub.add_parser("jetstream", help="NATS JetStream for fusion workers (docs/scaling.md)"
+                         ).add_subparsers(dest="jetstream_cmd", required=True)
+    p = jet.add_parser("setup", help="make the streams, durable consumers and lease buckets that are missing")
+    p.add_argument("--config", "-c", help="YAML config (its nats section)")
+    p.add_argument("--nats", help=nats_help)
+    p.add_argument("--partitions", type=int, help="partitions of athletes (default from config: 4)")
+    p.add_argument("--replicas", type=int, help="replicas of streams, consumers and buckets (default from config: 3; "
+                                                "1 on a single server)")
+    p.set_defaults(func=cmd_jetstream_setup)
 
     p = sub.add_parser("analyze", help="the fusion processor over recordings or videos, offline: records and a "
                                        "summary (a report per video)")

@@ -217,6 +217,43 @@ class SimSettings(_Model):
         return v
 
 
+class NatsSettings(_Model):
+    """Fusion workers over NATS JetStream (``poserun worker``, ``poserun jetstream setup``; docs/scaling.md)."""
+
+    servers: list[str] = Field(default_factory=lambda: ["nats://127.0.0.1:4222"],
+                               description="NATS URLs of the cluster (nats://HOST:PORT or tls://HOST:PORT); "
+                                           "the client fails over between them")
+    partitions: Annotated[int, Field(ge=1, le=1024)] = Field(
+        4, description="partitions of athletes (the data stream's subject mapping, a durable consumer and a lease "
+                       "each): at least the most workers that should share the work; fixed when the stream is made")
+    replicas: Annotated[int, Field(ge=1, le=5)] = Field(
+        3, description="replicas of the streams, consumers and lease buckets (1 on a single server)")
+    lease_ttl_s: Annotated[float, Field(ge=0.5, le=60)] = Field(
+        2.0, description="a partition's lease lives this long unless renewed (every quarter of it): how long a "
+                         "dead worker's partitions wait for a standby")
+    max_age_s: Annotated[float, Field(ge=0)] = Field(
+        86400.0, description="how long the data and records streams keep messages (0: for ever); a take-over "
+                             "replays a partition from the oldest message kept")
+    duplicate_window_s: Annotated[float, Field(gt=0, le=86400)] = Field(
+        600.0, description="the records stream drops a record whose id it stored this recently (a take-over "
+                           "re-emits what the dead worker had not acknowledged)")
+
+    @field_validator("servers")
+    @classmethod
+    def _servers(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("name at least one NATS server")
+        for url in v:
+            u = urlparse(url)
+            if u.scheme not in ("nats", "tls") or not u.hostname:
+                raise ValueError(f"{url!r}: use nats://HOST:PORT or tls://HOST:PORT")
+            try:
+                _ = u.port
+            except ValueError:
+                raise ValueError(f"{url!r}: the port must be a number 1-65535") from None
+        return v
+
+
 class Settings(_Model):
     broker: BrokerSettings = Field(default_factory=BrokerSettings)
     session: SessionSettings = Field(default_factory=SessionSettings)
@@ -224,6 +261,7 @@ class Settings(_Model):
     processor: ProcessorSettings = Field(default_factory=ProcessorSettings)
     sinks: list[SinkSettings] = Field(default_factory=lambda: [SinkSettings(type="jsonl")])
     sim: SimSettings = Field(default_factory=SimSettings)
+    nats: NatsSettings = Field(default_factory=NatsSettings)
 
     @field_validator("athletes")
     @classmethod

@@ -22,6 +22,7 @@ from poserun.processors.athlete import AthleteParams, AthleteState
 from poserun.processors.keypoints import KeypointLayout
 from poserun.processors.records import record_id
 from poserun.services.bounds import MAX_META_BYTES, MAX_STATUS_BYTES, AthleteTable, Entry, FrameLimits
+from poserun.services.jetstream import partition_of
 from poserun.services.mqtt import IngestStats
 from poserun.services.mqtt_stream import LoopSubscriber
 from poserun.services.timebase import AthleteTimebase
@@ -85,10 +86,12 @@ class FusionService:
 
     def __init__(self, settings: Settings, sinks: list[SinkRunner] | None = None,
                  session: str | None = None, clock: Callable[[], int] = time.time_ns,
-                 idle_s: float | None = None) -> None:
+                 idle_s: float | None = None, partition: tuple[int, int] | None = None) -> None:
         """``clock`` stamps ``emitted_ns`` and times the processing latency: the wall clock live,
         the recording's log time offline (``poserun analyze``), so that offline is deterministic.
-        ``idle_s``: how long a silent athlete keeps its state (default ``IDLE_S``)."""
+        ``idle_s``: how long a silent athlete keeps its state (default ``IDLE_S``). ``partition``
+        (index, count): serve only the athletes of that partition (services/fusion_pool.py); the
+        others' messages are skipped uncounted as errors, counted as ``elsewhere``."""
         self.settings = settings
         self.clock = clock
         self.sinks = sinks or []
@@ -117,6 +120,7 @@ class FusionService:
         # per athlete: the shifts that put sources on clocks of their own onto its time base
         self.timebases: dict[tuple[str, str], AthleteTimebase] = {}
         self.records_out = 0
+        self.measure_latency = True  # (off while a JetStream worker rebuilds state silently: nothing is emitted)
         self._logged: Counter[str] = Counter()
         self._channels: dict[Key, int] = {}
         self._lat_counts = [0] * (len(self.LATENCY_BUCKETS) + 1)
@@ -131,6 +135,11 @@ class FusionService:
         self.bundles = 0  # bundle messages received, refused ones too (their frames are counted per source)
         self._bundle_prefix: dict[str, str] = {}  # bundle topic -> its athlete's data topic prefix
         self._asked: dict[Key, int] = {}  # when each source's meta was last asked for (its frame's arrival)
+        if partition is not None and not (partition[1] >= 1 and 0 <= partition[0] < partition[1]):
+            raise ValueError(f"partition {partition[0]} of {partition[1]}: want 0 <= index < count")
+        self.partition = partition
+        self.elsewhere = 0  # messages of other partitions' athletes, skipped
+        self._mine: dict[tuple[str, str], bool] = {}  # (session, athlete) -> in this partition
 
     # ------------------------------------------------------------ handling
     def handle(self, topic: str, payload: bytes, recv_ns: int | None = None) -> list[Record]:
@@ -170,6 +179,9 @@ class FusionService:
                 self._topics.clear()
             self._topics[topic] = t
         if self.session is not None and t.session != self.session:
+            return []
+        if self.partition is not None and t.athlete is not None and not self.serves(t.session, t.athlete):
+            self.elsewhere += 1
             return []
         now = recv_ns or time.time_ns()
         self._tick(now)
@@ -256,10 +268,26 @@ class FusionService:
         if self.session is not None and parts[2] != self.session:
             return False
         athlete = parts[3]
+        if self.partition is not None and not self.serves(parts[2], athlete):
+            self.elsewhere += 1
+            return False
         if athlete == topics.GATEWAY or athlete in self._configured or self.settings.processor.accept_unknown_athletes:
             return True
         self._refuse(None, WireError(Reason.UNKNOWN_ATHLETE, f"{athlete[:64]} is not in the config's athletes"))
         return False
+
+    def serves(self, session: str, athlete: str) -> bool:
+        """Whether this service's partition holds the athlete (every one when not partitioned; gateway
+        status goes to every partition)."""
+        if self.partition is None or athlete == topics.GATEWAY:
+            return True
+        key = (session, athlete)
+        mine = self._mine.get(key)
+        if mine is None:
+            if len(self._mine) >= self.TOPIC_CACHE:  # (bounded: made-up ids must not grow memory)
+                self._mine.clear()
+            mine = self._mine[key] = partition_of(session, athlete, self.partition[1]) == self.partition[0]
+        return mine
 
     def _tick(self, now_ns: int) -> None:
         """Sweep idle athletes every second of arrival time or 1024 messages (amortised: a few each)."""
@@ -533,7 +561,8 @@ class FusionService:
         recs += route.state.push(source, times, data)
         if recs:
             now = self.clock()
-            self._latency(max(0, now - recv_ns) / 1e9)
+            if self.measure_latency:
+                self._latency(max(0, now - recv_ns) / 1e9)
             session = route.key[0]
             for r in recs:
                 r["session"] = session
@@ -603,6 +632,8 @@ class FusionService:
                                     **(r.sink.connection_stats() if hasattr(r.sink, "connection_stats") else {})}
                       for r in self.sinks},
             "ingest": self._ingest_report(),
+            **({"partition": {"index": self.partition[0], "count": self.partition[1], "elsewhere": self.elsewhere}}
+               if self.partition is not None else {}),
         }
 
     def _ingest_report(self) -> dict[str, Any]:
@@ -617,6 +648,14 @@ class FusionService:
 
     # ------------------------------------------------------------- running
     def filters(self) -> list[str]:
+        """What the ingest subscribes to. A partition of configured athletes only (no strangers
+        accepted) subscribes to their topics; given its session, to its own athletes' alone, so the
+        broker sends it nothing else (with every session, an athlete's partition depends on each)."""
+        if self.partition is not None and not self.settings.processor.accept_unknown_athletes:
+            session = self.session
+            mine = sorted(a for a in self._configured if session is None or self.serves(session, a))
+            return [topics.subscription(self.session, "status"),
+                    *(topics.athlete_subscription(self.session, a, ch) for a in mine for ch in ("meta", "data"))]
         return [topics.subscription(self.session, ch) for ch in ("meta", "status", "data")]
 
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:

@@ -60,11 +60,13 @@ def run_sim_gateway(settings: Settings, *, duration: float | None = None,
     if pregenerate and duration is None:
         raise ValueError("pregenerate needs a duration")
     t_zero = team.t
-    chunks: Iterator[tuple[list[Message], list[bytes] | None, int, float]] = (
-        (msgs, None, truth, t_end) for msgs, truth, t_end in publication_chunks(team, duration, stop, sim.truth))
-    if pregenerate:  # simulated and encoded up front; QoS 0 frames then go out in one write per moment
-        chunks = iter([(msgs, [encode_publish(m.topic, m.payload) if m.qos == 0 and not m.retain else b""
-                               for m in msgs], truth, t_end) for msgs, _none, truth, t_end in chunks])
+    # per message: (due, frames, payload bytes, its encoded PUBLISH or b"", the message or None)
+    chunks: Iterator[tuple[list[tuple[int, int, int, bytes, Message | None]], int, float]] = (
+        ([(m.at_ns, m.frames, len(m.payload), b"", m) for m in msgs], truth, t_end)
+        for msgs, truth, t_end in publication_chunks(team, duration, stop, sim.truth))
+    if pregenerate:  # simulated and encoded up front, only the bytes kept: QoS 0 frames then go out in
+        chunks = iter([([_encoded(e) for e in entries], truth, t_end)  # one write per moment
+                       for entries, truth, t_end in chunks])
     offline = status_message(session, sim.gateway_id, "offline", athletes)
     # one connection for frames, meta and status: the broker sees them in publication order
     pub = gateway_publisher(settings.broker, f"gw-{sim.gateway_id}", session,
@@ -84,11 +86,11 @@ def run_sim_gateway(settings: Settings, *, duration: float | None = None,
     pub.flush()
     batch: list[bytes] = []
     try:
-        for messages, packets, truth, t_end in chunks:
-            for k, m in enumerate(messages):
+        for entries, truth, t_end in chunks:
+            for at_ns, frames, size, packet, m in entries:
                 if stop is not None and stop.is_set():
                     break
-                due = start + m.at_ns / 1e9 / speed
+                due = start + at_ns / 1e9 / speed
                 ahead = due - time.monotonic()
                 if ahead > 0.002:
                     pub.send_packets(batch)
@@ -97,15 +99,15 @@ def run_sim_gateway(settings: Settings, *, duration: float | None = None,
                     pub.sleep(ahead, stop)
                 elif -ahead > stats.max_lag_s:
                     stats.max_lag_s = -ahead
-                if packets is not None and packets[k]:
-                    batch.append(packets[k])
+                if m is None:
+                    batch.append(packet)
                 else:
                     pub.send_packets(batch)
                     batch.clear()
                     pub.publish(m.topic, m.payload, qos=m.qos, retain=m.retain)
                 stats.messages += 1
-                stats.frames += m.frames
-                stats.bytes += len(m.payload)
+                stats.frames += frames
+                stats.bytes += size
             if stop is not None and stop.is_set():
                 break
             if sim.truth:  # truth messages go out only when asked for
@@ -123,6 +125,14 @@ def run_sim_gateway(settings: Settings, *, duration: float | None = None,
     log.info("sim gateway: %d messages, %.1f s simulated in %.1f s", stats.messages,
              stats.sim_seconds, stats.wall_seconds)
     return stats
+
+
+def _encoded(entry: tuple[int, int, int, bytes, Message | None]) -> tuple[int, int, int, bytes, Message | None]:
+    """A QoS 0 message as its encoded PUBLISH alone (the message dropped); others as they are."""
+    at_ns, frames, size, _packet, m = entry
+    if m is None or m.qos or m.retain:
+        return entry
+    return at_ns, frames, size, encode_publish(m.topic, m.payload), None
 
 
 def publication_chunks(team: SimTeam, duration: float | None, stop: threading.Event | None,

@@ -141,6 +141,9 @@ class HapticSink:
     """Publishes haptic commands; its own queue keeps it clear of slower sinks."""
 
     name = "haptic"
+    #: its state is per athlete: with ``poserun process --workers N`` each worker runs its own, for its
+    #: athletes, so a cue never crosses a process (services/fusion_pool.py)
+    per_athlete = True
 
     def __init__(self, context: dict[str, Any] | None = None, **options: Any) -> None:
         ctx = context or {}

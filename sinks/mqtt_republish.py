@@ -18,6 +18,7 @@ from poserun.wire import topics
 
 class MqttRepublishSink:
     name = "mqtt"
+    per_athlete = True  # stateless per record: each fusion worker republishes its own athletes'
 
     def __init__(self, qos: int = 1, outbox: int = 100_000, context: dict[str, Any] | None = None) -> None:
         ctx = context or {}

@@ -111,6 +111,12 @@ def subscription(session: str | None = None, channel: str = "data") -> str:
     return f"{ROOT}/{PROTOCOL}/{sess}/+/{channel}"
 
 
+def athlete_subscription(session: str | None, athlete: str, channel: str = "data") -> str:
+    """The MQTT filter for one channel of one athlete (a sourced channel: every source)."""
+    sess = session if session is not None else "+"
+    return f"{ROOT}/{PROTOCOL}/{sess}/{athlete}/{channel}" + ("/+" if channel in _SOURCED else "")
+
+
 def session_filter(session: str | None = None) -> str:
     """Everything of one session (``None``: all sessions)."""
     return f"{ROOT}/{PROTOCOL}/{session if session is not None else '+'}/#"
