@@ -12,7 +12,7 @@ import re
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -207,6 +207,36 @@ def cmd_record(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace, run: Callable[[asyncio.Event, asyncio.Event], Coroutine[Any, Any, None]],
+           snapshot: Callable[[], dict[str, Any] | None]) -> None:
+    """Run a service until SIGINT, SIGTERM or ``--duration``: its ``--ready-file`` once ``run`` sets
+    ready, a stats line every ``--stats-interval`` seconds (0: none, and no polling)."""
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        if args.duration:
+            loop.call_later(args.duration, stop.set)
+        ready = asyncio.Event()
+        task = asyncio.create_task(run(stop, ready))
+        if args.ready_file:
+            async def announce() -> None:
+                await ready.wait()
+                Path(args.ready_file).write_text("ready\n")
+            announcer = asyncio.create_task(announce())
+            task.add_done_callback(lambda _: announcer.cancel())
+        while args.stats_interval > 0 and not task.done():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(task), args.stats_interval)
+            snap = snapshot() if not task.done() else None
+            if snap is not None:
+                _print_stats(snap, args.stats_file, brief=True)
+        await task
+
+    asyncio.run(main())
+
+
 def cmd_process(args: argparse.Namespace) -> int:
     from poserun.services.fusion import FusionService
     from poserun.services.fusion_pool import FusionPool, WorkerFailed
@@ -226,30 +256,8 @@ def cmd_process(args: argparse.Namespace) -> int:
         service = FusionService(settings, runners, session=args.session)
         context["stats"] = service.snapshot  # sinks that report the pipeline's health read it at will
 
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        if args.duration:
-            loop.call_later(args.duration, stop.set)
-        ready = asyncio.Event()
-        task = asyncio.create_task(service.run(stop, ready))
-        if args.ready_file:
-            async def announce() -> None:
-                await ready.wait()
-                Path(args.ready_file).write_text("ready\n")
-            announcer = asyncio.create_task(announce())
-            task.add_done_callback(lambda _: announcer.cancel())
-        while args.stats_interval > 0 and not task.done():  # 0: no stats lines (and no polling)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(task), args.stats_interval)
-            if not task.done():
-                _print_stats(service.snapshot(), args.stats_file, brief=True)
-        await task
-
     try:
-        asyncio.run(main())
+        _serve(args, service.run, service.snapshot)
     except WorkerFailed as exc:  # (a worker could not start: its own log line says why)
         _print_stats(service.snapshot(), args.stats_file, brief=False)
         print(f"poserun process: {exc}", file=sys.stderr)
@@ -280,30 +288,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
         made.append(worker)
         context["stats"] = worker.snapshot
 
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        if args.duration:
-            loop.call_later(args.duration, stop.set)
-        ready = asyncio.Event()
-        task = asyncio.create_task(run_worker(settings, runners, worker_id=args.id, session=None, stop=stop,
-                                              ready=ready, on_worker=wire))
-        if args.ready_file:
-            async def announce() -> None:
-                await ready.wait()
-                Path(args.ready_file).write_text("ready\n")
-            announcer = asyncio.create_task(announce())
-            task.add_done_callback(lambda _: announcer.cancel())
-        while args.stats_interval > 0 and not task.done():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(task), args.stats_interval)
-            if not task.done() and made:
-                _print_stats(made[0].snapshot(), args.stats_file, brief=True)
-        await task
-
-    asyncio.run(main())
+    _serve(args, lambda stop, ready: run_worker(settings, runners, worker_id=args.id, session=None, stop=stop,
+                                                ready=ready, on_worker=wire),
+           lambda: made[0].snapshot() if made else None)
     if made:
         _print_stats(made[0].snapshot(), args.stats_file, brief=False)
     return 0
