@@ -381,3 +381,17 @@ def test_the_board_says_disconnected_when_the_server_goes(browser: Any) -> None:
         assert page.inner_text("#status").startswith("disconnected")
     finally:
         context.close()
+
+
+def test_athletes_are_in_the_natural_order_of_their_ids(browser: Any) -> None:
+    ids = ["a2", "a100", "A10", "a1", "a11", "b3"]
+    with served_board(0) as served:  # (no generated runners: only these athletes)
+        asyncio.run_coroutine_threadsafe(served.sink.write_batch([stance(w) for w in ids]), served.loop).result(CEILING)
+        page = browser.new_page(viewport={"width": 1366, "height": 768})
+        try:
+            page.goto(served.url)
+            page.wait_for_function("document.querySelectorAll('#board [data-athlete]').length === 6", timeout=PAGE_MS)
+            order = page.eval_on_selector_all("#board [data-athlete]", "ts => ts.map(t => t.dataset.athlete)")
+        finally:
+            page.close()
+    assert order == ["a1", "a2", "A10", "a11", "a100", "b3"]  # not a1, A10, a100, a11, a2
