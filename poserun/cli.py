@@ -240,7 +240,7 @@ def _serve(args: argparse.Namespace, run: Callable[[asyncio.Event, asyncio.Event
 def cmd_process(args: argparse.Namespace) -> int:
     from poserun.services.fusion import FusionService
     from poserun.services.fusion_pool import FusionPool, WorkerFailed
-    from poserun.sinks.base import SinkRunner, build_sink
+    from poserun.sinks.base import SinkRunner, build_sink, sink_context
 
     settings = _settings(args)
     if args.workers < 1:
@@ -249,8 +249,7 @@ def cmd_process(args: argparse.Namespace) -> int:
     if args.workers > 1:  # the team split by athlete over processes (services/fusion_pool.py)
         service = FusionPool(settings, args.workers, session=args.session)
     else:
-        context = {"broker": settings.broker, "settings": settings,
-                   "athlete_names": {a.id: a.name for a in settings.athletes if a.name}}
+        context = sink_context(settings)
         runners = [SinkRunner(build_sink(s.type, s.options, context), s.queue_size)
                    for s in settings.sinks]
         service = FusionService(settings, runners, session=args.session)
@@ -267,20 +266,15 @@ def cmd_process(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from poserun.services.fusion_worker import FusionWorker, NatsExtraMissing, nats_client, run_worker
-    from poserun.sinks.base import SinkRunner, build_sink
+    _need("nats", "nats", "worker")
+    from poserun.services.fusion_worker import FusionWorker, run_worker
+    from poserun.sinks.base import SinkRunner, build_sink, sink_context
 
     settings = _settings(args)
-    try:
-        nats_client()
-    except NatsExtraMissing as exc:
-        print(f"poserun worker: {exc}", file=sys.stderr)
-        return 2
     if any(s.type == "mqtt" for s in settings.sinks):
         log.warning("an mqtt sink in a worker: records already reach MQTT subscribers through the records stream; "
                     "pointed at the NATS MQTT listener it would store each record twice (docs/scaling.md)")
-    context: dict[str, Any] = {"broker": settings.broker, "settings": settings,
-                               "athlete_names": {a.id: a.name for a in settings.athletes if a.name}}
+    context = sink_context(settings)
     runners = [SinkRunner(build_sink(s.type, s.options, context), s.queue_size) for s in settings.sinks]
     made: list[FusionWorker] = []
 
@@ -297,14 +291,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_jetstream_setup(args: argparse.Namespace) -> int:
-    from poserun.services.fusion_worker import NatsExtraMissing, nats_client, setup_streams
+    _need("nats", "nats", "jetstream setup")
+    from poserun.services.fusion_worker import setup_streams
 
     settings = _settings(args)
-    try:
-        nats_client()
-    except NatsExtraMissing as exc:
-        print(f"poserun jetstream setup: {exc}", file=sys.stderr)
-        return 2
     print(json.dumps(asyncio.run(setup_streams(settings))))
     return 0
 

@@ -26,7 +26,7 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from poserun.settings import Settings
-from poserun.sinks.base import Record, SinkRunner, build_sink, sink_classes
+from poserun.sinks.base import Record, SinkRunner, build_sink, sink_classes, sink_context
 
 log = logging.getLogger(__name__)
 STATS_S = 1.0  # how often a worker sends its counters
@@ -112,8 +112,7 @@ async def _serve(settings: Settings, index: int, count: int, session: str | None
     from poserun.services.fusion import FusionService
 
     pipe = _Pipe(conn)
-    context: dict[str, Any] = {"broker": settings.broker, "settings": settings,
-                               "athlete_names": {a.id: a.name for a in settings.athletes if a.name}}
+    context = sink_context(settings)
     shared = [s.queue_size for s in settings.sinks if not per_athlete(s.type)]
     # the forward sink first: a stopping worker hands its records on before the others close
     runners = [SinkRunner(ForwardSink(pipe), max(shared))] if shared else []
@@ -178,8 +177,7 @@ class FusionPool:
         self.settings = settings
         self.count = count
         self.session = session
-        self.context: dict[str, Any] = {"broker": settings.broker, "settings": settings,
-                                        "athlete_names": {a.id: a.name for a in settings.athletes if a.name}}
+        self.context = sink_context(settings)
         self.sinks = [SinkRunner(build_sink(s.type, s.options, self.context), s.queue_size)
                       for s in settings.sinks if not per_athlete(s.type)]
         for s in settings.sinks:  # the workers' sinks: bad options fail here, once, not in each worker

@@ -127,6 +127,13 @@ def sink_classes() -> dict[str, type]:
     return found
 
 
+def sink_context(settings: Any) -> dict[str, Any]:
+    """What a sink is built with (``build_sink``'s ``context``): the broker, the settings and the
+    athletes' names; the service adds ``stats`` once it exists."""
+    return {"broker": settings.broker, "settings": settings,
+            "athlete_names": {a.id: a.name for a in settings.athletes if a.name}}
+
+
 def build_sink(kind: str, options: dict[str, Any], context: dict[str, Any]) -> Sink:
     """Instantiate a sink by name with its options and the service context."""
     classes = sink_classes()

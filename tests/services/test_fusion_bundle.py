@@ -10,22 +10,11 @@ from poserun.settings import AthleteSettings, SimSettings, load_settings
 from poserun.wire import bundle, topics
 from poserun.wire import frame as wf
 from poserun.wire.streams import StreamKind
+from tests.services import sim_feed
 
 
 def run(bundled: bool, seconds: float = 10.0) -> tuple[list[dict], dict]:
-    team = SimTeam("s", SimSettings(athletes=3, seed=4, bundle=bundled,
-                                    profiles=["pose", "forced_lander", "heel_striker"]))
-    settings = load_settings(overrides={"athletes": [AthleteSettings(
-        id=s.athlete_id, body_mass_kg=s.body_mass_kg, leg_length_m=s.leg_length_m).model_dump() for s in team.specs]})
-    svc = FusionService(settings, session="s", clock=lambda: 0)
-    for m in team.meta_messages():
-        svc.handle(m.topic, m.payload)
-    records = []
-    for _ in range(int(seconds * 2)):
-        msgs, _ = team.step(50)
-        for m in sorted(msgs, key=lambda m: m.at_ns):
-            records += svc.handle(m.topic, m.payload, 10**18 + m.at_ns)
-    return records, svc.snapshot()
+    return sim_feed.feed(athletes=3, seed=4, seconds=seconds, bundle=bundled)
 
 
 def test_bundled_frames_give_the_records_of_the_same_frames_one_by_one() -> None:

@@ -5,24 +5,13 @@ from __future__ import annotations
 from poserun.services.fusion import FusionService
 from poserun.services.fusion_pool import FusionPool, merge_snapshots, per_athlete
 from poserun.services.jetstream import partition_of
-from poserun.services.sim.team import SimTeam
-from poserun.settings import AthleteSettings, SimSettings, load_settings
+from poserun.settings import load_settings
 from poserun.wire import topics
+from tests.services import sim_feed
 
 
-def feed(partition: tuple[int, int] | None, athletes: int = 6, seconds: float = 6.0) -> tuple[list[dict], dict]:
-    team = SimTeam("s", SimSettings(athletes=athletes, seed=9, profiles=["pose", "forced_lander", "heel_striker"]))
-    settings = load_settings(overrides={"athletes": [AthleteSettings(
-        id=s.athlete_id, body_mass_kg=s.body_mass_kg, leg_length_m=s.leg_length_m).model_dump() for s in team.specs]})
-    svc = FusionService(settings, session="s", clock=lambda: 0, partition=partition)
-    for m in team.meta_messages():
-        svc.handle(m.topic, m.payload)
-    records = []
-    for _ in range(int(seconds * 2)):
-        msgs, _ = team.step(50)
-        for m in sorted(msgs, key=lambda m: m.at_ns):
-            records += svc.handle(m.topic, m.payload, 10**18 + m.at_ns)
-    return records, svc.snapshot()
+def feed(partition: tuple[int, int] | None) -> tuple[list[dict], dict]:
+    return sim_feed.feed(athletes=6, seed=9, seconds=6.0, partition=partition)
 
 
 def test_the_partitions_together_give_the_whole_services_records() -> None:
