@@ -71,9 +71,9 @@ def _stop_on_signals() -> threading.Event:
 def cmd_demo(args: argparse.Namespace) -> int:
     from poserun.services.demo import demo_settings, run_demo
 
-    settings = demo_settings(args.config, args.athletes, args.session)
+    settings = demo_settings(args.config, args.athletes, args.session, args.out)
     asyncio.run(run_demo(settings, broker=args.broker, duration=args.duration,
-                         embedded=args.embedded_broker))
+                         embedded=args.embedded_broker, out_dir=args.out))
     return 0
 
 
@@ -800,6 +800,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, help="stop after this many seconds")
     p.add_argument("--embedded-broker", action="store_true",
                    help="start the embedded broker even if one answers on 127.0.0.1:1883")
+    p.add_argument("--out", default="poserun-demo", metavar="DIR",
+                   help="the session store (demo.sqlite) and the reports (SESSION.html) (default: poserun-demo)")
     p.set_defaults(func=cmd_demo)
 
     gw = sub.add_parser("gateway", help="sensor gateways").add_subparsers(dest="gateway", required=True)

@@ -1,4 +1,11 @@
-"""``poserun demo``: a simulated team, the fusion service and a live team table, one command.
+"""``poserun demo``: the whole mission on one machine, one command.
+
+A simulated team publishes over MQTT; the fusion service turns it into records; the sinks
+show each part of the mission: a team table on the terminal, the coach's board in the
+browser, haptic cues to a virtual band (``poserun haptic-sim``'s, run here on a thread) whose
+every buzz the terminal prints, ``/metrics`` for Prometheus, and the session store. At the
+end (Ctrl-C or ``--duration``) the session report is written from the store and its path
+printed. Every URL is printed at start.
 
 Broker choice: ``--broker URL`` if given; else a broker answering on
 127.0.0.1:1883; else a private one started for the demo in its own process
@@ -16,21 +23,26 @@ import signal
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any, TextIO
 
 from poserun.services.broker import check_port_free, local_broker
 from poserun.services.fusion import FusionService
 from poserun.services.gateway_sim import run_sim_gateway
+from poserun.services.haptic_sim import Band, run_band
 from poserun.services.mqtt import broker_answers
 from poserun.services.sim.team import SimTeam
 from poserun.services.warmup import warm_up
 from poserun.settings import AthleteSettings, Settings, load_settings
 from poserun.sinks.base import SinkRunner, build_sink
+from poserun.sinks.store import DEFAULT_URL, Database
 from poserun.wire import topics
 
 log = logging.getLogger(__name__)
 EMBEDDED_MAX_ATHLETES = 4
 BOARD_PORT = 8765  # the board's port without a config, when free
+METRICS_PORT = 9464  # /metrics without a config, when free (the Prometheus sink's default)
+OUT_DIR = "poserun-demo"  # the demo's session store and reports, without --out
 DRAIN_S = 5.0  # at the end of a --duration run, the longest wait for frames still on their way
 
 
@@ -45,7 +57,9 @@ def choose_broker(url: str | None) -> tuple[str | None, str]:
 
 async def run_demo(settings: Settings, *, broker: str | None = None, duration: float | None = None,
                    out: TextIO | None = None, stop: asyncio.Event | None = None,
-                   embedded: bool = False) -> dict[str, Any]:
+                   embedded: bool = False, out_dir: str | Path = OUT_DIR) -> dict[str, Any]:
+    """Run the demo until ``stop`` (Ctrl-C) or ``duration``; returns the service's last snapshot
+    with the band's summary (``band``) and the report's path (``report``, None if not written)."""
     out = out or sys.stdout
     url, why = (None, "--embedded-broker") if embedded else choose_broker(broker)
     with contextlib.ExitStack() as stack:
@@ -106,10 +120,15 @@ async def run_demo(settings: Settings, *, broker: str | None = None, duration: f
                            return_when=asyncio.FIRST_COMPLETED)
         if fusion.done():
             fusion.result()  # raise the start-up error
-        for runner in runners:
-            if runner.sink.name == "dashboard":
-                out.write(f"  board    open {runner.sink.url} in a browser\n\n")  # type: ignore[attr-defined]
-                out.flush()
+        band, band_stop, band_ready = Band(), threading.Event(), threading.Event()
+        band_thread = threading.Thread(target=run_band, args=(settings.broker,), daemon=True, kwargs={
+            "session": session, "stop": band_stop, "out": out, "ready": band_ready, "band": band})
+        band_thread.start()
+        await asyncio.to_thread(band_ready.wait, 10.0)
+        store_url = _store_url(settings)
+        report_path = Path(out_dir) / f"{session}.html"
+        out.write(_urls(runners, store_url, report_path))
+        out.flush()
         gw_stop = threading.Event()
         gateway = asyncio.create_task(asyncio.to_thread(
             run_sim_gateway, settings, duration=duration, stop=gw_stop, team=team))
@@ -129,31 +148,97 @@ async def run_demo(settings: Settings, *, broker: str | None = None, duration: f
         stop.set()
         await fusion
         stopper.cancel()
+        band_stop.set()
+        await asyncio.to_thread(band_thread.join, 5.0)
         snap = service.snapshot()
         out.write(f"stopped in {time.monotonic() - t0:.2f} s: {snap['totals'].get('frames', 0)} "
                   f"frames, {snap['records']} records, rejected {snap['rejected'] or 'none'}\n")
+        snap["band"] = summary = band.summary()
+        lat = summary["ic_to_band_ms"]
+        out.write(f"  band     {summary['buzzes']} cues "
+                  f"({', '.join(f'{k} {v}' for k, v in summary['by_reason'].items()) or 'none'})"
+                  + (f"; initial contact to band p50 {lat['p50']} ms, p99 {lat['p99']} ms" if lat["p50"] else "")
+                  + "\n")
+        snap["report"] = await asyncio.to_thread(_write_report, store_url, session, report_path, out)
+        out.flush()
         return snap
 
 
-def board_port() -> int:
-    """:data:`BOARD_PORT` when free, else 0 (any free port): the demo's own board always starts,
+def _store_url(settings: Settings) -> str | None:
+    """The session store the demo's settings write to (the first store sink), or None."""
+    for s in settings.sinks:
+        if s.type == "store":
+            return str(s.options.get("url", DEFAULT_URL))
+    return None
+
+
+def _urls(runners: list[SinkRunner], store_url: str | None, report_path: Path) -> str:
+    """The lines that say where to look: the board, /metrics, the store and the report to come."""
+    lines = []
+    for runner in runners:
+        sink: Any = runner.sink
+        if sink.name == "dashboard":
+            lines.append(f"  board    open {sink.url} in a browser")
+        elif sink.name == "prometheus":
+            lines.append(f"  metrics  http://{sink.host}:{sink.port}/metrics (Prometheus scrapes this)")
+        elif sink.name == "haptic":
+            lines.append("  band     a virtual haptic band: each cue it gets is printed here as 'buzz ...'")
+    if store_url is not None:
+        lines.append(f"  store    {store_url} (poserun sessions --db {store_url})")
+        lines.append(f"  report   written at the end (Ctrl-C) to {report_path}")
+    return "\n".join(lines) + "\n\n"
+
+
+def _write_report(store_url: str | None, session: str, path: Path, out: TextIO) -> str | None:
+    """The session's report from the store, its path printed; a sentence instead when it cannot be."""
+    if store_url is None:
+        out.write("  report   none: the config has no store sink\n")
+        return None
+    from poserun.services.report import build_report
+
+    try:
+        db = Database(store_url, create=False)
+        try:
+            build_report(db, session, path)
+        finally:
+            db.close()
+    except ModuleNotFoundError as exc:
+        out.write(f"  report   not written: it needs {exc.name}: pip install 'poserun[report]'\n")
+        return None
+    except ValueError as exc:  # no store yet, or no records in it
+        out.write(f"  report   not written: {exc}\n")
+        return None
+    out.write(f"  report   {path.resolve()}\n")
+    return str(path)
+
+
+def free_or_any(port: int) -> int:
+    """``port`` when free, else 0 (any free port): the demo's own board and /metrics always start,
     while a port a config names is that port or an error."""
     try:
-        check_port_free(BOARD_PORT)
+        check_port_free(port)
     except OSError:
         return 0
-    return BOARD_PORT
+    return port
 
 
-def demo_settings(path: str | None, athletes: int | None, session: str | None = None) -> Settings:
-    """The demo's settings: a config file if given, else a team table on the terminal and the board
-    (on port 8765, or any free port when that one is taken).
+def demo_settings(path: str | None, athletes: int | None, session: str | None = None,
+                  out_dir: str | Path = OUT_DIR) -> Settings:
+    """The demo's settings: a config file if given, else the whole mission: a team table on the
+    terminal, the board (port 8765), haptic cues, /metrics (port 9464; any free port when one is
+    taken) and a session store in ``out_dir`` (``demo.sqlite``).
 
     The session id is ``session`` if given, else the config's if it names one, else a new one per
     run (``demo-YYYYMMDD-HHMMSS-xxxx``), so two demos on one broker never mix their data.
     """
-    over: dict[str, Any] = {} if path else {"sinks": [{"type": "console"},
-                                                       {"type": "dashboard", "options": {"port": board_port()}}]}
+    store = f"sqlite:///{(Path(out_dir) / 'demo.sqlite').resolve()}"
+    over: dict[str, Any] = {} if path else {"sinks": [
+        {"type": "console"},
+        {"type": "dashboard", "options": {"port": free_or_any(BOARD_PORT)}},
+        {"type": "haptic"},
+        {"type": "prometheus", "options": {"port": free_or_any(METRICS_PORT)}},
+        {"type": "store", "options": {"url": store}},
+    ]}
     if athletes is not None:
         over["sim"] = {"athletes": athletes}
     if session is not None:

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -69,23 +70,39 @@ class Output:
 ROW = r"^(a\d\d) \S+ \d+\s+\S+\s+\d+ "  # a team-table row: athlete, name, steps, ...
 
 
-def test_demo_shows_every_athlete_and_stops_cleanly(broker_url: str) -> None:
-    proc = spawn("demo", "--broker", broker_url)
+def test_demo_shows_the_whole_mission_and_stops_cleanly(broker_url: str, tmp_path: Path) -> None:
+    """The team table, the board, haptic cues on the virtual band, /metrics, the store, and the
+    report written at Ctrl-C (issue 14: the demo shows the whole mission)."""
+    proc = spawn("demo", "--broker", broker_url, "--out", str(tmp_path))
     try:
         watch = Output(proc)
         out = watch.until_rows(ROW, 12, CEILING)
         assert len(set(re.findall(ROW, out, re.M))) == 12, out
         assert "poserun demo" in out and re.search(r"session  demo-\d{8}-\d{6}-[0-9a-f]{4}: 12 ", out), out
         assert re.search(r"warm-up  .*kernels (compiled|loaded) in", out), out
+        assert re.search(r"board    open http://127\.0\.0\.1:\d+/ in a browser", out), out
+        metrics = re.search(r"metrics  (http://127\.0\.0\.1:\d+/metrics)", out)
+        assert metrics, out
+        with urllib.request.urlopen(metrics.group(1), timeout=CEILING) as page:
+            assert b"poserun_" in page.read()
+        # the forced landers' cues reach the virtual band, whose every cue the terminal shows
+        watch.until_rows(r"^buzz (a\d\d)\s+forced_landing", 1, CEILING)
+        assert re.search(r"^buzz a\d\d\s+forced_landing", watch.text(), re.M), watch.text()[-3000:]
+        session = re.search(r"session  (demo-\S+):", out).group(1)  # type: ignore[union-attr]
+        assert f"store    sqlite:///{tmp_path}/demo.sqlite" in out, out
         tail = watch.interrupt(CEILING)
-        assert proc.returncode == 0 and "stopped in" in tail
+        assert proc.returncode == 0 and "stopped in" in tail, tail
+        assert re.search(r"band     \d+ cues \(.*forced_landing \d+", tail), tail
+        report = tmp_path / f"{session}.html"
+        assert f"report   {report}" in tail, tail
+        assert report.stat().st_size > 0 and session in report.read_text()
     finally:
         if proc.poll() is None:
             proc.kill()
 
 
-def test_demo_on_the_embedded_broker() -> None:
-    proc = spawn("demo", "--embedded-broker")
+def test_demo_on_the_embedded_broker(tmp_path: Path) -> None:
+    proc = spawn("demo", "--embedded-broker", "--out", str(tmp_path))
     try:
         watch = Output(proc)
         out = watch.until_rows(ROW, 4, CEILING)
