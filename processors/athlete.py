@@ -367,7 +367,7 @@ class AthleteState:
             out.append(self._landing_record(pend) if landing else self._stance_record(pend))
         return out
 
-    def _kp_window(self, start: float, end: float) -> tuple[np.ndarray, np.ndarray] | None:
+    def _kp_window(self, start: float, end: float) -> tuple[np.ndarray, ...] | None:
         return self.camera.window(start, end) if self.camera is not None else None
 
     def _imu_window(self, foot: str, start: float, end: float) -> tuple[np.ndarray, np.ndarray] | None:

@@ -197,6 +197,22 @@ class KeypointLayout:
             up = np.where(raw[:, cols + conf] < self.min_conf, np.nan, up)
         return up
 
+    def toe_points(self, data: np.ndarray) -> np.ndarray | None:
+        """(n, 2, 2) left and right toe positions in metres (x forward, z up; NaN where not
+        confident), the point of support of the fall angle; None without toes."""
+        if self.toes is None:
+            return None
+        stride = len(self.dims)
+        raw = np.asarray(data, dtype=np.float64)
+        cols = np.array(self.toes) * stride
+        out = np.empty((raw.shape[0], 2, 2))
+        out[:, :, 0] = self.fwd[1] * (raw[:, cols + self.fwd[0]] - self.origin[0]) * self.scale
+        out[:, :, 1] = self.up[1] * (raw[:, cols + self.up[0]] - self.origin[1]) * self.scale
+        conf = self.dims.find("c")
+        if conf >= 0:
+            out[raw[:, cols + conf] < self.min_conf] = np.nan
+        return out
+
     def sole_heights(self, data: np.ndarray) -> np.ndarray | None:
         """(n, 2) height in metres of each foot's lowest sole marker (NaN where none is confident),
         None without sole markers."""
@@ -345,12 +361,80 @@ GEOMETRY = ("overstride_m", "overstride_ratio", "knee_flexion_ic_deg", "knee_fle
 
 
 @njit(**JIT)
-def stance_geometry_kernel(times_ns: np.ndarray, pts: np.ndarray, f: int, ic_ns: float, to_ns: float,
-                           stride_start_ns: float, leg_length_m: float, out: np.ndarray,
+def _support_angle_deg(hip_x: float, hip_y: float, sup_x: float, sup_y: float) -> float:
+    """Angle from vertical (degrees, + forward) of the line from the point of support to the hip."""
+    dx, dy = hip_x - sup_x, hip_y - sup_y
+    return math.degrees(math.atan2(dx, dy)) if np.isfinite(dx) and np.isfinite(dy) else np.nan
+
+
+@njit(**JIT)
+def _waist_bend_deg(pts_i: np.ndarray, sup_x: float, sup_y: float) -> float:
+    """Trunk (hip midpoint to shoulder midpoint) angle minus the support-to-hip angle, degrees
+    (+ = shoulders ahead of the pose line: bent forward at the waist), for one frame ``pts_i`` (J, 2)."""
+    hip_x, hip_y = 0.5 * (pts_i[0, 0] + pts_i[4, 0]), 0.5 * (pts_i[0, 1] + pts_i[4, 1])
+    tx, ty = 0.5 * (pts_i[3, 0] + pts_i[7, 0]) - hip_x, 0.5 * (pts_i[3, 1] + pts_i[7, 1]) - hip_y
+    if not (np.isfinite(tx) and np.isfinite(ty)):
+        return np.nan
+    return math.degrees(math.atan2(tx, ty)) - _support_angle_deg(hip_x, hip_y, sup_x, sup_y)
+
+
+@njit(**JIT)
+def fall_kernel(times_ns: np.ndarray, pts: np.ndarray, support: np.ndarray, f: int, ic_ns: float,
+                to_ns: float, at_to: np.ndarray, sup_to: np.ndarray) -> tuple[float, float]:
+    """(fall angle at TO, waist bend over the fall), degrees, NaN where unsupported. ``support``
+    (n, 2, 2): each foot's point of support per frame (its toe, else its ankle); ``f`` 0 left, 4 right.
+
+    Where the joints at TO cannot be interpolated (a keypoint missing in the frame after it), the
+    fall angle is the one of the stance's last frame with them, within 50 ms of TO.
+    The fall runs from the first frame of the stance whose hip midpoint is at or ahead of the point
+    of support (the pose; from IC when the hips land ahead of it) to TO. The waist bend is the
+    median over the fall's frames and the interpolated TO instant: the bend held through the middle of
+    the fall (the support line sweeps forward steadily), which one frame's wrong keypoint does not
+    move as it would a mean; the largest value would only repeat the TO frame's."""
+    s = f // 4
+    frame_at_kernel(times_ns, pts, to_ns, at_to)
+    frame_at_kernel(times_ns, support, to_ns, sup_to)
+    hip_x, hip_y = 0.5 * (at_to[0, 0] + at_to[4, 0]), 0.5 * (at_to[0, 1] + at_to[4, 1])
+    fall = _support_angle_deg(hip_x, hip_y, sup_to[s, 0], sup_to[s, 1])
+    for i in range(times_ns.shape[0] - 1, -1, -1):  # TO not bracketed: the stance's last frame seen
+        if np.isfinite(fall):
+            break
+        t = float(times_ns[i])
+        if t <= to_ns and t >= max(ic_ns, to_ns - 50e6):
+            fall = _support_angle_deg(0.5 * (pts[i, 0, 0] + pts[i, 4, 0]), 0.5 * (pts[i, 0, 1] + pts[i, 4, 1]),
+                                      support[i, s, 0], support[i, s, 1])
+    bends = np.empty(times_ns.shape[0] + 1)
+    n = 0
+    started = False
+    for i in range(times_ns.shape[0]):
+        t = float(times_ns[i])
+        if t < ic_ns or t >= to_ns:
+            continue
+        sx, sy = support[i, s, 0], support[i, s, 1]
+        if not started:
+            ahead = 0.5 * (pts[i, 0, 0] + pts[i, 4, 0]) - sx
+            if not (np.isfinite(ahead) and ahead >= 0.0):
+                continue
+            started = True
+        b = _waist_bend_deg(pts[i], sx, sy)
+        if np.isfinite(b):
+            bends[n] = b
+            n += 1
+    b = _waist_bend_deg(at_to, sup_to[s, 0], sup_to[s, 1])
+    if np.isfinite(b):
+        bends[n] = b
+        n += 1
+    return fall, (np.median(bends[:n]) if n > 0 else np.nan)
+
+
+@njit(**JIT)
+def stance_geometry_kernel(times_ns: np.ndarray, pts: np.ndarray, support: np.ndarray, f: int, ic_ns: float,
+                           to_ns: float, stride_start_ns: float, leg_length_m: float, out: np.ndarray,
                            at_ic: np.ndarray) -> None:
     """The camera metrics of one stance into ``out`` (in ``GEOMETRY`` order, NaN where the
     keypoints cannot support one) and the joints at IC into ``at_ic``. ``f`` is the support
-    side's joint offset (0 left, 4 right); ``stride_start_ns`` NaN when unknown."""
+    side's joint offset (0 left, 4 right); ``support`` (n, 2, 2) each foot's point of support
+    (see :func:`fall_kernel`); ``stride_start_ns`` NaN when unknown."""
     o = 4 - f
     at_mid = np.empty_like(at_ic)
     frame_at_kernel(times_ns, pts, ic_ns, at_ic)
@@ -376,17 +460,10 @@ def stance_geometry_kernel(times_ns: np.ndarray, pts: np.ndarray, f: int, ic_ns:
             flex = 180.0 - math.degrees(math.acos(max(-1.0, min(1.0, cos))))
             flex_min = min(flex_min, flex)
     out[3] = flex_min if flex_min < np.inf else np.nan
-    hip_x, hip_y = 0.5 * (at_mid[0, 0] + at_mid[4, 0]), 0.5 * (at_mid[0, 1] + at_mid[4, 1])
-    ankle_x, ankle_y = at_mid[f + 2, 0], at_mid[f + 2, 1]
-    sh_x, sh_y = 0.5 * (at_mid[3, 0] + at_mid[7, 0]), 0.5 * (at_mid[3, 1] + at_mid[7, 1])
-    lean_x, lean_y = hip_x - ankle_x, hip_y - ankle_y
-    trunk_x, trunk_y = sh_x - hip_x, sh_y - hip_y
-    fall = math.degrees(math.atan2(lean_x, lean_y)) if np.isfinite(lean_x) and np.isfinite(lean_y) else np.nan
-    trunk = (math.degrees(math.atan2(trunk_x, trunk_y)) if np.isfinite(trunk_x) and np.isfinite(trunk_y)
-             else np.nan)
-    out[4] = fall
-    out[5] = trunk - fall
-    out[6] = at_mid[o + 2, 1] - ankle_y
+    out[4], out[5] = fall_kernel(times_ns, pts, support, f, ic_ns, to_ns, np.empty_like(at_ic),
+                                 np.empty((2, 2)))
+    hip_x = 0.5 * (at_mid[0, 0] + at_mid[4, 0])
+    out[6] = at_mid[o + 2, 1] - at_mid[f + 2, 1]
     out[7] = at_mid[o + 2, 0] - hip_x
     out[8] = np.nan
     if np.isfinite(stride_start_ns):
@@ -407,14 +484,26 @@ def stance_geometry_kernel(times_ns: np.ndarray, pts: np.ndarray, f: int, ic_ns:
             out[8] = hi - lo
 
 
+def support_points(pts: np.ndarray, toes: np.ndarray | None = None) -> np.ndarray:
+    """(n, 2, 2) each foot's point of support per frame: the toe keypoint (``toes`` (n, 2, 2), left
+    then right, x forward and z up in metres) where it is finite, else the ankle."""
+    ankles = np.ascontiguousarray(pts[:, [2, 6], :], dtype=np.float64)
+    if toes is None:
+        return ankles
+    toes = np.asarray(toes, dtype=np.float64)
+    return np.where(np.isfinite(toes).all(axis=2, keepdims=True), toes, ankles)
+
+
 def stance_geometry(times_ns: np.ndarray, pts: np.ndarray, foot: str, ic_ns: float, to_ns: float,
                     stride_start_ns: float | None, leg_length_m: float,
-                    at_ic: np.ndarray | None = None) -> dict[str, float | None]:
+                    at_ic: np.ndarray | None = None, toes: np.ndarray | None = None) -> dict[str, float | None]:
     """Camera metrics for one stance of ``foot``; None where the keypoints cannot support one.
-    ``at_ic`` (J, 2), if given, receives the joints at IC (the record's stick figure)."""
+    ``at_ic`` (J, 2), if given, receives the joints at IC (the record's stick figure); ``toes``
+    (n, 2, 2), if the keypoint set has them, the toes as the point of support (else the ankles)."""
     out = np.empty(len(GEOMETRY))
-    stance_geometry_kernel(np.ascontiguousarray(times_ns, dtype=np.int64),
-                           np.ascontiguousarray(pts, dtype=np.float64), 0 if foot == "left" else 4, float(ic_ns),
+    pts = np.ascontiguousarray(pts, dtype=np.float64)
+    stance_geometry_kernel(np.ascontiguousarray(times_ns, dtype=np.int64), pts, support_points(pts, toes),
+                           0 if foot == "left" else 4, float(ic_ns),
                            float(to_ns), math.nan if stride_start_ns is None else float(stride_start_ns),
                            float(leg_length_m), out, np.empty(pts.shape[1:]) if at_ic is None else at_ic)
     return {k: (round(float(v), 4) if math.isfinite(v) else None) for k, v in zip(GEOMETRY, out, strict=True)}

@@ -26,7 +26,7 @@ FOOT_SD = {"imu": 0.03, "camera": 0.27}  # m/s, foot velocity before IC (measure
 
 
 def landing_record(athlete: str, foot: str, ic_ns: float, step: int, source: str, *,
-                   imu: tuple[np.ndarray, np.ndarray] | None, keypoints: tuple[np.ndarray, np.ndarray] | None,
+                   imu: tuple[np.ndarray, np.ndarray] | None, keypoints: tuple[np.ndarray, ...] | None,
                    other_to_ns: float | None, forced_landing_ratio: float,
                    default_oscillation_m: float) -> LandingRecord:
     """``imu``: the foot IMU's (times, columns) in the 60 ms before IC; ``keypoints``: the

@@ -15,12 +15,13 @@ StrikeZone = Literal["heel", "midfoot", "ball", "toes"]
 
 
 class PressureMap(TypedDict):
-    """One stance's pressure map: each cell's peak (body weights) and where the cells sit
-    (fractions of the insole's length and width)."""
+    """One stance's pressure map: each cell's peak (body weights), where the cells sit
+    (fractions of the insole's length and width) and each cell's region (from the device meta)."""
 
     peak_bw: list[float]
     along: list[float]
     across: list[float]
+    region: NotRequired[list[StrikeZone]]  # heel, midfoot, ball or toes per cell (absent in older recordings)
 
 
 class _Common(TypedDict):

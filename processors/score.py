@@ -3,6 +3,14 @@
 Each rule maps one metric linearly between a 'bad' and a 'good' value
 (clamped); rules whose metric is absent are left out and the weights of the
 rest renormalised, so a missing sensor never counts as bad technique.
+R7 ("fall from the ankles, not the waist; shoulder, hip, ankle aligned") reads the
+waist bend: the angle between the trunk and the support-to-hip line over the fall. Only its
+forward part counts (shoulders ahead of that line: bending at the waist). Its backward part
+is what the legs do, not the posture: as the hips travel ahead of the support point during
+push-off, the support-to-hip line tilts forward (about 30 degrees at toe-off at 3.6 m/s)
+while an upright trunk stays near 5-10 degrees, so every upright runner reads negative and
+would fail the rule. The fall angle is not scored: it grows with speed and is compared with
+the athlete's own speed and history (docs/metrics.md).
 """
 
 from __future__ import annotations
@@ -17,13 +25,20 @@ RULES: dict[str, tuple[str, float, float]] = {
     "R4_no_forced_landing": ("forced_landing_severity", 1.0, 1.6),
     "R5_land_under_body": ("overstride_ratio", 0.10, 0.40),
     "R6_bent_knees": ("knee_flexion_ic_deg", 20.0, 5.0),
-    "R7_fall_from_ankles": ("waist_bend_abs_deg", 3.0, 15.0),
+    "R7_fall_from_ankles": ("waist_bend_forward_deg", 3.0, 15.0),
     "R8_cadence": ("cadence_spm", 178.0, 155.0),
     "R9_low_bounce": ("vertical_oscillation_m", 0.06, 0.12),
     "R10_pull_under_hip": ("pull_under_hip_abs_m", 0.10, 0.40),
 }
 DEFAULT_WEIGHTS: dict[str, float] = {rule: 1.0 for rule in RULES}
-MAGNITUDES = {"waist_bend_deg": "waist_bend_abs_deg", "pull_under_hip_m": "pull_under_hip_abs_m"}
+#: signed metric -> (the derived metric a rule reads, how: "abs" its magnitude, "forward" its positive part)
+DERIVED: dict[str, tuple[str, str]] = {"waist_bend_deg": ("waist_bend_forward_deg", "forward"),
+                                       "pull_under_hip_m": ("pull_under_hip_abs_m", "abs")}
+
+
+def derive(how: str, value: float) -> float:
+    """A signed metric as its rule reads it (:data:`DERIVED`)."""
+    return abs(value) if how == "abs" else max(0.0, value)
 
 
 def rule_score(value: float, good: float, bad: float) -> float:
@@ -33,10 +48,10 @@ def rule_score(value: float, good: float, bad: float) -> float:
     return max(0.0, min(1.0, s))
 
 
-# per rule: the record's metric it reads (for a magnitude rule, the signed metric, else the
-# magnitude itself if a caller gives it), good, bad
-_READS = tuple((rule, next((k for k, m in MAGNITUDES.items() if m == metric), None), metric, good, bad)
-               for rule, (metric, good, bad) in RULES.items())
+# per rule: the record's signed metric it derives its value from (None: it reads its metric
+# itself, as it does when a caller gives the derived metric), how, the metric, good, bad
+_READS = tuple((rule, *next(((k, how) for k, (m, how) in DERIVED.items() if m == metric), (None, "")), metric,
+                good, bad) for rule, (metric, good, bad) in RULES.items())
 
 
 def _number(value: object) -> bool:
@@ -50,10 +65,10 @@ def pose_score(metrics: Mapping[str, object], weights: Mapping[str, float] | Non
     w = DEFAULT_WEIGHTS if weights is None else weights
     breakdown: dict[str, float] = {}
     total = weight = 0.0
-    for rule, signed, metric, good, bad in _READS:
+    for rule, signed, how, metric, good, bad in _READS:
         value = metrics.get(signed) if signed is not None else None
         if value is not None and _number(value):
-            value = abs(float(value))  # type: ignore[arg-type]
+            value = derive(how, float(value))  # type: ignore[arg-type]
         else:
             value = metrics.get(metric)
             if not _number(value):

@@ -23,7 +23,7 @@ from poserun.processors.clock import ClockOffset
 from poserun.processors.contact import ContactDetector
 from poserun.processors.imu import FootEvents, FootImu, axes_matrix, foot_imu_kernel
 from poserun.processors.imu import G as G_IMU
-from poserun.processors.insole import InsoleLayout
+from poserun.processors.insole import REGIONS, InsoleLayout
 from poserun.processors.keypoints import JOINTS, CameraEvents, KeypointLayout
 from poserun.processors.pelvis import PelvisEvents
 from poserun.processors.ring import SampleRing
@@ -53,7 +53,7 @@ class InsoleSource:
         self.warnings: Counter[str] = Counter()
         self._update = detector.cells_updater(layout.scale, ring)
         self._period: float | None = None
-        self._cell_map: dict[str, list[float]] | None = None
+        self._cell_map: dict[str, list[float] | list[str]] | None = None
 
     def reconfigure(self, layout: InsoleLayout) -> None:
         """A new layout (a new meta): the cells' scale changes, the detector's state stays."""
@@ -77,12 +77,13 @@ class InsoleSource:
             self._period = float(np.median(np.diff(t)))
         return self._period
 
-    def cell_map(self) -> dict[str, list[float]]:
-        """Where the cells sit (the pressure map's axes), as lists made once per layout."""
+    def cell_map(self) -> dict[str, list[float] | list[str]]:
+        """Where the cells sit (the pressure map's axes) and their regions, as lists made once per layout."""
         if self._cell_map is None:
             layout = self.layout
             across = layout.across if layout.across is not None else np.zeros_like(layout.along)
-            self._cell_map = {"along": np.round(layout.along, 3).tolist(), "across": np.round(across, 3).tolist()}
+            self._cell_map = {"along": np.round(layout.along, 3).tolist(), "across": np.round(across, 3).tolist(),
+                              "region": [REGIONS[int(r)] for r in layout.region]}
         return {k: list(v) for k, v in self._cell_map.items()}  # copies: a record is its own
 
 
@@ -182,7 +183,9 @@ class CameraSource:
 
     def feed(self, times_ns: np.ndarray, data: np.ndarray) -> Events:
         pts = self.layout.to_metric(data)
-        self.ring.push(times_ns, pts.reshape(len(times_ns), -1))
+        toes = self.layout.toe_points(data)  # kept after the joints: the fall angle's point of support
+        flat = pts.reshape(len(times_ns), -1)
+        self.ring.push(times_ns, flat if toes is None else np.concatenate([flat, toes.reshape(len(times_ns), -1)], 1))
         rows = self.detector.update(times_ns, pts[:, ANKLES, 1], self.layout.toe_heights(data),
                                    self.layout.sole_heights(data))
         if not len(rows):
@@ -195,12 +198,14 @@ class CameraSource:
                 out.append((foot, mine))
         return out
 
-    def window(self, start: float, end: float) -> tuple[np.ndarray, np.ndarray] | None:
-        """The metric frames in [start, end] as (times, (n, 8, 2) joints); None under two frames."""
+    def window(self, start: float, end: float) -> tuple[np.ndarray, ...] | None:
+        """The metric frames in [start, end] as (times, (n, 8, 2) joints), then (n, 2, 2) toes when
+        the keypoint set has them; None under two frames."""
         t, d = self.ring.window(start, end)
         if len(t) < 2:
             return None
-        return t, d.reshape(len(t), 8, 2)
+        pts = d[:, :16].reshape(len(t), 8, 2)
+        return (t, pts) if d.shape[1] == 16 else (t, pts, d[:, 16:20].reshape(len(t), 2, 2))
 
 
 def check_unit(check: GravityCheck, source: str, times_ns: np.ndarray, data: np.ndarray,

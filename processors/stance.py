@@ -38,7 +38,7 @@ class InsoleStance:
     times_ns: np.ndarray
     cells_n: np.ndarray
     layout: InsoleLayout
-    cell_map: dict[str, list[float]]
+    cell_map: dict[str, list[float] | list[str]]
     body_weight_n: float
     on_bw: float
     heel_contact_bw: float
@@ -69,11 +69,12 @@ def stride_start(ic: float, prev_ic_same: float | None) -> float | None:
 
 def measure_stance(athlete: str, foot: str, ic: float, to: float, before: Before, *,
                    insole: InsoleStance | None, shank_impact: float, imu: tuple[np.ndarray, np.ndarray] | None,
-                   keypoints: tuple[np.ndarray, np.ndarray] | None, stride_start: float | None,
+                   keypoints: tuple[np.ndarray, ...] | None, stride_start: float | None,
                    leg_length_m: float, landing: LandingRecord | None) -> tuple[dict[str, Any], list[str]]:
     """The stance's metrics and the sources that gave some (besides the timing source). ``imu``:
     the foot IMU's columns over the 40 ms after IC; ``keypoints``: the metric frames from the
-    stride's start (else IC) to TO; ``shank_impact``: the shank's impact in m/s^2 (NaN: none)."""
+    stride's start (else IC) to TO (times, joints, and the toes if the keypoint set has them);
+    ``shank_impact``: the shank's impact in m/s^2 (NaN: none)."""
     sources: list[str] = []
     rec: dict[str, Any] = {"type": "stance", "athlete": athlete, "foot": foot, "ic_ns": int(ic), "to_ns": int(to),
                            "support_time_s": round(float(to - ic) / 1e9, 4)}
@@ -109,7 +110,7 @@ def measure_stance(athlete: str, foot: str, ic: float, to: float, before: Before
     if keypoints is not None:
         at_ic = np.empty((8, 2))
         geo.update(stance_geometry(keypoints[0], keypoints[1], foot, ic, to, stride_start, leg_length_m,
-                                   at_ic=at_ic))
+                                   at_ic=at_ic, toes=keypoints[2] if len(keypoints) > 2 else None))
         sources.append("camera")
         hip = 0.5 * (at_ic[0] + at_ic[4])  # the stick figure at IC, relative to the hips' midpoint
         if math.isfinite(hip[0]) and math.isfinite(hip[1]):

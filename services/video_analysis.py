@@ -76,7 +76,7 @@ METRICS: tuple[tuple[str, str, str, int], ...] = (
     ("overstride_ratio", "overstride / leg length", "", 2),
     ("knee_flexion_ic_deg", "knee flexion at IC", "deg", 0),
     ("knee_flexion_min_deg", "knee flexion, least over the stance", "deg", 0),
-    ("fall_angle_deg", "fall angle (forward lean, mid-stance)", "deg", 1),
+    ("fall_angle_deg", "fall angle (support to hip at toe-off)", "deg", 1),
     ("waist_bend_deg", "waist bend", "deg", 1),
     ("vertical_oscillation_m", "vertical oscillation", "m", 3),
     ("pull_height_m", "pull height", "m", 3),

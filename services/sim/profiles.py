@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+#: the speed at which a profile's cadence and duty factor hold (the simulated athlete's default)
+REFERENCE_SPEED_MPS = 3.6
+
 
 @dataclass(frozen=True)
 class Profile:
@@ -30,7 +33,8 @@ class Profile:
     force_peak_at: float = 0.5  # stance fraction of the force peak
     cop: tuple[tuple[float, float], ...] = field(default=())  # (stance fraction, along foot)
     heel_off: float = 0.6  # stance fraction where the heel lifts / pull starts
-    toe_off_pitch_deg: float = 35.0
+    toe_off_pitch_deg: float = 35.0  # the least foot pitch at TO (more when the leg needs it)
+    knee_flexion_to_deg: float = 16.0  # the knee's flexion at TO, its straightest in stance
 
     def with_(self, **changes: object) -> Profile:
         return replace(self, **changes)  # type: ignore[arg-type]
@@ -66,7 +70,7 @@ PROFILES: dict[str, Profile] = {
         toe_off_pitch_deg=40,
     ),
     "slow_cadence": Profile(
-        "slow_cadence", cadence_spm=152, duty=0.70, overstride_m=0.18, strike="midfoot",
+        "slow_cadence", cadence_spm=152, duty=0.62, overstride_m=0.18, strike="midfoot",
         ic_pitch_deg=-4, pull_height_m=0.26, landing_ratio=(0.85, 1.15), trunk_lean_deg=3,
         waist_bend_deg=3, force_peak_at=0.5, cop=_MID_COP, heel_off=0.55,
         toe_off_pitch_deg=35,

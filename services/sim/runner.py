@@ -8,7 +8,9 @@ and pitch, whose second derivative *is* the foot IMU's acceleration, so the
 accelerometer integrates back to the true foot velocity. Insole cells share
 the stance force along the foot by the centre of pressure of the strike
 pattern, and keypoints come from a stick figure driven by the same hip and
-ankle trajectories. Ground truth per stance is exact by construction.
+ankle trajectories (the ankle keypoint rolling over the toes in push-off so
+that the leg reaches; see :meth:`SimRunner._add_roll`). Ground truth per
+stance is exact by construction.
 
 Pure numpy; time in seconds on the simulator clock.
 """
@@ -21,7 +23,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from poserun.services.sim.profiles import Profile
+from poserun.services.sim.profiles import REFERENCE_SPEED_MPS, Profile
 from poserun.services.sim.spline import KnotCurve
 from poserun.wire.meta import COCO17
 
@@ -29,6 +31,7 @@ G = 9.81
 ANKLE_HEIGHT = 0.08  # ankle joint above the ground when the foot is flat
 FOOT = {"heel": (-0.06, -0.08), "ball": (0.13, -0.08), "toe": (0.19, -0.08)}
 FORCED_RATIO = 1.3
+ROLL_RELEASE_S = 0.08  # after TO, the ankle keypoint's push-off roll is let back to the foot curve
 
 #: 16-cell insole layout: (region, along foot from heel 0..1, across -0.5..0.5)
 INSOLE_CELLS: tuple[tuple[str, float, float], ...] = (
@@ -47,7 +50,7 @@ class AthleteSpec:
     athlete_id: str
     name: str
     profile: Profile
-    speed_mps: float = 3.6
+    speed_mps: float = REFERENCE_SPEED_MPS
     body_mass_kg: float = 68.0
     leg_length_m: float = 0.90
     variation: float = 0.02  # coefficient of variation stride to stride
@@ -101,9 +104,18 @@ class SimRunner:
         self.noise = np.random.default_rng(spec.seed + 7919)
         self.m = spec.body_mass_kg
         self.L = spec.leg_length_m
-        self.z_ref = 0.92 * self.L
+        self._thigh = self._shank = 0.51 * (self.L - ANKLE_HEIGHT)
+        self._reset(start, 0.92 * self.L)
+        self._reset(start, self._fitted_hip_height())
+
+    def _reset(self, start: float, z_ref: float) -> None:
+        """Start the plan afresh at ``start`` with the hips' reference height ``z_ref``."""
+        self.rng = np.random.default_rng(self.spec.seed)
+        self.z_ref = z_ref
         self.stances: deque[Stance] = deque()
         self.feet = {f: (KnotCurve(), KnotCurve(), KnotCurve()) for f in ("left", "right")}
+        self._rolls: dict[str, deque[tuple[float, float, tuple[float, float], KnotCurve]]] = {
+            f: deque() for f in ("left", "right")}
         self._truth_cursor = 0
         self._step = 0
         self._t = start + 0.2
@@ -111,8 +123,30 @@ class SimRunner:
         self._vz = -0.6
         self._last_step_time = 60.0 / self.p.cadence_spm
         self._pending: dict[str, Stance] = {}
-        self._thigh = self._shank = 0.51 * (self.L - ANKLE_HEIGHT)
         self._init_feet(start)
+
+    def _fitted_hip_height(self, steps: int = 12) -> float:
+        """The hips' reference height: 0.92 leg lengths (the hips a little under standing height,
+        the knees bent), lowered when a trial plan of ``steps`` steps leaves a stance whose hips are
+        out of the leg's reach: at IC from the ankle (a long overstride), at TO from the toes (thigh +
+        shank at the profile's knee flexion at TO, plus the foot rolled to its largest pitch, 70
+        degrees), with 1 cm to spare: the body is then carried lower, as an overstrider's is. Only
+        the height's level moves, not its motion (the forces and the oscillation stay)."""
+        for _ in range(steps):
+            self._plan_step()
+        reach = self._reach()
+        excess = 0.0
+        for st in list(self.stances)[2:]:
+            toe_x, toe_z = _rot(0.0, *FOOT["toe"])
+            ankle = _ankle_on_toe((st.x_contact + toe_x, ANKLE_HEIGHT + toe_z), math.radians(70.0))
+            ahead = self.spec.speed_mps * st.to - ankle[0]
+            if ahead >= reach:
+                raise ValueError(f"profile {self.p.name!r}: the hips pass the toes by {ahead:.2f} m at TO")
+            allowed = ankle[1] + math.sqrt(reach * reach - ahead * ahead)
+            excess = max(excess, float(self._com_stance(st, np.array([st.tc]))[1][0]) - allowed)
+            # and at IC the ankle, the overstride ahead, must be within the same reach of the hips
+            excess = max(excess, st.com_z_ic - ANKLE_HEIGHT - math.sqrt(reach * reach - st.overstride**2))
+        return self.z_ref - (excess + 0.01 if excess > 0.0 else 0.0)
 
     # ----------------------------------------------------------- planning
     def _vary(self, value: float, cv: float | None = None) -> float:
@@ -135,7 +169,9 @@ class SimRunner:
         p, spec = self.p, self.spec
         foot = "left" if self._step % 2 == 0 else "right"
         step_t = max(0.2, self._vary(60.0 / p.cadence_spm))
-        tc = min(self._vary(p.duty * 60.0 / p.cadence_spm), 0.92 * step_t)
+        # the profile's support time is at the reference speed; faster, the body sweeps the same
+        # contact length sooner (support time ~ 1 / speed), so the leg reaches the toes at any speed
+        tc = min(self._vary(p.duty * 60.0 / p.cadence_spm * REFERENCE_SPEED_MPS / spec.speed_mps), 0.92 * step_t)
         ic = self._t
         to = ic + tc
         tf = step_t - tc
@@ -192,8 +228,8 @@ class SimRunner:
         heel_off = st.ic + p.heel_off * st.tc
         x_ic = st.x_contact - vx_ic * tau / 2.0
         depth = st.v_land * tau / 2.0
-        # push-off: the foot plantarflexes fastest as the toes leave the ground (the rate peaks at TO),
-        # an S-shaped ramp from the heel lifting to toe-off
+        # push-off (the foot IMU's motion): the foot plantarflexes fastest as the toes leave the
+        # ground (the rate peaks at TO), an S-shaped ramp from the heel lifting to toe-off
         push_rate = 2.0 * (math.radians(p.toe_off_pitch_deg) - flat_pitch) / max(st.to - heel_off, 0.02)
         for curve, knots in (
             (x, [(st.ic, x_ic, vx_ic), (st.ic + tau, st.x_contact, 0.0), (st.to, st.x_contact, 0.0)]),
@@ -206,10 +242,80 @@ class SimRunner:
             for t, pos, vel in knots:
                 if t > curve.end:
                     curve.add(t, pos, vel)
+        self._add_roll(st, heel_off, flat_pitch, depth)
         # the swing (after TO) gets its landing knots when the next stance of this foot is
         # planned; here the swing peak, placed when the other foot's IC is known
         swing_peak = st.to + 0.45 * (st.next_ic + (st.next_ic - st.ic) - st.to)
         z.add(swing_peak, p.pull_height_m * (1.0 + 0.05 * self.rng.standard_normal()), 0.0)
+
+    def _add_roll(self, st: Stance, heel_off: float, flat_pitch: float, depth: float) -> None:
+        """The ankle keypoint's push-off: the foot rolls over its toes (they stay put, the heel and
+        ankle rise) from heel-off to TO, pitching at least as the profile's toe-off pitch (an S-shaped
+        ramp) and as far as the leg needs to reach the toes with the knee no straighter than the
+        profile's ``knee_flexion_to_deg``. The foot IMU's curves keep the profile's own push-off."""
+        p = self.p
+        toe_x, toe_z = _rot(flat_pitch, *FOOT["toe"])
+        toe = (st.x_contact + toe_x, ANKLE_HEIGHT - depth + toe_z)
+        times = [heel_off + k / 6 * (st.to - heel_off) for k in range(7)]
+        pitches = [flat_pitch]
+        for k, t in enumerate(times[1:], start=1):
+            ramp = flat_pitch + (math.radians(p.toe_off_pitch_deg) - flat_pitch) * (k / 6) ** 2
+            pitches.append(max(ramp, pitches[-1], self._push_off_pitch(st, t, toe, flat_pitch)))
+        step = times[1] - times[0]
+        rates = [0.0] + [(pitches[k + 1] - pitches[k - 1]) / (2 * step) for k in range(1, 6)]
+        rates.append(max(rates[-1], (pitches[6] - pitches[5]) / step))
+        curve = KnotCurve()
+        for t, pos, vel in zip(times, pitches, rates, strict=True):
+            curve.add(t, pos, vel)
+        self._rolls[st.foot].append((heel_off, st.to, toe, curve))
+
+    def _rolled_ankle(self, foot: str, t: np.ndarray, ankle: np.ndarray) -> np.ndarray:
+        """The ankle keypoint (n, 2) with each push-off's roll over the toes (``_add_roll``) in place
+        of the foot curve's, let back to the curve over the first ``ROLL_RELEASE_S`` of the swing."""
+        out = ankle.copy()
+        for start, to, toe, curve in self._rolls[foot]:
+            m = (t >= start) & (t < to + ROLL_RELEASE_S)
+            if not m.any():
+                continue
+            rolled = np.stack(_ankle_on_toe(toe, curve.eval(np.minimum(t[m], to))[0]), axis=1)
+            offset = rolled - ankle[m]
+            after = t[m] > to
+            if after.any():  # the offset at TO, released smoothly (the swing's knee folds the leg)
+                w = 0.5 * (1.0 + np.cos(np.pi * (t[m][after] - to) / ROLL_RELEASE_S))
+                offset[after] = self._roll_offset_at(foot, to, toe, curve) * w[:, None]
+            out[m] = ankle[m] + offset
+        return out
+
+    def _roll_offset_at(self, foot: str, to: float, toe: tuple[float, float], curve: KnotCurve) -> np.ndarray:
+        """The rolled ankle minus the foot curve's ankle at TO."""
+        rolled = np.array(_ankle_on_toe(toe, float(curve.eval(np.array([to]))[0][0])))
+        k = self.foot_kinematics(foot, np.array([to]))
+        return rolled - np.array([k["x"][0], ANKLE_HEIGHT + k["z"][0]])
+
+    def _reach(self) -> float:
+        """Hip to ankle with the knee bent by the profile's ``knee_flexion_to_deg`` (law of cosines)."""
+        inner = math.radians(180.0 - self.p.knee_flexion_to_deg)
+        return math.sqrt(self._thigh**2 + self._shank**2 - 2 * self._thigh * self._shank * math.cos(inner))
+
+    def _push_off_pitch(self, st: Stance, t: float, toe: tuple[float, float], flat_pitch: float) -> float:
+        """The foot pitch (rad) at which the ankle, the foot rolled over its ``toe``, lies the
+        thigh + shank of a knee bent by the profile's ``knee_flexion_to_deg`` from the hip at ``t``
+        in the stance; 70 degrees at most (bisection: the ankle nears the hip as the foot rolls)."""
+        _, hz, _ = self._com_stance(st, np.array([t - st.ic]))
+        hip = (self.spec.speed_mps * t, float(hz[0]))
+        reach = self._reach()
+
+        def gap(pitch: float) -> float:
+            ax, az = _ankle_on_toe(toe, pitch)
+            return math.hypot(hip[0] - ax, hip[1] - az) - reach
+
+        lo, hi = flat_pitch, math.radians(70.0)
+        if gap(lo) <= 0.0:
+            return lo
+        for _ in range(40):
+            mid = 0.5 * (lo + hi)
+            lo, hi = (mid, hi) if gap(mid) > 0.0 else (lo, mid)
+        return hi
 
     # ------------------------------------------------------------ sampling
     def hip(self, t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -358,7 +464,8 @@ class SimRunner:
         out: dict[str, np.ndarray] = {}
         for foot in ("left", "right"):
             k = self.foot_kinematics(foot, t)
-            ankle = np.stack([k["x"] - frame_speed * t, ANKLE_HEIGHT + k["z"]], axis=1)
+            ankle = self._rolled_ankle(foot, t, np.stack([k["x"], ANKLE_HEIGHT + k["z"]], axis=1))
+            ankle[:, 0] -= frame_speed * t
             out[f"{foot}_ankle"] = ankle
             out[f"{foot}_hip"] = hip
             out[f"{foot}_knee"] = _knee(hip, ankle, self._thigh, self._shank)
@@ -425,6 +532,23 @@ class SimRunner:
         for curves in self.feet.values():
             for c in curves:
                 c.drop_before(t - 1.0)
+        for rolls in self._rolls.values():
+            while rolls and rolls[0][1] + 1.0 < t:
+                rolls.popleft()
+
+
+def _rot(pitch: float, fx: float, fz: float) -> tuple[float, float]:
+    """A point of the foot at (``fx`` forward, ``fz`` up) from the ankle when flat, relative to the
+    ankle at ``pitch`` (rad, + toes down)."""
+    c, s = math.cos(pitch), math.sin(pitch)
+    return fx * c + fz * s, -fx * s + fz * c
+
+
+def _ankle_on_toe(toe: tuple[float, float], pitch: float | np.ndarray) -> tuple[float | np.ndarray, ...]:
+    """The ankle (x, z) of a rigid foot standing on its ``toe`` tip at ``pitch`` (rad, + toes down)."""
+    fx, fz = FOOT["toe"]
+    c, s = np.cos(pitch), np.sin(pitch)
+    return toe[0] - (fx * c + fz * s), toe[1] - (-fx * s + fz * c)
 
 
 def _knee(hip: np.ndarray, ankle: np.ndarray, thigh: float, shank: float) -> np.ndarray:

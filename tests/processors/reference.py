@@ -172,8 +172,43 @@ def frame_at_ref(times_ns: np.ndarray, pts: np.ndarray, t: float) -> np.ndarray:
     return out
 
 
+def _line_angle_ref(top: np.ndarray, bottom: np.ndarray) -> float:
+    """Angle from vertical (degrees, + forward) of the line from ``bottom`` up to ``top``."""
+    d = top - bottom
+    return math.degrees(math.atan2(d[0], d[1])) if np.all(np.isfinite(d)) else math.nan
+
+
+def fall_ref(times_ns: np.ndarray, pts: np.ndarray, foot: str, ic_ns: float, to_ns: float,
+             toes: np.ndarray | None = None) -> tuple[float, float]:
+    """(fall angle at TO, median waist bend over the fall): the support point is the toe where
+    known, else the ankle; the fall starts at the first stance frame with the hips at or ahead of it."""
+    side = 0 if foot == "left" else 1
+    support = pts[:, [2, 6], :]
+    if toes is not None:
+        support = np.where(np.isfinite(toes).all(axis=2, keepdims=True), toes, support)
+    at_to, sup_to = frame_at_ref(times_ns, pts, to_ns), frame_at_ref(times_ns, support, to_ns)[side]
+
+    def bend(frame: np.ndarray, sup: np.ndarray) -> float:
+        hip, sh = 0.5 * (frame[0] + frame[4]), 0.5 * (frame[3] + frame[7])
+        return _line_angle_ref(sh, hip) - _line_angle_ref(hip, sup)
+
+    hips = 0.5 * (pts[:, 0] + pts[:, 4])
+    inside = np.nonzero((times_ns >= ic_ns) & (times_ns < to_ns))[0]
+    ahead = [i for i in inside if hips[i, 0] - support[i, side, 0] >= 0]
+    frames = inside[inside >= ahead[0]] if ahead else inside[:0]
+    bends = [bend(pts[i], support[i, side]) for i in frames] + [bend(at_to, sup_to)]
+    bends = [b for b in bends if math.isfinite(b)]
+    fall = _line_angle_ref(0.5 * (at_to[0] + at_to[4]), sup_to)
+    if not math.isfinite(fall):  # the stance's last frame with the joints, within 50 ms of TO
+        late = np.nonzero((times_ns <= to_ns) & (times_ns >= max(ic_ns, to_ns - 50e6)))[0]
+        angles = [_line_angle_ref(hips[i], support[i, side]) for i in late]
+        fall = next((a for a in reversed(angles) if math.isfinite(a)), math.nan)
+    return fall, float(np.median(bends)) if bends else math.nan
+
+
 def stance_geometry_ref(times_ns: np.ndarray, pts: np.ndarray, foot: str, ic_ns: float, to_ns: float,
-                    stride_start_ns: float | None, leg_length_m: float) -> dict[str, float | None]:
+                    stride_start_ns: float | None, leg_length_m: float,
+                    toes: np.ndarray | None = None) -> dict[str, float | None]:
     """Camera metrics for one stance of ``foot``; None where the keypoints cannot support one."""
     hips = 0.5 * (joint(pts, "left", "hip") + joint(pts, "right", "hip"))
     ankle = joint(pts, foot, "ankle")
@@ -198,13 +233,10 @@ def stance_geometry_ref(times_ns: np.ndarray, pts: np.ndarray, foot: str, ic_ns:
         cos = np.einsum("ij,ij->i", u, v) / (np.linalg.norm(u, axis=1) * np.linalg.norm(v, axis=1))
     flex = 180.0 - np.degrees(np.arccos(np.clip(cos[np.isfinite(cos)], -1.0, 1.0)))
     out["knee_flexion_min_deg"] = float(flex.min()) if len(flex) else math.nan
-    hip_m, ankle_m, sh_m = 0.5 * (at_mid[0] + at_mid[4]), at_mid[f + 2], 0.5 * (at_mid[3] + at_mid[7])
-    lean = hip_m - ankle_m
-    trunk = sh_m - hip_m
-    fall = math.degrees(math.atan2(lean[0], lean[1])) if np.all(np.isfinite(lean)) else math.nan
-    trunk_angle = math.degrees(math.atan2(trunk[0], trunk[1])) if np.all(np.isfinite(trunk)) else math.nan
+    fall, bend = fall_ref(times_ns, pts, foot, ic_ns, to_ns, toes)
     out["fall_angle_deg"] = fall
-    out["waist_bend_deg"] = trunk_angle - fall
+    out["waist_bend_deg"] = bend
+    hip_m, ankle_m = 0.5 * (at_mid[0] + at_mid[4]), at_mid[f + 2]
     swing_m = at_mid[o + 2]
     out["pull_height_m"] = swing_m[1] - ankle_m[1]
     out["pull_under_hip_m"] = swing_m[0] - hip_m[0]
@@ -287,14 +319,15 @@ def vertical_force_ref(times: list[int], acc: list[list[float]], tau_s: float) -
 
 def pose_score_ref(metrics: dict, weights: dict | None = None) -> tuple[float | None, dict[str, float]]:
     """The pose score spelled out: magnitudes first, then each weighted rule."""
-    from poserun.processors.score import DEFAULT_WEIGHTS, MAGNITUDES, RULES, rule_score
+    from poserun.processors.score import DEFAULT_WEIGHTS, RULES, rule_score
 
     w = DEFAULT_WEIGHTS if weights is None else weights
     derived = {}
-    for name, magnitude in MAGNITUDES.items():
+    for name, (target, kind) in {"waist_bend_deg": ("waist_bend_forward_deg", "forward"),
+                                 "pull_under_hip_m": ("pull_under_hip_abs_m", "abs")}.items():
         v = metrics.get(name)
         if isinstance(v, int | float) and not isinstance(v, bool):
-            derived[magnitude] = abs(float(v))
+            derived[target] = abs(float(v)) if kind == "abs" else (float(v) if v > 0 else 0.0)
     breakdown, total, weight = {}, 0.0, 0.0
     for rule, (metric, good, bad) in RULES.items():
         value = derived[metric] if metric in derived else metrics.get(metric)

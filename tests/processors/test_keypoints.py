@@ -118,6 +118,50 @@ def test_geometry_against_truth(profile: str) -> None:
     assert abs(np.mean(body)) < 0.03 and np.std(body) < 0.12
 
 
+def _leaning_figure(bend_deg: float, early_bend_deg: float, toes: bool) -> tuple[np.ndarray, ...]:
+    """A rigid figure pivoting forward over its left point of support through a 0.2 s stance: the
+    support-to-hip line turns from -12 to +18 degrees; the trunk sits ``bend_deg`` ahead of that
+    line once the hips are past the support (``early_bend_deg`` before), so the answers are known."""
+    t = np.arange(0, 0.3, 1 / 100)
+    times = np.round(t * 1e9).astype(np.int64)
+    ic, to = 0.05, 0.25
+    phi = np.radians(-12 + 30 * np.clip((t - ic) / (to - ic), 0, 1))
+    support = np.array([0.3, 0.0])  # the ball of the left foot
+    ankle = support + np.array([-0.15, 0.08])
+    hip = support + 0.9 * np.stack([np.sin(phi), np.cos(phi)], axis=1)
+    trunk = phi + np.radians(np.where(phi >= 0, bend_deg, early_bend_deg))
+    shoulder = hip + 0.5 * np.stack([np.sin(trunk), np.cos(trunk)], axis=1)
+    pts = np.empty((len(t), 8, 2))
+    for off in (0, 4):
+        pts[:, off] = hip
+        pts[:, off + 3] = shoulder
+    pts[:, 2] = ankle
+    pts[:, 1] = 0.5 * (hip + ankle) + np.array([0.05, 0.0])
+    pts[:, 6] = hip + np.array([-0.3, -0.5])  # the swing leg
+    pts[:, 5] = hip + np.array([0.1, -0.4])
+    toe = np.broadcast_to(np.stack([support, [np.nan, np.nan]]), (len(t), 2, 2)).copy() if toes else None
+    return times, pts, toe, ic * 1e9, to * 1e9
+
+
+@pytest.mark.parametrize("toes", [False, True])
+@pytest.mark.parametrize(("bend", "early"), [(0.0, 0.0), (7.0, 25.0), (-4.0, -4.0)])
+def test_fall_angle_and_waist_bend_of_a_rigid_leaning_figure(bend: float, early: float, toes: bool) -> None:
+    times, pts, toe, ic, to = _leaning_figure(bend, early, toes)
+    g = stance_geometry(times, pts, "left", ic, to, None, 0.9, toes=toe)
+    want = stance_geometry_ref(times, pts, "left", ic, to, None, 0.9, toes=toe)
+    # the fall angle at TO, from the support point (the toe; the ankle without one) to the hips
+    fall = 18.0 if toes else np.degrees(np.arctan2(0.9 * np.sin(np.radians(18)) + 0.15,
+                                                    0.9 * np.cos(np.radians(18)) - 0.08))
+    assert g["fall_angle_deg"] == pytest.approx(fall, abs=1e-3)
+    assert want["fall_angle_deg"] == pytest.approx(fall, abs=1e-3)
+    if toes:  # the bend before the hips pass over the support (the landing) is not the fall's
+        assert g["waist_bend_deg"] == pytest.approx(bend, abs=1e-3)
+    else:  # from the ankle the pose line is another line, but the trunk's rigid bend still shows
+        assert g["waist_bend_deg"] == pytest.approx(want["waist_bend_deg"], abs=2e-4)
+        assert abs(g["waist_bend_deg"] - bend) < 12
+    assert g["waist_bend_deg"] == pytest.approx(want["waist_bend_deg"], abs=2e-4)
+
+
 def test_low_confidence_keypoints_give_nulls() -> None:
     r, t, _ = sim("pose")
     kp = r.keypoints(t / 1e9, scale=CAMERA_SCALE, origin=CAMERA_ORIGIN, frame_speed=r.spec.speed_mps)
@@ -135,6 +179,13 @@ def _holes(pts: np.ndarray, rng: np.random.Generator, share: float) -> np.ndarra
     return out
 
 
+def _toes(pts: np.ndarray, rng: np.random.Generator, share: float) -> np.ndarray:
+    """Toe points 0.15 m ahead of each ankle on the ground line below it, with holes."""
+    toes = pts[:, [2, 6], :] + np.array([0.15, -0.06])
+    toes[rng.random(toes.shape[:2]) < share] = np.nan
+    return toes
+
+
 @pytest.mark.parametrize("share", [0.0, 0.05, 0.3])
 def test_geometry_kernel_matches_its_numpy_twin(share: float) -> None:
     rng = np.random.default_rng(7)
@@ -147,8 +198,9 @@ def test_geometry_kernel_matches_its_numpy_twin(share: float) -> None:
         for s in stances:
             start = (s.ic - 0.7) * 1e9 if s.foot == "left" else None
             at_ic = np.empty((8, 2))
-            got = stance_geometry(t, pts, s.foot, s.ic * 1e9, s.to * 1e9, start, r.L, at_ic=at_ic)
-            want = stance_geometry_ref(t, pts, s.foot, s.ic * 1e9, s.to * 1e9, start, r.L)
+            toes = _toes(pts, rng, share) if s.step % 3 == 0 else None  # the toe as support, some holes
+            got = stance_geometry(t, pts, s.foot, s.ic * 1e9, s.to * 1e9, start, r.L, at_ic=at_ic, toes=toes)
+            want = stance_geometry_ref(t, pts, s.foot, s.ic * 1e9, s.to * 1e9, start, r.L, toes=toes)
             assert got.keys() == want.keys()
             for k in got:
                 assert (got[k] is None) == (want[k] is None), k

@@ -29,6 +29,24 @@ def test_weights_apply() -> None:
     assert pose_score({"waist_bend_deg": -2.0, "pull_under_hip_m": -0.05})[0] == 100.0
 
 
+def test_r7_judges_the_waist_bend_not_the_fall_angle() -> None:
+    upright = {"waist_bend_deg": 1.0, "fall_angle_deg": 4.0}
+    bent = {"waist_bend_deg": 15.0, "fall_angle_deg": 4.0}
+    assert pose_score(upright)[1] == {"R7_fall_from_ankles": 1.0}
+    assert pose_score(bent)[1] == {"R7_fall_from_ankles": 0.0}
+    # a sprinter's large fall angle is not a fault: it changes nothing
+    assert pose_score({**upright, "fall_angle_deg": 22.0}) == pose_score(upright)
+    assert pose_score({"fall_angle_deg": 22.0}) == (None, {})
+
+
+def test_r7_counts_only_the_forward_bend() -> None:
+    """An upright trunk behind the support-to-hip line (the line tilts as the hips pass the foot)
+    is not bending at the waist; shoulders ahead of it are."""
+    assert pose_score({"waist_bend_deg": -20.0})[1] == {"R7_fall_from_ankles": 1.0}
+    assert pose_score({"waist_bend_deg": 9.0})[1] == {"R7_fall_from_ankles": 0.5}
+    assert pose_score({"waist_bend_forward_deg": 9.0})[1] == {"R7_fall_from_ankles": 0.5}
+
+
 _VALUES = st.one_of(st.none(), st.booleans(), st.integers(-500, 500), st.text(alphabet="ab", max_size=3),
                     st.floats(allow_nan=True, allow_infinity=False, width=32))
 

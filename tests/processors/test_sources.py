@@ -141,9 +141,9 @@ def test_insole_keeps_its_raw_samples_and_measures_its_period() -> None:
 def test_insole_cell_map_is_a_copy_each_time() -> None:
     src = insole()
     m = src.cell_map()
-    assert m == {"along": [0.1, 0.7], "across": [0.5, 0.45]}
+    assert m == {"along": [0.1, 0.7], "across": [0.5, 0.45], "region": ["heel", "ball"]}
     m["along"].append(9.0)
-    assert src.cell_map() == {"along": [0.1, 0.7], "across": [0.5, 0.45]}
+    assert src.cell_map() == {"along": [0.1, 0.7], "across": [0.5, 0.45], "region": ["heel", "ball"]}
 
 
 # ------------------------------------------------------------------ foot IMU
@@ -489,3 +489,22 @@ def test_pelvis_nothing_happened() -> None:
     src = PelvisSource(UPRIGHT, "trunk", PELVIS_RATE, 0.08)
     t, acc, _ = pelvis_signal(first="left", seconds=0.04)  # before the first stance
     assert src.feed(t, acc) == []
+
+
+def test_camera_window_carries_the_toes_as_the_fall_angles_support() -> None:
+    names = [*NAMES, "left_toe", "right_toe"]
+    layout = KeypointLayout.from_meta(names, "xy", "m", 1.0, (0.0, 0.0), "up", "sagittal_right")
+    assert layout is not None and layout.toes == (8, 9)
+    src = CameraSource(layout, min_stance_s=0.08, min_swing_s=0.10)
+    t = np.arange(10, dtype=np.int64) * 10_000_000
+    frame = np.concatenate([POSE, [[0.25, -0.02], [-0.15, -0.02]]]).ravel()
+    src.feed(t, np.tile(frame, (10, 1)))
+    win = src.window(0, 1e9)
+    assert win is not None and len(win) == 3
+    np.testing.assert_allclose(win[1][0], POSE)
+    np.testing.assert_allclose(win[2][0], [[0.25, -0.02], [-0.15, -0.02]])
+    # without toes: joints only
+    plain = camera()
+    plain.feed(t, np.tile(POSE.ravel(), (10, 1)))
+    win = plain.window(0, 1e9)
+    assert win is not None and len(win) == 2

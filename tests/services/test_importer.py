@@ -150,7 +150,9 @@ def test_motion_capture_markers_drive_the_processor(tmp_path: Path) -> None:
         near = [s for s in r.stances if s.foot == x["foot"] and abs(s.ic * 1e9 - x["ic_ns"]) < 60e6]
         assert len(near) == 1
         errors.append(x["support_time_s"] - near[0].tc)
-    assert abs(np.median(errors)) < 0.02  # s: contact time from marker heights
+    # s: contact time from marker heights (ankles only), ended early: the ankle rises as the heel lifts
+    # and the foot rolls over its toes, before the toes leave (docs/accuracy.md, camera only)
+    assert -0.045 < np.median(errors) < 0.0
     over = [x["overstride_m"] for x in stances if x["overstride_m"] is not None]
     # overstride is read at the detected IC, which marker heights place ~20 ms early (docs/accuracy.md)
     assert len(over) >= 15 and 0.0 < np.median(over) < 0.25

@@ -81,6 +81,35 @@ def first_loaded_region(r: SimRunner) -> str:
     return INSOLE_CELLS[int(np.argmax(cells))][0]
 
 
+def _knee_flexion(hip: np.ndarray, knee: np.ndarray, ankle: np.ndarray) -> np.ndarray:
+    u, v = hip - knee, ankle - knee
+    cos = (u * v).sum(axis=1) / (np.linalg.norm(u, axis=1) * np.linalg.norm(v, axis=1))
+    return 180.0 - np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
+
+
+@pytest.mark.parametrize(("name", "speed"), [(n, 3.6) for n in PROFILES] + [("pose", 3.2), ("slow_cadence", 4.2)])
+def test_the_stance_leg_never_needs_to_be_longer_than_thigh_and_shank(name: str, speed: float) -> None:
+    r = runner(name, speed_mps=speed)
+    t = np.arange(2.0, 12.0, 1 / 500)
+    j = r.joints(t, 0.0)
+    limit = r._thigh + r._shank
+    mins, mids = [], []
+    for st in r.stances:
+        if not 2.5 < st.ic < 11.0:
+            continue
+        m = (t >= st.ic) & (t <= st.to)
+        hip, knee, ankle = (j[f"{st.foot}_{k}"][m] for k in ("hip", "knee", "ankle"))
+        assert np.linalg.norm(ankle - hip, axis=1).max() < limit - 1e-4  # the knee never locks straight
+        flex = _knee_flexion(hip, knee, ankle)
+        mins.append(flex.min())
+        mids.append(flex[len(flex) // 2])
+    assert len(mins) > 10
+    # most extended at toe-off, never straight (R6); bent most around mid-stance
+    assert 8.0 < np.min(mins) and np.max(mins) < 40.0
+    if name == "pose":  # good form: mid-stance flexion in the literature's range (docs/simulator.md)
+        assert 30.0 < np.median(mids) < 55.0
+
+
 def test_profiles_differ_as_coached() -> None:
     pose, heel, over = runner("pose"), runner("heel_striker"), runner("overstrider")
     assert first_loaded_region(pose) == "ball"
