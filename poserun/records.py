@@ -60,11 +60,13 @@ def _model(td: type, name: str, required: frozenset[str] = frozenset()) -> type[
 # as the service emits them: with the session and the emission time
 LandingRecord = _model(schema.LandingRecord, "LandingRecord", schema.SERVICE_KEYS)
 StanceRecord = _model(schema.StanceRecord, "StanceRecord", schema.SERVICE_KEYS)
-Record = Annotated[LandingRecord | StanceRecord, Field(discriminator="type")]  # type: ignore[valid-type]
+CoachRecord = _model(schema.CoachRecord, "CoachRecord", schema.SERVICE_KEYS)
+Record = Annotated[LandingRecord | StanceRecord | CoachRecord,  # type: ignore[valid-type]
+                   Field(discriminator="type")]
 
 
 def json_schema() -> dict[str, Any]:
-    """The JSON schema of a record (landing or stance), for consumers of the sinks."""
+    """The JSON schema of a record (landing, stance or coach), for consumers of the sinks."""
     from pydantic import TypeAdapter
 
     return TypeAdapter(Record).json_schema()

@@ -17,6 +17,7 @@ from urllib.parse import urlparse
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from poserun.wire.coach import CADENCE_SPM, SUPPORT_TIME_S
 from poserun.wire.streams import SOURCES
 from poserun.wire.topics import check_id
 
@@ -94,6 +95,37 @@ class DeviceSettings(_Model):
         return None if v is None else check_id(v, "gateway")
 
 
+class Targets(_Model):
+    """An athlete's targets, drawn as bands on the board and judged in the report (docs/configuration.md
+    says where the defaults come from); ``null`` for no target."""
+
+    cadence_spm: tuple[float, float] | None = Field(
+        (170.0, 190.0), description="cadence band [low, high], steps/min (60-300): the spec's 'about 180' +- 10")
+    support_time_s: float | None = Field(
+        0.25, ge=SUPPORT_TIME_S[0], le=SUPPORT_TIME_S[1],
+        description="longest support time, s: between the spec's elite (0.15-0.20) and recreational (0.25-0.30) "
+                    "ranges")
+    forced_share: float | None = Field(
+        0.10, ge=0.0, le=1.0, description="largest share of forced landings (0-1): 2 of the board's 20 steps")
+
+    @field_validator("cadence_spm")
+    @classmethod
+    def _band(cls, v: tuple[float, float] | None) -> tuple[float, float] | None:
+        if v is None:
+            return v
+        lo, hi = v
+        if not (CADENCE_SPM[0] <= lo <= CADENCE_SPM[1] and CADENCE_SPM[0] <= hi <= CADENCE_SPM[1]):
+            raise ValueError(f"use a band within {CADENCE_SPM[0]:g}-{CADENCE_SPM[1]:g} steps/min")
+        if not lo < hi:
+            raise ValueError(f"the low end ({lo:g}) must be below the high end ({hi:g})")
+        return v
+
+    def as_dict(self) -> dict[str, Any]:
+        """The targets as a coach message and a record carry them (``cadence_spm`` a list)."""
+        return {"cadence_spm": list(self.cadence_spm) if self.cadence_spm else None,
+                "support_time_s": self.support_time_s, "forced_share": self.forced_share}
+
+
 class AthleteSettings(_Model):
     id: str = Field(description="athlete id used in topics")
     name: str = ""
@@ -103,6 +135,8 @@ class AthleteSettings(_Model):
     profile: str | None = Field(None, description="technique profile when simulated")
     gateway: str | None = Field(None, description="id of the gateway that carries this athlete's devices "
                                                   "(default: the athlete's id; poserun access gives it their topics)")
+    targets: Targets = Field(default_factory=Targets, description="cadence band, support time and forced-landing "
+                                                                  "share the board and report judge against")
 
     @field_validator("id")
     @classmethod

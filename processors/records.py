@@ -101,14 +101,50 @@ class StanceRecord(_Common):
     sources: list[str]
 
 
-Record = LandingRecord | StanceRecord
+CoachAction = Literal["buzz", "metronome", "tag", "rep", "targets"]
+
+
+class Targets(TypedDict):
+    """An athlete's targets (``None``: no target): cadence band [low, high] in steps/min, the
+    longest support time in s, the largest share of forced landings (0-1)."""
+
+    cadence_spm: list[float] | None
+    support_time_s: float | None
+    forced_share: float | None
+
+
+class CoachRecord(TypedDict):
+    """A coach's action from the board (poserun/wire/coach.py), emitted by the service in order
+    with the athlete's other records. ``t_ns`` is the coach's click on the wall clock; ``rep`` is
+    the number the service gives a rep that starts (1, 2, ... per athlete and session) and repeats
+    on the stop that ends it."""
+
+    type: Literal["coach"]
+    athlete: str
+    action: CoachAction
+    t_ns: int
+    by: str
+    session: NotRequired[str]  # added by the service
+    emitted_ns: NotRequired[int]
+    id: NotRequired[str]
+    label: NotRequired[str]
+    on: NotRequired[bool]
+    cadence_spm: NotRequired[float]
+    pattern: NotRequired[str]
+    targets: NotRequired[Targets]
+    rep: NotRequired[int]
+
+
+Record = LandingRecord | StanceRecord | CoachRecord
 
 #: The keys each kind of record may carry, and those it always carries.
 KEYS: dict[str, frozenset[str]] = {
     "landing": LandingRecord.__required_keys__ | LandingRecord.__optional_keys__,
-    "stance": StanceRecord.__required_keys__ | StanceRecord.__optional_keys__}
+    "stance": StanceRecord.__required_keys__ | StanceRecord.__optional_keys__,
+    "coach": CoachRecord.__required_keys__ | CoachRecord.__optional_keys__}
 REQUIRED: dict[str, frozenset[str]] = {"landing": LandingRecord.__required_keys__,
-                                       "stance": StanceRecord.__required_keys__}
+                                       "stance": StanceRecord.__required_keys__,
+                                       "coach": CoachRecord.__required_keys__}
 #: The keys the service adds to every record it emits (required on the wire).
 SERVICE_KEYS = frozenset({"session", "emitted_ns", "id"})
 
@@ -118,3 +154,8 @@ def record_id(session: str, athlete: str, kind: str, foot: str, ic_ns: int, epoc
     time base, in its clock epoch: a gateway that rebooted starts its clock again), so a record
     emitted again (a replay, a resend after a fault) has the same id and a store keeps it once."""
     return f"{session}/{athlete}/{foot}/{ic_ns}/{kind}" + (f"@{epoch}" if epoch else "")
+
+
+def coach_record_id(session: str, athlete: str, action: str, t_ns: int) -> str:
+    """A coach record's identity: one per athlete, action and click (a QoS 1 duplicate is the same)."""
+    return f"{session}/{athlete}/coach/{t_ns}/{action}"

@@ -5,7 +5,8 @@ access``; docs/operations.md#per-device-access).
 Accounts (user names):
 
 * ``poserun`` (or ``broker.username``): the fusion service; reads every gateway's data, meta
-  and status, writes records, haptic cues and meta requests;
+  and status, writes records, haptic cues and meta requests; the board it serves (the dashboard
+  sink) writes coach actions, which the service reads (``.../{athlete}/coach``);
 * ``recorder``: read-only, everything (``poserun record``, the virtual band, ``mosquitto_sub``);
 * ``gw-<gateway>``: one per gateway; writes only its athletes' data and meta (only the listed
   sources when an athlete lists devices) and its own ``_gateway/<gateway>/status``, and reads
@@ -99,9 +100,9 @@ def accounts(settings: Settings, *, session: str | None = None) -> list[Account]
     service = check_user(settings.broker.username or "poserun", "broker.username", ConfigError)
     found = [
         Account(service, "service", "the fusion service: reads the gateways' data, meta and status; "
-                "writes records, haptic cues and meta requests",
-                write=(f"{base}/+/records", f"{base}/+/haptic", f"{base}/+/{META_REQUEST}/+"),
-                read=(f"{base}/+/data/+", f"{base}/+/meta/+", f"{base}/{GATEWAY}/+/status")),
+                "writes records, haptic cues and meta requests; its board writes coach actions, it reads them",
+                write=(f"{base}/+/records", f"{base}/+/haptic", f"{base}/+/{META_REQUEST}/+", f"{base}/+/coach"),
+                read=(f"{base}/+/data/+", f"{base}/+/meta/+", f"{base}/{GATEWAY}/+/status", f"{base}/+/coach")),
         Account(RECORDER, "recorder", "read-only, everything: poserun record, the virtual band, a monitor "
                 "(mosquitto_sub)", read=(f"{base}/#",)),
     ]

@@ -20,7 +20,7 @@ import numpy as np
 
 from poserun.processors.athlete import AthleteParams, AthleteState
 from poserun.processors.keypoints import KeypointLayout
-from poserun.processors.records import record_id
+from poserun.processors.records import coach_record_id, record_id
 from poserun.services.bounds import MAX_META_BYTES, MAX_STATUS_BYTES, AthleteTable, Entry, FrameLimits
 from poserun.services.jetstream import partition_of
 from poserun.services.mqtt import IngestStats
@@ -30,6 +30,7 @@ from poserun.settings import Settings
 from poserun.sinks.base import Record, SinkRunner
 from poserun.wire import bundle as wire_bundle
 from poserun.wire import topics
+from poserun.wire.coach import parse_coach
 from poserun.wire.cursor import SourceCursor, Verdict
 from poserun.wire.errors import FrameError, Reason, TopicError, WireError
 from poserun.wire.frame import Frame, decode
@@ -140,6 +141,8 @@ class FusionService:
         self.partition = partition
         self.elsewhere = 0  # messages of other partitions' athletes, skipped
         self._mine: dict[tuple[str, str], bool] = {}  # (session, athlete) -> in this partition
+        self._reps: OrderedDict[tuple[str, str], tuple[int, bool]] = OrderedDict()  # (last rep number, running)
+        self.coach_records = 0  # coach actions emitted as records
 
     # ------------------------------------------------------------ handling
     def handle(self, topic: str, payload: bytes, recv_ns: int | None = None) -> list[Record]:
@@ -197,6 +200,8 @@ class FusionService:
                 self._meta(t, payload, now)
             elif t.channel == "status":
                 self._status(t, payload)
+            elif t.channel == "coach":
+                return self._coach(t, payload, now)
         except WireError as exc:
             key = (t.session, t.athlete, t.source) if t.athlete and t.source else None
             self._refuse(key, exc)
@@ -204,6 +209,38 @@ class FusionService:
             self.unrouted["internal_error"] += 1
             log.exception("internal error handling %s", topic[:120])
         return []
+
+    def _coach(self, t: topics.Topic, payload: bytes, now: int) -> list[Record]:
+        """A coach action from the board (poserun/wire/coach.py) as a ``coach`` record, emitted at once,
+        so in order with the athlete's other records; the same admission as data (a configured athlete,
+        or a stranger when accepted). A rep that starts gets the athlete's next rep number (per
+        session); the stop that ends it carries the same number."""
+        assert t.athlete is not None
+        cmd = parse_coach(payload)
+        if t.athlete not in self._configured and self.table.get((t.session, t.athlete)) is None:
+            raise WireError(Reason.UNKNOWN_ATHLETE, f"coach action for {t.athlete}: neither configured nor seen")
+        self._admit(t.session, t.athlete, now)
+        rec: dict[str, Any] = {"type": "coach", "athlete": t.athlete, "action": cmd.action, "t_ns": cmd.t_ns,
+                               "by": cmd.by, **cmd.fields()}
+        key = (t.session, t.athlete)
+        if cmd.action == "rep":
+            n, running = self._reps.pop(key, (0, False))
+            if cmd.on:
+                n, running = n + 1, True
+                rec["rep"] = n
+            elif running:
+                rec["rep"], running = n, False
+            self._reps[key] = (n, running)  # (most recent last: the oldest goes first when full)
+            if len(self._reps) > self.TOPIC_CACHE:
+                self._reps.popitem(last=False)
+        rec["session"] = t.session
+        rec["emitted_ns"] = self.clock()
+        rec["id"] = coach_record_id(t.session, t.athlete, cmd.action, cmd.t_ns)
+        self.coach_records += 1
+        self.records_out += 1
+        for runner in self.sinks:
+            runner.offer(rec)
+        return [rec]
 
     def _bundle(self, prefix: str, payload: bytes, recv_ns: int | None) -> list[Record]:
         """A bundle's frames, each handled as if it came on its own source's topic (every check, counter
@@ -655,8 +692,9 @@ class FusionService:
             session = self.session
             mine = sorted(a for a in self._configured if session is None or self.serves(session, a))
             return [topics.subscription(self.session, "status"),
-                    *(topics.athlete_subscription(self.session, a, ch) for a in mine for ch in ("meta", "data"))]
-        return [topics.subscription(self.session, ch) for ch in ("meta", "status", "data")]
+                    *(topics.athlete_subscription(self.session, a, ch) for a in mine
+                      for ch in ("meta", "data", "coach"))]
+        return [topics.subscription(self.session, ch) for ch in ("meta", "status", "data", "coach")]
 
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
         """Serve until ``stop`` is set; sinks are started and flushed here."""

@@ -52,6 +52,21 @@ class Band:
         }
 
 
+def cue_line(athlete: str, cmd: dict[str, Any], lat_ms: float | None = None) -> str:
+    """One received command as the terminal shows it: a technique cue, the coach's buzz, a metronome beat."""
+    reason = str(cmd.get("reason", "?"))
+    if reason == "metronome":
+        cad = cmd.get("cadence_spm")
+        rate = f"{cad:.0f} steps/min" if isinstance(cad, int | float) else ""
+        return f"beat {athlete:<10} #{cmd.get('beat', '?'):<5} {rate} ({cmd.get('source', 'config')})"
+    if reason == "coach":
+        return (f"coach {athlete:<10} buzz from the board: {cmd.get('pattern', '?')}, "
+                f"intensity {cmd.get('intensity', 0):.1f} {cmd.get('duration_ms', 0)} ms")
+    return (f"buzz {athlete:<10} {reason:<15} {cmd.get('pattern', '?'):<7} "
+            f"intensity {cmd.get('intensity', 0):.1f} {cmd.get('duration_ms', 0)} ms"
+            + (f"  IC->band {lat_ms:.1f} ms" if lat_ms is not None else ""))
+
+
 def run_band(broker: BrokerSettings, *, session: str | None = None, duration: float | None = None,
              stop: threading.Event | None = None, out: TextIO | None = None, quiet: bool = False,
              ready: threading.Event | None = None, band: Band | None = None) -> Band:
@@ -90,9 +105,7 @@ def run_band(broker: BrokerSettings, *, session: str | None = None, duration: fl
             if isinstance(cmd.get("sent_ns"), int):
                 band.transit_ms.append((now - cmd["sent_ns"]) / 1e6)
         if not quiet:
-            out.write(f"buzz {t.athlete:<10} {cmd.get('reason', '?'):<15} {cmd.get('pattern', '?'):<7} "
-                      f"intensity {cmd.get('intensity', 0):.1f} {cmd.get('duration_ms', 0)} ms"
-                      + (f"  IC->band {lat:.1f} ms" if lat is not None else "") + "\n")
+            out.write(cue_line(t.athlete or "?", cmd, lat) + "\n")
             out.flush()
 
     sub = StreamSubscriber(broker, [topics.subscription(session, "haptic"), topics.subscription(session, "status")],

@@ -128,10 +128,12 @@ def sink_classes() -> dict[str, type]:
 
 
 def sink_context(settings: Any) -> dict[str, Any]:
-    """What a sink is built with (``build_sink``'s ``context``): the broker, the settings and the
-    athletes' names; the service adds ``stats`` once it exists."""
+    """What a sink is built with (``build_sink``'s ``context``): the broker, the settings, the
+    athletes' names and targets (``{id: {"cadence_spm": [lo, hi] | None, "support_time_s",
+    "forced_share"}}``, poserun/settings.py ``Targets``); the service adds ``stats`` once it exists."""
     return {"broker": settings.broker, "settings": settings,
-            "athlete_names": {a.id: a.name for a in settings.athletes if a.name}}
+            "athlete_names": {a.id: a.name for a in settings.athletes if a.name},
+            "athlete_targets": {a.id: a.targets.as_dict() for a in settings.athletes}}
 
 
 def build_sink(kind: str, options: dict[str, Any], context: dict[str, Any]) -> Sink:

@@ -4,8 +4,13 @@ Rules turn records into cues: a forced landing (on by default, from the
 ``landing`` record, so the cue does not wait for toe-off), heel contact,
 overstride and cadence outside a band (from ``stance`` records). Each rule
 has its thresholds and vibration pattern; a per-athlete rate limit and a
-per-rule cool-down keep a cue meaningful. A metronome mode pulses at a
-target cadence for cadence drills. Commands go to the athlete's haptic topic
+per-rule cool-down keep a cue meaningful. A metronome pulses at a target
+cadence for cadence drills: from the config (its athletes, or every athlete
+seen) and per athlete from the board (a ``coach`` record, action
+``metronome``: on at that athlete's cadence, or off), each athlete on a beat
+of its own. A coach's buzz (action ``buzz``) is one command, reason
+``coach``: no technique rule's cool-down applies, only a cap of its own
+(``coach.max_per_10s``). Commands go to the athlete's haptic topic
 as JSON, QoS 1, on a connection with TCP_NODELAY that survives the broker
 going away (services/mqtt_conn.py): cues made meanwhile wait in a bounded
 outbox and go out when it returns, unless they are older than
@@ -20,6 +25,7 @@ import json
 import logging
 import time
 from collections import deque
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -75,6 +81,19 @@ class Metronome(BaseModel):
     duration_ms: int = Field(40, ge=10, le=500)
 
 
+class CoachBuzz(BaseModel):
+    """The coach's buzz from the board: always sent, up to ``max_per_10s`` per athlete (a stuck
+    button or a script must not numb the athlete's wrist)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    pattern: str = Field("double", pattern="^(" + "|".join(PATTERNS) + ")$",
+                         description="when the board names none")
+    intensity: float = Field(1.0, ge=0.0, le=1.0)
+    duration_ms: int = Field(200, ge=10, le=2000)
+    max_per_10s: int = Field(10, ge=1, le=100)
+
+
 class HapticConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -83,6 +102,7 @@ class HapticConfig(BaseModel):
     overstride: OverstrideRule = Field(default_factory=OverstrideRule)
     cadence: CadenceRule = Field(default_factory=CadenceRule)
     metronome: Metronome = Field(default_factory=Metronome)
+    coach: CoachBuzz = Field(default_factory=CoachBuzz)
     max_cues_per_10s: int = Field(4, ge=1, le=100, description="per-athlete rate limit")
     qos: int = Field(1, ge=0, le=2)
     max_cue_age_s: float = Field(0.5, gt=0.0, le=60.0, description="a cue that waited longer for the broker is "
@@ -97,6 +117,7 @@ class HapticRules:
         self.config = config
         self._last: dict[tuple[str, str], float] = {}
         self._recent: dict[str, deque[float]] = {}
+        self._coach_recent: dict[str, deque[float]] = {}
         self.suppressed = 0
 
     def decide(self, rec: Record, now_s: float) -> list[dict[str, Any]]:
@@ -116,7 +137,22 @@ class HapticRules:
             cad = rec.get("cadence_spm")
             if c.cadence.enabled and isinstance(cad, float) and not c.cadence.low_spm <= cad <= c.cadence.high_spm:
                 out.append(self._command(rec, "cadence", c.cadence, now_s, cadence_spm=cad))
+        elif kind == "coach" and rec.get("action") == "buzz":
+            out.append(self._coach(rec, now_s))
         return [cmd for cmd in out if cmd]
+
+    def _coach(self, rec: Record, now_s: float) -> dict[str, Any]:
+        c = self.config.coach
+        recent = self._coach_recent.setdefault(rec["athlete"], deque())
+        while recent and now_s - recent[0] > 10.0:
+            recent.popleft()
+        if len(recent) >= c.max_per_10s:
+            self.suppressed += 1
+            return {}
+        recent.append(now_s)
+        return {"v": 1, "athlete": rec["athlete"], "session": rec.get("session"), "reason": "coach",
+                "pattern": rec.get("pattern") or c.pattern, "intensity": c.intensity, "duration_ms": c.duration_ms,
+                "foot": None, "ic_ns": None, "t_ns": rec.get("t_ns")}
 
     def _command(self, rec: Record, reason: str, rule: Rule, now_s: float, **extra: Any) -> dict[str, Any]:
         athlete = rec["athlete"]
@@ -137,6 +173,16 @@ class HapticRules:
                 "foot": rec.get("foot"), "ic_ns": rec.get("ic_ns"), **extra}
 
 
+@dataclass(eq=False)
+class Beat:
+    """One athlete's metronome: its cadence, who set it, the beats sent, the task that sends them."""
+
+    cadence_spm: float
+    source: str  # "config" or "coach"
+    beat: int = 0
+    task: asyncio.Task[None] = field(init=False)
+
+
 class HapticSink:
     """Publishes haptic commands; its own queue keeps it clear of slower sinks."""
 
@@ -154,7 +200,9 @@ class HapticSink:
         self.conn = MqttConnection(self.broker, "haptic", outbox=self.config.outbox,
                                    max_age_s=self.config.max_cue_age_s)
         self._athletes: dict[str, str] = {}  # athlete -> session, for the metronome
-        self._metronome: asyncio.Task[None] | None = None
+        self._beats: dict[str, Beat] = {}  # athlete -> its metronome
+        self._coach_off: set[str] = set()  # athletes the coach stopped the configured metronome for
+        self._started = False
 
     @property
     def failed(self) -> int:
@@ -165,18 +213,56 @@ class HapticSink:
         return {"sent": self.sent, "suppressed": self.rules.suppressed, "failed": self.failed,
                 "outbox": self.conn.outbox, **{f"mqtt_{k}": v for k, v in self.conn.stats.as_dict().items()}}
 
+    def metronomes(self) -> dict[str, dict[str, Any]]:
+        """Who has a metronome now: ``{athlete: {"cadence_spm", "source": "config"|"coach", "beat"}}``."""
+        return {a: {"cadence_spm": b.cadence_spm, "source": b.source, "beat": b.beat} for a, b in self._beats.items()}
+
     async def start(self) -> None:
         await self.conn.start()
-        if self.config.metronome.enabled:
-            self._metronome = asyncio.create_task(self._tick())
+        self._started = True
+        m = self.config.metronome
+        if m.enabled:
+            for athlete in m.athletes:  # (beats wait for the athlete's session: its first record)
+                self._set_beat(athlete, m.cadence_spm, "config")
 
     async def write_batch(self, records: list[Record]) -> None:
         now = time.monotonic()
+        m = self.config.metronome
         for rec in records:
-            if "session" in rec and "athlete" in rec:
-                self._athletes[rec["athlete"]] = rec["session"]
+            athlete = rec.get("athlete")
+            if "session" in rec and isinstance(athlete, str):
+                if athlete not in self._athletes and m.enabled and not m.athletes and athlete not in self._beats:
+                    self._set_beat(athlete, m.cadence_spm, "config")
+                self._athletes[athlete] = rec["session"]
+            if rec.get("type") == "coach" and rec.get("action") == "metronome" and isinstance(athlete, str):
+                self._coach_metronome(athlete, rec)
             for cmd in self.rules.decide(rec, now):
                 await self._send(cmd)
+
+    def _coach_metronome(self, athlete: str, rec: Record) -> None:
+        """The board starts (at the athlete's cadence) or stops an athlete's metronome; stopped, the
+        configured metronome stays off for that athlete until the coach starts one again."""
+        cad = rec.get("cadence_spm")
+        if rec.get("on") is True and isinstance(cad, int | float) and 60.0 <= cad <= 300.0:
+            self._coach_off.discard(athlete)
+            self._set_beat(athlete, float(cad), "coach")
+        elif rec.get("on") is False:
+            self._coach_off.add(athlete)
+            beat = self._beats.pop(athlete, None)
+            if beat is not None:
+                beat.task.cancel()
+
+    def _set_beat(self, athlete: str, cadence_spm: float, source: str) -> None:
+        if not self._started or (source == "config" and athlete in self._coach_off):
+            return
+        old = self._beats.get(athlete)
+        if old is not None:
+            if old.cadence_spm == cadence_spm and old.source == source:
+                return
+            old.task.cancel()
+        beat = Beat(cadence_spm, source)
+        beat.task = asyncio.create_task(self._tick(athlete, beat), name=f"metronome-{athlete}")
+        self._beats[athlete] = beat
 
     async def _send(self, cmd: dict[str, Any]) -> None:
         """Hand the command to the connection now: written at once (its acknowledgement is the
@@ -187,27 +273,30 @@ class HapticSink:
         self.conn.publish(topic, json.dumps(cmd, separators=(",", ":")), qos=self.config.qos)
         self.sent += 1
 
-    async def _tick(self) -> None:
+    async def _tick(self, athlete: str, beat: Beat) -> None:
+        """One athlete's beats, on a schedule of their own (no drift: each from the first)."""
         m = self.config.metronome
-        period = 60.0 / m.cadence_spm
-        next_at = time.monotonic()
-        beat = 0
+        period = 60.0 / beat.cadence_spm
+        first = time.monotonic()
+        n = 0
         while True:
-            next_at += period
-            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
-            beat += 1
-            targets = m.athletes or list(self._athletes)
-            for athlete in targets:
-                session = self._athletes.get(athlete)
-                if session is None:
-                    continue
-                await self._send({"v": 1, "athlete": athlete, "session": session, "reason": "metronome",
-                                  "pattern": "tick", "intensity": m.intensity, "duration_ms": m.duration_ms,
-                                  "beat": beat, "cadence_spm": m.cadence_spm, "ic_ns": None})
+            n += 1
+            await asyncio.sleep(max(0.0, first + n * period - time.monotonic()))
+            session = self._athletes.get(athlete)
+            if session is None:
+                continue
+            beat.beat += 1
+            await self._send({"v": 1, "athlete": athlete, "session": session, "reason": "metronome",
+                              "pattern": "tick", "intensity": m.intensity, "duration_ms": m.duration_ms,
+                              "beat": beat.beat, "cadence_spm": beat.cadence_spm, "source": beat.source,
+                              "ic_ns": None})
 
     async def close(self) -> None:
-        if self._metronome is not None:
-            self._metronome.cancel()
+        beats, self._beats = list(self._beats.values()), {}
+        self._started = False
+        for b in beats:
+            b.task.cancel()
+        for b in beats:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._metronome
+                await b.task
         await self.conn.close(timeout=2.0)  # the last cues' acknowledgements, briefly

@@ -23,6 +23,9 @@ def describe(rec: Record, names: dict[str, str] | None = None) -> str:
     who = str(rec.get("athlete", "?"))
     if names and who in names:
         who = f"{who} {names[who]}"
+    if rec.get("type") == "coach":  # the board's action (poserun/wire/coach.py)
+        detail = {k: rec[k] for k in ("label", "on", "cadence_spm", "pattern", "rep", "targets") if k in rec}
+        return f"{who:<24}   coach    {rec.get('action')} {json.dumps(detail, separators=(',', ':'))}"
     foot = "L" if rec.get("foot") == "left" else "R"
     if rec.get("type") == "landing":
         forced = "  FORCED" if rec.get("forced_landing") else ""

@@ -1,4 +1,4 @@
-"""The session store: every landing and stance record, with athlete and session metadata,
+"""The session store: every landing, stance and coach record, with athlete and session metadata,
 in SQLite (default) or PostgreSQL. Writes are batched and run off the event loop in one
 worker thread; closing flushes everything queued.
 
@@ -188,15 +188,51 @@ class Database:
                  "athletes": r[5]} for r in rows]
 
     def records(self, session: str, types: Sequence[str] = ("landing", "stance")) -> list[Record]:
-        marks = ",".join("?" for _ in types)
-        rows = self.execute(f"SELECT data FROM records WHERE session_id = ? AND type IN ({marks}) "
-                            "ORDER BY athlete_id, ic_ns, type", (session, *types))
-        return [json.loads(r[0]) for r in rows]
+        """A session's records of ``types`` per athlete: landings and stances by initial contact,
+        each coach record (``"coach"`` in ``types``; on the wall clock, no contact) where the service
+        emitted it among that athlete's records."""
+        steps = [t for t in types if t != "coach"]
+        out: list[Record] = []
+        if steps:
+            marks = ",".join("?" for _ in steps)
+            rows = self.execute(f"SELECT data FROM records WHERE session_id = ? AND type IN ({marks}) "
+                                "ORDER BY athlete_id, ic_ns, type", (session, *steps))
+            out = [json.loads(r[0]) for r in rows]
+        if "coach" not in types:
+            return out
+        rows = self.execute("SELECT data FROM records WHERE session_id = ? AND type = 'coach' "
+                            "ORDER BY athlete_id, emitted_ns, record_id", (session,))
+        coach = [json.loads(r[0]) for r in rows]
+        return _merged(out, coach)
 
     def athletes(self, session: str) -> list[dict[str, Any]]:
         rows = self.execute("SELECT athlete_id, name, body_mass_kg, leg_length_m FROM athletes "
                             "WHERE session_id = ? ORDER BY athlete_id", (session,))
         return [{"athlete": r[0], "name": r[1], "body_mass_kg": r[2], "leg_length_m": r[3]} for r in rows]
+
+
+def _merged(steps: list[Record], coach: list[Record]) -> list[Record]:
+    """Each coach record before the first of its athlete's records emitted after it (athletes in
+    order; an athlete with coach records only among them)."""
+    by_athlete: dict[str, list[Record]] = {}
+    for r in steps:
+        by_athlete.setdefault(str(r.get("athlete")), []).append(r)
+    for c in coach:
+        by_athlete.setdefault(str(c.get("athlete")), [])
+    coach_of: dict[str, list[Record]] = {}
+    for c in coach:
+        coach_of.setdefault(str(c.get("athlete")), []).append(c)
+    out: list[Record] = []
+    for athlete in sorted(by_athlete):
+        pending = coach_of.get(athlete, [])
+        k = 0
+        for r in by_athlete[athlete]:
+            while k < len(pending) and (pending[k].get("emitted_ns") or 0) <= (r.get("emitted_ns") or 0):
+                out.append(pending[k])
+                k += 1
+            out.append(r)
+        out += pending[k:]
+    return out
 
 
 def _id(r: Record) -> str:

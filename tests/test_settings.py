@@ -88,3 +88,29 @@ def test_config_check_validates_each_sinks_options(tmp_path: Path, capsys: pytes
     bad.write_text(f"sinks:\n  - {options}\n")
     assert main(["config", "check", str(bad)]) == 2
     assert needle in capsys.readouterr().err
+
+
+def test_athlete_targets_default_validate_and_reach_the_sinks() -> None:
+    from poserun.settings import AthleteSettings, Targets
+    from poserun.sinks.base import sink_context
+
+    t = AthleteSettings(id="a1").targets
+    assert t.as_dict() == {"cadence_spm": [170.0, 190.0], "support_time_s": 0.25, "forced_share": 0.10}
+    assert Targets(cadence_spm=None, support_time_s=None, forced_share=None).as_dict() == {
+        "cadence_spm": None, "support_time_s": None, "forced_share": None}
+    for bad in ({"cadence_spm": [190, 170]}, {"cadence_spm": [170, 170]}, {"cadence_spm": [20, 170]},
+                {"cadence_spm": [170]}, {"support_time_s": 0}, {"support_time_s": 3}, {"forced_share": 1.2},
+                {"forced_share": -0.1}, {"speed": 3}):
+        with pytest.raises(ValueError):
+            Targets.model_validate(bad)
+    s = load_settings(overrides={"athletes": [{"id": "a1", "targets": {"cadence_spm": [175, 185]}}, {"id": "a2"}]})
+    ctx = sink_context(s)
+    assert ctx["athlete_targets"]["a1"]["cadence_spm"] == [175.0, 185.0]
+    assert ctx["athlete_targets"]["a2"] == t.as_dict()
+
+
+def test_bad_targets_in_a_config_name_the_field(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("athletes:\n  - id: a1\n    targets: {cadence_spm: [190, 170]}\n")
+    with pytest.raises(ConfigError, match="targets"):
+        load_settings(cfg)

@@ -27,6 +27,7 @@ class Reason(StrEnum):
     NO_META = "no_meta"  # data before the source's retained meta
     TOO_MANY_ATHLETES = "too_many_athletes"
     BAD_BUNDLE = "bad_bundle"  # a bundle whose entries do not add up (docs/protocol.md, bundles)
+    BAD_COACH = "bad_coach"  # a coach action (poserun/wire/coach.py) that fails validation
 
 
 class WireError(ValueError):
@@ -47,3 +48,10 @@ class TopicError(WireError):
 
     def __init__(self, detail: str) -> None:
         super().__init__(Reason.UNKNOWN_TOPIC, detail)
+
+
+class CoachError(WireError):
+    """A coach action that cannot be decoded or fails validation (poserun/wire/coach.py)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(Reason.BAD_COACH, detail)

@@ -7,6 +7,7 @@
     poserun/v1/{session}/{athlete}/truth             ground truth events (simulator, lab imports)
     poserun/v1/{session}/{athlete}/records           fused records out of poserun
     poserun/v1/{session}/{athlete}/haptic            haptic commands to the athlete's band
+    poserun/v1/{session}/{athlete}/coach             coach actions from the board (poserun/wire/coach.py)
     poserun/v1/{session}/_gateway/{gateway}/status   gateway status, retained, with a last will
 """
 
@@ -22,7 +23,8 @@ ROOT = "poserun"
 PROTOCOL = "v1"
 GATEWAY = "_gateway"
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-CHANNELS = ("data", "meta", "meta_request", "truth", "records", "haptic", "status")
+CHANNELS = ("data", "meta", "meta_request", "truth", "records", "haptic", "coach", "status")
+PER_ATHLETE = ("truth", "records", "haptic", "coach")  # channels whose topics end in the channel
 _SOURCED = ("data", "meta", "meta_request")  # channels whose topics end in a source
 BUNDLE = "bundle"  # the data topic of an athlete's bundles (poserun/wire/bundle.py): not a source
 
@@ -91,10 +93,15 @@ def requested_meta(topic: str) -> str | None:
 
 
 def athlete_topic(session: str, athlete: str, channel: str) -> str:
-    """``truth``, ``records`` or ``haptic`` topic of one athlete."""
-    if channel not in ("truth", "records", "haptic"):
+    """``truth``, ``records``, ``haptic`` or ``coach`` topic of one athlete."""
+    if channel not in PER_ATHLETE:
         raise ValueError(f"channel {channel!r} is not per-athlete")
     return f"{ROOT}/{PROTOCOL}/{session}/{athlete}/{channel}"
+
+
+def coach_topic(session: str, athlete: str) -> str:
+    """Where the board publishes coach actions for one athlete (QoS 1, docs/protocol.md)."""
+    return athlete_topic(session, athlete, "coach")
 
 
 def status_topic(session: str, gateway: str) -> str:
@@ -144,6 +151,6 @@ def parse(topic: str) -> Topic:
         if len(parts) != 6 or not (parts[5] in SOURCES or (parts[5] == BUNDLE and channel == "data")):
             raise TopicError(f"unknown source in {topic[:120]!r}")
         return Topic(session, athlete, channel, parts[5])
-    if channel in ("truth", "records", "haptic") and len(parts) == 5:
+    if channel in PER_ATHLETE and len(parts) == 5:
         return Topic(session, athlete, channel)
     raise TopicError(f"unknown channel in {topic[:120]!r}")

@@ -52,3 +52,39 @@ def test_a_key_outside_the_schema_is_refused(records: list[dict]) -> None:
             StanceRecord.model_validate({k: v for k, v in stance.items() if k != key})
     with pytest.raises(ValidationError):
         StanceRecord.model_validate({**stance, "support_time_s": 0.0})
+
+
+def _coach(**kw: object) -> dict:
+    return {"type": "coach", "athlete": "a1", "session": "s", "emitted_ns": 5, "id": "s/a1/coach/4/tag",
+            "action": "tag", "t_ns": 4, "by": "board", **kw}
+
+
+def test_the_coach_record_model_is_made_from_its_typed_dict() -> None:
+    from poserun.records import CoachRecord
+
+    assert set(CoachRecord.model_fields) == KEYS["coach"]
+    assert {k for k, f in CoachRecord.model_fields.items() if f.is_required()} == REQUIRED["coach"] | SERVICE_KEYS
+    CoachRecord.model_validate(_coach(label="hill"))
+    CoachRecord.model_validate(_coach(action="rep", on=True, rep=2))
+    CoachRecord.model_validate(_coach(action="targets", targets={"cadence_spm": [170.0, 190.0],
+                                                                  "support_time_s": None, "forced_share": 0.1}))
+    assert "CoachRecord" in {d["title"] for d in json_schema()["$defs"].values()}
+
+
+@pytest.mark.parametrize("bad", [
+    {"action": "explode"}, {"t_ns": "soon"}, {"colour": "red"}, {"targets": {"speed": 3}},
+    {"session": None}, {"rep": "first"},
+])
+def test_a_bad_coach_record_is_refused(bad: dict) -> None:
+    from poserun.records import CoachRecord
+
+    with pytest.raises(ValidationError):
+        CoachRecord.model_validate(_coach(**bad))
+
+
+def test_the_record_union_tells_kinds_by_type() -> None:
+    from pydantic import TypeAdapter
+
+    from poserun.records import CoachRecord, Record
+
+    assert isinstance(TypeAdapter(Record).validate_python(_coach(label="x")), CoachRecord)

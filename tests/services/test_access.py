@@ -55,7 +55,9 @@ def test_each_gateway_gets_its_athletes_sources_and_its_status(tmp_path: Path) -
     assert acc["band-anna"].read == ("poserun/v1/+/anna/haptic", "poserun/v1/+/_gateway/lane3/status",
                                      "poserun/v1/+/_gateway/camera1/status")
     assert acc["band-anna"].write == () and acc["recorder"].write == ()
-    assert acc["svc"].write == ("poserun/v1/+/+/records", "poserun/v1/+/+/haptic", "poserun/v1/+/+/meta_request/+")
+    assert acc["svc"].write == ("poserun/v1/+/+/records", "poserun/v1/+/+/haptic", "poserun/v1/+/+/meta_request/+",
+                                "poserun/v1/+/+/coach")  # its board publishes coach actions
+    assert "poserun/v1/+/+/coach" in acc["svc"].read and "poserun/v1/+/+/coach" not in acc["band-anna"].read
     assert acc["gw-lane3"].read == ("poserun/v1/+/anna/meta_request/imu_foot_left", "poserun/v1/+/ben/meta_request/+")
     one = by_user(tmp_path, session="s1")
     assert one["gw-dan"].write[0] == "poserun/v1/s1/dan/data/+"

@@ -38,7 +38,8 @@ def test_a_partition_admits_only_its_athletes_and_subscribes_to_them_alone() -> 
     assert [svc.admits(f"poserun/v1/s/{a}") for a in ids] == [a in mine for a in ids]
     assert svc.admits("poserun/v1/s/_gateway")  # gateway status: every partition
     assert sorted(svc.filters()) == sorted([topics.subscription("s", "status"),
-                                            *(f"poserun/v1/s/{a}/{ch}/+" for a in mine for ch in ("meta", "data"))])
+                                            *(f"poserun/v1/s/{a}/{ch}/+" for a in mine for ch in ("meta", "data")),
+                                            *(f"poserun/v1/s/{a}/coach" for a in mine)])  # the board's actions
     # strangers accepted: the partition cannot name its athletes, so it takes everything and skips
     open_ = FusionService(load_settings(), session="s", partition=(0, 2))
     assert open_.filters() == FusionService(load_settings(), session="s").filters()

@@ -13,7 +13,7 @@ def test_build_and_parse() -> None:
     t = topics.parse(topics.status_topic("s1", "gw-1"))
     assert (t.channel, t.gateway, t.athlete) == ("status", "gw-1", None)
     assert str(t) == "poserun/v1/s1/_gateway/gw-1/status"
-    for ch in ("truth", "records", "haptic"):
+    for ch in ("truth", "records", "haptic", "coach"):
         t = topics.parse(topics.athlete_topic("s1", "a01", ch))
         assert t.channel == ch and str(t) == topics.athlete_topic("s1", "a01", ch)
 
@@ -43,3 +43,15 @@ def test_subscriptions() -> None:
     assert topics.subscription(None, "status") == "poserun/v1/+/_gateway/+/status"
     assert topics.subscription("s", "records") == "poserun/v1/s/+/records"
     assert topics.session_filter("s") == "poserun/v1/s/#"
+    assert topics.subscription("s", "coach") == "poserun/v1/s/+/coach"
+    assert topics.athlete_subscription("s", "a1", "coach") == "poserun/v1/s/a1/coach"
+    assert topics.athlete_subscription(None, "a1", "coach") == "poserun/v1/+/a1/coach"
+
+
+def test_coach_topic() -> None:
+    assert topics.coach_topic("s1", "a01") == "poserun/v1/s1/a01/coach"
+    t = topics.parse("poserun/v1/s1/a01/coach")
+    assert (t.session, t.athlete, t.channel, t.source) == ("s1", "a01", "coach", None)
+    for bad in ("poserun/v1/s1/a01/coach/x", "poserun/v1/s1/_gateway/coach"):
+        with pytest.raises(TopicError):
+            topics.parse(bad)
