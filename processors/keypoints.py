@@ -421,7 +421,7 @@ def fall_kernel(times_ns: np.ndarray, pts: np.ndarray, support: np.ndarray, f: i
             bends[n] = b
             n += 1
     b = _waist_bend_deg(at_to, sup_to[s, 0], sup_to[s, 1])
-    if np.isfinite(b):
+    if np.isfinite(b) and (started or hip_x - sup_to[s, 0] >= 0.0):  # no fall, no bend over it
         bends[n] = b
         n += 1
     return fall, (np.median(bends[:n]) if n > 0 else np.nan)
@@ -486,12 +486,15 @@ def stance_geometry_kernel(times_ns: np.ndarray, pts: np.ndarray, support: np.nd
 
 def support_points(pts: np.ndarray, toes: np.ndarray | None = None) -> np.ndarray:
     """(n, 2, 2) each foot's point of support per frame: the toe keypoint (``toes`` (n, 2, 2), left
-    then right, x forward and z up in metres) where it is finite, else the ankle."""
+    then right, x forward and z up in metres) for a foot whose toe is seen in any frame (NaN where
+    it is not: interpolated like any joint), else the ankle. One kind per foot: a point chosen frame
+    by frame would be interpolated between a toe and an ankle about 0.2 m apart."""
     ankles = np.ascontiguousarray(pts[:, [2, 6], :], dtype=np.float64)
     if toes is None:
         return ankles
     toes = np.asarray(toes, dtype=np.float64)
-    return np.where(np.isfinite(toes).all(axis=2, keepdims=True), toes, ankles)
+    seen = np.isfinite(toes).all(axis=2).any(axis=0)  # (2,): per foot
+    return np.ascontiguousarray(np.where(seen[None, :, None], toes, ankles))
 
 
 def stance_geometry(times_ns: np.ndarray, pts: np.ndarray, foot: str, ic_ns: float, to_ns: float,

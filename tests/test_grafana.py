@@ -155,7 +155,9 @@ def test_every_query_answers_from_a_real_prometheus(tmp_path: Path, broker: Brok
 
     try:
         ready = tmp_path / "ready"
-        svc = start(_poserun(), "process", "-c", str(tmp_path / "poserun.yaml"), "--ready-file", str(ready))
+        # this session only: the shared broker may carry other sessions' athletes, which would add to the panels
+        svc = start(_poserun(), "process", "-c", str(tmp_path / "poserun.yaml"), "--session", session_id,
+                    "--ready-file", str(ready))
         wait_until(lambda: ready.exists() or svc.poll() is not None, "poserun process to be ready")
         assert svc.poll() is None, (tmp_path / "processes.log").read_text()
         start(_poserun(), "gateway", "sim", "-c", str(tmp_path / "poserun.yaml"), "--athletes", str(len(ATHLETES)),

@@ -184,8 +184,11 @@ def fall_ref(times_ns: np.ndarray, pts: np.ndarray, foot: str, ic_ns: float, to_
     known, else the ankle; the fall starts at the first stance frame with the hips at or ahead of it."""
     side = 0 if foot == "left" else 1
     support = pts[:, [2, 6], :]
-    if toes is not None:
-        support = np.where(np.isfinite(toes).all(axis=2, keepdims=True), toes, support)
+    if toes is not None:  # per foot: its toe if ever seen (gaps interpolated), else its ankle
+        support = support.copy()
+        for k in range(2):
+            if np.isfinite(toes[:, k]).all(axis=1).any():
+                support[:, k] = toes[:, k]
     at_to, sup_to = frame_at_ref(times_ns, pts, to_ns), frame_at_ref(times_ns, support, to_ns)[side]
 
     def bend(frame: np.ndarray, sup: np.ndarray) -> float:
@@ -196,7 +199,8 @@ def fall_ref(times_ns: np.ndarray, pts: np.ndarray, foot: str, ic_ns: float, to_
     inside = np.nonzero((times_ns >= ic_ns) & (times_ns < to_ns))[0]
     ahead = [i for i in inside if hips[i, 0] - support[i, side, 0] >= 0]
     frames = inside[inside >= ahead[0]] if ahead else inside[:0]
-    bends = [bend(pts[i], support[i, side]) for i in frames] + [bend(at_to, sup_to)]
+    fell = bool(ahead) or 0.5 * (at_to[0, 0] + at_to[4, 0]) - sup_to[0] >= 0  # no fall, no bend over it
+    bends = [bend(pts[i], support[i, side]) for i in frames] + ([bend(at_to, sup_to)] if fell else [])
     bends = [b for b in bends if math.isfinite(b)]
     fall = _line_angle_ref(0.5 * (at_to[0] + at_to[4]), sup_to)
     if not math.isfinite(fall):  # the stance's last frame with the joints, within 50 ms of TO

@@ -162,6 +162,27 @@ def test_fall_angle_and_waist_bend_of_a_rigid_leaning_figure(bend: float, early:
     assert g["waist_bend_deg"] == pytest.approx(want["waist_bend_deg"], abs=2e-4)
 
 
+def test_a_toe_lost_after_toe_off_is_interpolated_not_swapped_for_the_ankle() -> None:
+    """The point of support is one kind per foot: a toe missing in the frame after TO is bridged
+    from the toe's own frames, not replaced by the ankle 0.17 m behind it."""
+    times, pts, toe, ic, to = _leaning_figure(0.0, 0.0, True)
+    assert toe is not None
+    after = int(np.searchsorted(times, to))  # the first frame at or after TO
+    toe[after:after + 2, 0] = np.nan
+    for geometry in (stance_geometry, stance_geometry_ref):
+        g = geometry(times, pts, "left", ic, to, None, 0.9, toes=toe)
+        assert g["fall_angle_deg"] == pytest.approx(18.0, abs=1e-3)
+
+
+def test_no_fall_no_waist_bend() -> None:
+    """Hips that never reach the point of support during the stance: the fall never began."""
+    times, pts, toe, ic, to = _leaning_figure(5.0, 5.0, True)
+    assert toe is not None
+    toe[:, 0] += 1.0  # the support point a metre ahead: the hips stay behind it throughout
+    for geometry in (stance_geometry, stance_geometry_ref):
+        assert geometry(times, pts, "left", ic, to, None, 0.9, toes=toe)["waist_bend_deg"] is None
+
+
 def test_low_confidence_keypoints_give_nulls() -> None:
     r, t, _ = sim("pose")
     kp = r.keypoints(t / 1e9, scale=CAMERA_SCALE, origin=CAMERA_ORIGIN, frame_speed=r.spec.speed_mps)
