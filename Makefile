@@ -1,6 +1,6 @@
 # Two commands on a fresh clone:  make demo   |   make test
-# Each creates .venv (Python >= 3.11) on first use: the demo installs poserun with matplotlib (for
-# its report), the tests add the test extras; both then compile every numba kernel once (poserun warm-up), so neither
+# Each creates .venv (Python >= 3.11) on first use: the demo installs poserun alone, the tests
+# add the test extras; both then compile every numba kernel once (poserun warm-up), so neither
 # the first demo nor the first test waits on the compiler.
 VENV ?= .venv
 PYTHON ?= python3
@@ -12,12 +12,12 @@ $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@echo "make: installing poserun into $(VENV) (first time only)"
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[report]'
+	$(PY) -m pip install -q -e .
 	$(VENV)/bin/poserun warm-up
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
-	@echo "make: installing the test extras (pytest, Playwright, matplotlib, SciPy, pyarrow, psycopg, LiteRT, OpenCV; first time only)"
+	@echo "make: installing the test extras (pytest, Playwright, SciPy, pyarrow, psycopg, LiteRT, OpenCV; first time only)"
 	$(PY) -m pip install -q -e '.[test]'
 	$(VENV)/bin/poserun warm-up
 	touch $@

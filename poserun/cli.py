@@ -614,7 +614,6 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    _need("matplotlib", "report", "report")
     from poserun.services.report import build_report
     from poserun.sinks.store import Database
 
@@ -801,7 +800,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--embedded-broker", action="store_true",
                    help="start the embedded broker even if one answers on 127.0.0.1:1883")
     p.add_argument("--out", default="poserun-demo", metavar="DIR",
-                   help="the session store (demo.sqlite) and the reports (SESSION.html) (default: poserun-demo)")
+                   help="the reports (SESSION.html) and, without -c, the session store (demo.sqlite) "
+                        "(default: poserun-demo)")
     p.set_defaults(func=cmd_demo)
 
     gw = sub.add_parser("gateway", help="sensor gateways").add_subparsers(dest="gateway", required=True)
@@ -987,7 +987,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="file to write (default SESSION.FORMAT)")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("report", help="a self-contained HTML report of a stored session (needs poserun[report])")
+    p = sub.add_parser("report", help="a self-contained HTML report of a stored session")
     p.add_argument("session", help="session id (see poserun sessions)")
     p.add_argument("--db", default="sqlite:///poserun.db", help=db_help)
     p.add_argument("-o", "--output", help="HTML file to write (default SESSION-report.html)")

@@ -666,6 +666,7 @@ def _camera_step(t: float, zi: float, wi: float, touch_m: float, lift_m: float, 
             elif wi > gt + lift_m:
                 if st[_K_LOW_SINCE] >= 0.0 and t - st[_K_LOW_SINCE] >= min_stance_ns:
                     st[_K_ARMED] = 1.0  # the foot stood on this ground and left it: it is real
+                    st[_K_LAST_TO] = t  # and that lift was a toe-off: the next IC is a swing later
                 st[_K_LOW_SINCE] = -1.0
         if st[_K_HAVE_T] > 0.5 and was_in:
             pt, pz = st[_K_PREV_TT], st[_K_PREV_ZT]
@@ -705,7 +706,11 @@ def camera_events_kernel(times_ns: np.ndarray, z: np.ndarray, zt: np.ndarray, to
     of its ground level for the minimum stance) and then lifting, the lowest height seen may be a
     foot still in the air (a record that starts in flight), so it takes no IC before that, unless
     the other foot has found the floor first: both stand on one floor, and the unarmed foot takes
-    the other's ground levels. A sample whose height is not finite is skipped for that height.
+    the other's ground levels. That lift is the foot's toe-off (unrecorded: the stance it ends began
+    before the foot was armed), so its next IC, as after any TO, is at least the minimum swing later:
+    a foot whose first descent and contact passed for a stand (each sample the lowest yet is within
+    ``touch_m`` of the ground level) is armed in that contact, not after it, and the ankle's noise
+    there must not give an IC. A sample whose height is not finite is skipped for that height.
     Rows: (1 IC | 2 TO, time, ic, foot 0 | 1), in sample order."""
     n_ev = 0
     for i in range(times_ns.shape[0]):

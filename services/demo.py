@@ -35,7 +35,8 @@ from poserun.services.sim.team import SimTeam
 from poserun.services.warmup import warm_up
 from poserun.settings import AthleteSettings, Settings, load_settings
 from poserun.sinks.base import SinkRunner, build_sink
-from poserun.sinks.store import DEFAULT_URL, Database
+from poserun.sinks.store import Database
+from poserun.sinks.store import store_url as store_url_of
 from poserun.wire import topics
 
 log = logging.getLogger(__name__)
@@ -116,40 +117,46 @@ async def run_demo(settings: Settings, *, broker: str | None = None, duration: f
         out.write(f"kernels {'compiled' if report.cold else 'loaded'} in {report.seconds:.1f} s\n")
         out.flush()
         fusion = asyncio.create_task(service.run(stop, ready))
-        await asyncio.wait({fusion, asyncio.create_task(ready.wait())},
-                           return_when=asyncio.FIRST_COMPLETED)
+        up = asyncio.create_task(ready.wait())
+        await asyncio.wait({fusion, up}, return_when=asyncio.FIRST_COMPLETED)
+        up.cancel()
         if fusion.done():
-            fusion.result()  # raise the start-up error
+            fusion.result()  # raise the start-up error (or return: Ctrl-C during warm-up)
         band, band_stop, band_ready = Band(), threading.Event(), threading.Event()
         band_thread = threading.Thread(target=run_band, args=(settings.broker,), daemon=True, kwargs={
             "session": session, "stop": band_stop, "out": out, "ready": band_ready, "band": band})
-        band_thread.start()
-        await asyncio.to_thread(band_ready.wait, 10.0)
-        store_url = _store_url(settings)
-        report_path = Path(out_dir) / f"{session}.html"
-        out.write(_urls(runners, store_url, report_path))
-        out.flush()
         gw_stop = threading.Event()
-        gateway = asyncio.create_task(asyncio.to_thread(
-            run_sim_gateway, settings, duration=duration, stop=gw_stop, team=team))
-        stopper = asyncio.create_task(stop.wait())
-        await asyncio.wait({gateway, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        store_url = store_url_of(settings)
+        report_path = Path(out_dir) / f"{session}.html"
         t0 = time.monotonic()
-        gw_stop.set()
-        sent = 0
-        with contextlib.suppress(Exception):
-            published = await gateway
-            sent = published.frames  # (bundles hold several; truth messages are no frames)
-        # the run ended by itself: let the service take the last frames (up to DRAIN_S), not Ctrl-C
-        drain_until = time.monotonic() + DRAIN_S
-        while not stop.is_set() and service.snapshot()["totals"].get("frames", 0) < sent \
-                and time.monotonic() < drain_until:
-            await asyncio.sleep(0.02)
-        stop.set()
-        await fusion
-        stopper.cancel()
-        band_stop.set()
-        await asyncio.to_thread(band_thread.join, 5.0)
+        try:
+            band_thread.start()
+            await asyncio.to_thread(band_ready.wait, 10.0)
+            out.write(_urls(runners, store_url, report_path))
+            out.flush()
+            gateway = asyncio.create_task(asyncio.to_thread(
+                run_sim_gateway, settings, duration=duration, stop=gw_stop, team=team))
+            stopper = asyncio.create_task(stop.wait())
+            # until Ctrl-C, the end of the run, or the service failing
+            await asyncio.wait({gateway, stopper, fusion}, return_when=asyncio.FIRST_COMPLETED)
+            stopper.cancel()
+            t0 = time.monotonic()
+            gw_stop.set()
+            sent = 0
+            with contextlib.suppress(Exception):
+                published = await gateway
+                sent = published.frames  # (bundles hold several; truth messages are no frames)
+            # the run ended by itself: let the service take the last frames (up to DRAIN_S), not Ctrl-C
+            drain_until = time.monotonic() + DRAIN_S
+            while not stop.is_set() and not fusion.done() \
+                    and service.snapshot()["totals"].get("frames", 0) < sent and time.monotonic() < drain_until:
+                await asyncio.sleep(0.02)
+        finally:
+            stop.set()
+            gw_stop.set()
+            band_stop.set()
+            await fusion  # the sinks are flushed and closed here (the store before its report)
+            await asyncio.to_thread(band_thread.join, 5.0)
         snap = service.snapshot()
         out.write(f"stopped in {time.monotonic() - t0:.2f} s: {snap['totals'].get('frames', 0)} "
                   f"frames, {snap['records']} records, rejected {snap['rejected'] or 'none'}\n")
@@ -162,14 +169,6 @@ async def run_demo(settings: Settings, *, broker: str | None = None, duration: f
         snap["report"] = await asyncio.to_thread(_write_report, store_url, session, report_path, out)
         out.flush()
         return snap
-
-
-def _store_url(settings: Settings) -> str | None:
-    """The session store the demo's settings write to (the first store sink), or None."""
-    for s in settings.sinks:
-        if s.type == "store":
-            return str(s.options.get("url", DEFAULT_URL))
-    return None
 
 
 def _urls(runners: list[SinkRunner], store_url: str | None, report_path: Path) -> str:
@@ -202,9 +201,6 @@ def _write_report(store_url: str | None, session: str, path: Path, out: TextIO) 
             build_report(db, session, path)
         finally:
             db.close()
-    except ModuleNotFoundError as exc:
-        out.write(f"  report   not written: it needs {exc.name}: pip install 'poserun[report]'\n")
-        return None
     except ValueError as exc:  # no store yet, or no records in it
         out.write(f"  report   not written: {exc}\n")
         return None

@@ -37,6 +37,7 @@ import json
 import logging
 import time
 from collections import deque
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from importlib.resources import files
@@ -48,7 +49,15 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from poserun.sinks import coaching
+
+try:  # (the rep tracker: "resting" from the runs of stances, or the coach's rep commands)
+    from poserun.processors.reps import RepTracker
+except ImportError:  # pragma: no cover - an older install: the board's own rule (sinks/coaching.py)
+    RepTracker = None  # type: ignore[assignment,misc]
+from poserun.sinks.athlete_view import athlete_detail, history_point
 from poserun.sinks.base import Record
+from poserun.sinks.store import store_url
 
 log = logging.getLogger(__name__)
 #: The stance figures a tile shows, each with the decimals the board keeps (one more than the page
@@ -56,6 +65,16 @@ log = logging.getLogger(__name__)
 TILE_FIELDS: dict[str, int | None] = {
     "cadence_spm": 1, "support_time_s": 4, "ball_load_fraction": 3, "fall_angle_deg": 2, "pose_score": 1,
     "strike_zone": None, "flight_time_s": 4, "overstride_m": 3}
+#: The status fields a tile shows (sinks/coaching.py), sent as changes like the figures.
+STATUS_FIELDS = ("level", "state", "fault", "cue", "rule", "lr")
+#: How often (s) every athlete's state is judged again without a record (stale, resting change with
+#: time alone); an athlete with new records is judged at the tick that sends them.
+STATUS_EVERY_S = 0.5
+#: A rep's figures the athlete view's rep table shows, and how many of the latest reps.
+REP_FIELDS = ("rep", "source", "stances", "cadence_spm", "support_time_s", "forced_share", "pose_score")
+REPS = 12
+#: Alerts are grouped per athlete and reason over this many seconds.
+ALERT_WINDOW_S = 60.0
 #: Updates a browser that acknowledges them may have unacknowledged; then it is sent nothing until
 #: it acknowledges one, and then the current state of what changed meanwhile.
 WINDOW = 2
@@ -87,6 +106,13 @@ def host_of(value: str) -> tuple[str, int | None] | None:
     if not u.hostname or u.path or u.username is not None:
         return None
     return u.hostname.lower(), port
+
+
+def _severity_words(severity: object) -> str:
+    """A forced landing's severity said: how much faster the foot came down than the body fell."""
+    if isinstance(severity, int | float) and not isinstance(severity, bool):
+        return f"foot {float(severity):.1f}x faster than the body at contact"
+    return "foot driven down faster than the body fell"
 
 
 def _board_value(key: str, value: Any) -> Any:
@@ -154,7 +180,22 @@ class DashboardSink:
         self._browsers: set[_Browser] = set()
         self.history: dict[str, deque[dict[str, Any]]] = {}  # per athlete, the last stances (charts)
         self._points: dict[str, int] = {}  # per athlete, history points ever added
-        self.detail: dict[str, dict[str, Any]] = {}  # per athlete, the last stance's pictures
+        self.stance: dict[str, Record] = {}  # per athlete, the last stance (its view: detail())
+        self.targets: dict[str, Any] = dict(ctx.get("athlete_targets", {}))  # per athlete (Targets.as_dict())
+        self.windows: dict[str, coaching.AthleteWindow] = {}  # per athlete, the last steps (the status)
+        self._judge: set[str] = set()  # athletes whose window changed since their status was judged
+        self._judged_at = 0.0
+        self._lost: dict[str, str] = {}  # per athlete, the sensor-lost fault last alerted
+        self.actions: Any = None  # poserun.sinks.coach_actions.CoachActions with a broker in the context
+        broker = ctx.get("broker")
+        if broker is not None:
+            try:
+                from poserun.sinks.coach_actions import CoachActions
+                self.actions = CoachActions(broker)
+            except ImportError:  # (an install without the coach actions: the board only shows)
+                self.actions = None
+        self.store_url = store_url(ctx.get("settings"))
+        self.js = files("poserun.sinks.web").joinpath("athlete.js").read_bytes()
         self._server: Server | None = None
         self._pusher: asyncio.Task[None] | None = None
         self.bad_messages = 0
@@ -181,8 +222,13 @@ class DashboardSink:
             self._changed[who] = self.version + 1
             for key, value in (("athlete", who), ("name", self.names.get(who, "")), ("stances", 0),
                                ("forced_last_min", 0), ("flash", 0), ("sources", []),
-                               ("session", rec.get("session"))):
+                               ("session", rec.get("session")), ("level", "ok"), ("state", "running"),
+                               ("fault", ""), ("cue", ""), ("rule", ""), ("lr", {}), ("rep", 0), ("rep_on", False),
+                               ("targets", self.targets.get(who, {}))):
                 self._set(who, key, value)
+            self.windows[who] = coaching.AthleteWindow(self.targets.get(who))
+            if RepTracker is not None:
+                self.windows[who].rest = RepTracker()
         return tile
 
     async def write_batch(self, records: list[Record]) -> None:
@@ -190,36 +236,89 @@ class DashboardSink:
         for rec in records:
             who = str(rec.get("athlete"))
             tile = self._tile(who, rec)
+            self.windows[who].add(rec, now)
+            self._judge.add(who)
             if rec.get("type") == "landing" and rec.get("forced_landing"):
                 times = self._forced.setdefault(who, deque())
                 times.append(now)
-                alert = {"athlete": who, "name": tile["name"], "reason": "forced landing", "foot": rec.get("foot"),
-                         "severity": rec.get("forced_landing_severity"), "t": time.time()}
-                self.alerts.appendleft(alert)
-                self._alert_log.append((self.version + 1, alert))
+                self._alert(who, "forced landing", len(times), _severity_words(rec.get("forced_landing_severity")))
                 self._set(who, "flash", tile["flash"] + 1)
                 self._set(who, "forced_last_min", len(times))
+            elif rec.get("type") == "coach" and rec.get("action") == "rep":  # (the service numbers reps)
+                if isinstance(rec.get("rep"), int):
+                    self._set(who, "rep", rec["rep"])
+                self._set(who, "rep_on", bool(rec.get("on")))
             elif rec.get("type") == "stance":
                 self._set(who, "stances", tile["stances"] + 1)
-                for k in TILE_FIELDS:
-                    if rec.get(k) is not None:
-                        self._set(who, k, _board_value(k, rec[k]))
                 self._set(who, "sources", list(rec.get("sources") or []))
-                point = {"t": rec.get("ic_ns"), "foot": rec.get("foot"), "support": rec.get("support_time_s"),
-                         "cadence": rec.get("cadence_spm"), "flight": rec.get("flight_time_s")}
-                self.history.setdefault(who, deque(maxlen=240)).append(point)
+                self.history.setdefault(who, deque(maxlen=240)).append(history_point(rec))
                 self._points[who] = self._points.get(who, 0) + 1
-                self.detail[who] = {k: rec.get(k) for k in ("pressure_map", "pose_ic", "symmetry_pct", "foot",
-                                                             "strike_zone", "support_time_s", "knee_flexion_ic_deg",
-                                                             "overstride_m", "fall_angle_deg")}
+                self.stance[who] = rec
             emitted = rec.get("emitted_ns")
             self._set(who, "emitted_ns", emitted if isinstance(emitted, int) else time.time_ns())
+
+    def _alert(self, who: str, reason: str, count: int, words: str) -> None:
+        """One alert per athlete and reason: a new one replaces the group's last (the page keeps one
+        line per group), with the count over ``ALERT_WINDOW_S``."""
+        alert = {"athlete": who, "name": self.tiles[who]["name"], "reason": reason, "count": count,
+                 "window_s": ALERT_WINDOW_S, "text": words, "t": time.time(), "key": f"{who}|{reason}"}
+        for i, old in enumerate(self.alerts):
+            if old["key"] == alert["key"]:
+                del self.alerts[i]
+                break
+        self.alerts.appendleft(alert)
+        self._alert_log.append((self.version + 1, alert))
+
+    def judge(self, now: float | None = None, states: bool = True) -> None:
+        """Judge again the status of the athletes whose window changed (the tile's figures become
+        the window's medians), and with ``states`` every athlete's state (stale, resting: these
+        change with time alone)."""
+        now = time.monotonic() if now is None else now
+        if states:
+            wall = time.time_ns()
+            watched = {b.watching for b in self._browsers}
+            for who, w in self.windows.items():
+                if w.rest is not None:
+                    w.rest.advance(wall)
+                    if who in watched:  # the per-rep table, for the athletes a page shows
+                        self._set(who, "reps", [{k: r.get(k) for k in REP_FIELDS} for r in w.rest.reps()[-REPS:]])
+        for who, w in self.windows.items() if states else ((k, self.windows[k]) for k in self._judge):
+            if who not in self._judge:
+                self._set(who, "state", w.state(now))
+                continue
+            st = w.status(now)
+            med = st["medians"]
+            for k in TILE_FIELDS:
+                if k in med:
+                    self._set(who, k, _board_value(k, med[k]))
+            zones = [s.get("strike_zone") for s in w.stances if isinstance(s.get("strike_zone"), str)]
+            if zones:
+                self._set(who, "strike_zone", max(sorted(set(zones)), key=zones.count))
+            for k in STATUS_FIELDS:
+                self._set(who, k, st[k])
+            lost = st["fault"] if st["state"] == "sensor lost" else ""
+            if lost and self._lost.get(who) != lost:
+                self._alert(who, "sensor lost", 1, lost)
+            self._lost[who] = lost
+        self._judge.clear()
+
+    def set_targets(self, who: str, targets: dict[str, Any]) -> None:
+        """An athlete's targets, now (the board's editor): the status is judged against them at once."""
+        self.targets[who] = dict(targets)
+        if who in self.windows:
+            self.windows[who].targets = dict(targets)
+            self._set(who, "targets", dict(targets))
+            self._judge.add(who)
+            self.judge()
 
     # ------------------------------------------------------------- versions
     def tick(self) -> int:
         """Close the current version (when anything changed) and wake every browser that lacks it.
         The pusher calls this ``update_hz`` times a second; returns the board's version."""
         now = time.monotonic()
+        self.judge(now, states=now - self._judged_at >= STATUS_EVERY_S)
+        if now - self._judged_at >= STATUS_EVERY_S:
+            self._judged_at = now
         for who, times in self._forced.items():
             while times and now - times[0] > 60.0:
                 times.popleft()
@@ -256,7 +355,8 @@ class DashboardSink:
             if changed:
                 changed["athlete"] = who
                 tiles.append(changed)
-        alerts = [a for at, a in self._alert_log if since < at <= v]
+        latest = {a["key"]: a for at, a in self._alert_log if since < at <= v}  # a group's newest only
+        alerts = list(latest.values())
         body = None if not (tiles or alerts) else f'"tiles":{_JSON.encode(tiles)},"alerts":{_JSON.encode(alerts)}'
         self._bodies[since] = body
         return body
@@ -265,6 +365,12 @@ class DashboardSink:
         """The whole board as a new browser gets it: every tile and the alerts (newest first)."""
         return {"type": "state", "seq": self.version, "now_ns": time.time_ns(), "tiles": list(self.tiles.values()),
                 "alerts": list(self.alerts)}
+
+    def detail(self, who: str) -> dict[str, Any] | None:
+        """The athlete view of ``who``'s last stance (sinks/athlete_view.py), built when a browser
+        watching it is sent one, not for every stance; None before its first stance."""
+        rec = self.stance.get(who)
+        return None if rec is None else athlete_detail(rec, self.history.get(who, ()), self.targets.get(who))
 
     def _detail_due(self, b: _Browser) -> bool:
         return b.watching is not None and self._points.get(b.watching, 0) > b.points_sent
@@ -301,7 +407,23 @@ class DashboardSink:
                     points = list(self.history.get(who, ()))[-min(total - b.points_sent, 240):]
                     b.points_sent = total
                     await self._send(b, _JSON.encode({"type": "detail", "athlete": who, "history": points,
-                                                      "last": self.detail.get(who)}))
+                                                      "last": self.detail(who)}))
+
+    def act(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """A browser's coach action (buzz, metronome, tag, rep, targets), handed to the coach actions;
+        their reply goes back to that browser. Accepted targets are the board's at once."""
+        if self.actions is None:
+            self.bad_messages += 1
+            return {"type": "acted", "ok": False, "error": "this board has no broker for coach actions", "sent": 0,
+                    "ref": msg.get("ref")}
+        sessions = {who: str(t.get("session")) for who, t in self.tiles.items() if t.get("session")}
+        reply: dict[str, Any] = self.actions.handle(msg, sessions)
+        if not reply.get("ok"):
+            self.bad_messages += 1
+        elif msg.get("action") == "targets" and isinstance(msg.get("targets"), dict):
+            for who in reply.get("athletes") or ():
+                self.set_targets(who, msg["targets"])
+        return reply
 
     def browsers(self) -> list[dict[str, int]]:
         """Per open socket: the version it has, unacknowledged updates, updates sent, ticks coalesced,
@@ -350,7 +472,7 @@ class DashboardSink:
             log.warning("dashboard: refused %s (%s)", said, reason)
         return connection.respond(status, text)
 
-    def _http(self, connection: ServerConnection, request: Request) -> Response | None:
+    def _http(self, connection: ServerConnection, request: Request) -> Response | Awaitable[Response] | None:
         path = urlparse(request.path).path
         host = request.headers.get("Host")
         if not self._host_allowed(host):
@@ -368,11 +490,51 @@ class DashboardSink:
                                 "a request without the right token")
         if path == "/ws":
             return None  # the WebSocket handshake goes on
+        if path == "/athlete.js":
+            headers = Headers([("Content-Type", "text/javascript; charset=utf-8"), ("Cache-Control", "no-store"),
+                               ("Content-Length", str(len(self.js)))])
+            return Response(HTTPStatus.OK.value, "OK", headers, self.js)
+        if path == "/report":
+            return self._report(connection, request.path)
         if path in ("/", "/index.html"):
             headers = Headers([("Content-Type", "text/html; charset=utf-8"), ("Cache-Control", "no-store"),
                                ("Content-Length", str(len(self.page)))])
             return Response(HTTPStatus.OK.value, "OK", headers, self.page)
         return connection.respond(HTTPStatus.NOT_FOUND, "not found\n")
+
+    async def _report(self, connection: ServerConnection, raw: str) -> Response:
+        """The session's report (services/report.py ``render_report``) from the store, when this
+        service has a store sink; rendered on a thread, so the board's loop (and every browser's
+        updates) goes on meanwhile."""
+        if not self.store_url:
+            return connection.respond(HTTPStatus.NOT_FOUND, "this service has no store sink: no report\n")
+        try:
+            from poserun.services import report
+            from poserun.sinks.store import Database
+        except ImportError:
+            return connection.respond(HTTPStatus.NOT_FOUND, "this install cannot render reports\n")
+        render = getattr(report, "render_report", None)
+        if render is None:
+            return connection.respond(HTTPStatus.NOT_FOUND, "this install cannot render reports\n")
+        session = parse_qs(urlparse(raw).query).get("session", [""])[0][:120] or next(
+            (str(t["session"]) for t in self.tiles.values() if t.get("session")), "")
+        if not session:
+            return connection.respond(HTTPStatus.NOT_FOUND, "no session yet\n")
+        try:
+            def rendered() -> bytes:
+                db = Database(self.store_url, create=False)
+                try:
+                    return str(render(db, session)).encode()
+                finally:
+                    db.close()
+
+            body = await asyncio.to_thread(rendered)
+        except Exception as exc:  # a store that is down, a session not stored yet: said, not raised
+            log.warning("dashboard: report for %s failed: %s", session, exc)
+            return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, f"no report for {session!r}: {exc}\n")
+        headers = Headers([("Content-Type", "text/html; charset=utf-8"), ("Cache-Control", "no-store"),
+                           ("Content-Length", str(len(body)))])
+        return Response(HTTPStatus.OK.value, "OK", headers, body)
 
     async def _client(self, ws: ServerConnection) -> None:
         b = _Browser(ws, sent=self.version)
@@ -398,7 +560,9 @@ class DashboardSink:
                         b.watching, b.points_sent = who, self._points.get(who, 0)
                         await self._send(b, _JSON.encode({"type": "detail", "athlete": who,
                                                           "history": list(self.history.get(who, ())),
-                                                          "last": self.detail.get(who), "reset": True}))
+                                                          "last": self.detail(who), "reset": True}))
+                    elif kind == "act":
+                        await self._send(b, _JSON.encode(self.act(msg)))
                     elif kind == "unwatch":
                         b.watching = None
                     elif kind == "ping":
@@ -447,6 +611,12 @@ class DashboardSink:
             err.errno = exc.errno
             raise err from None
         self.port = int(next(iter(self._server.sockets)).getsockname()[1])
+        if self.actions is not None:
+            try:
+                await self.actions.start()
+            except Exception as exc:  # the board shows without a broker; acting says why it cannot
+                log.warning("dashboard: coach actions unavailable: %s", exc)
+                self.actions = None
         self._pusher = asyncio.create_task(self._push())
         log.info("dashboard at http://%s:%d/", self.host, self.port)
 
@@ -455,6 +625,8 @@ class DashboardSink:
         return f"http://{self.host}:{self.port}/" + (f"?token={self.token}" if self.token else "")
 
     async def close(self) -> None:
+        if self.actions is not None:
+            await self.actions.close()
         if self._pusher is not None:
             self._pusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):

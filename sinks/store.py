@@ -52,6 +52,16 @@ MIGRATE = ("ALTER TABLE records ADD COLUMN record_id TEXT",)
 UNIQUE = "CREATE UNIQUE INDEX IF NOT EXISTS records_by_id ON records (record_id)"
 
 
+def store_url(settings: Any) -> str | None:
+    """The session store a service's settings write to (the first store sink's ``url``, else the
+    default), or None without a store sink: where the board's /report and the demo's report read."""
+    for sink in getattr(settings, "sinks", None) or ():
+        if getattr(sink, "type", None) == "store":
+            url = (getattr(sink, "options", None) or {}).get("url")
+            return str(url) if url else DEFAULT_URL
+    return None
+
+
 class StoreMissing(ValueError):
     """A reader named a session store that does not exist (or is not poserun's)."""
 

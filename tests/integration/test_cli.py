@@ -156,13 +156,6 @@ def test_readers_refuse_a_missing_store(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []  # no empty poserun.db left behind
 
 
-def test_report_names_its_extra_when_matplotlib_is_missing(tmp_path: Path) -> None:
-    code = ("import sys; sys.modules['matplotlib'] = None; from poserun.cli import main; "
-            f"sys.exit(main(['report', 's1', '--db', 'sqlite:///{tmp_path}/x.db']))")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=CEILING)
-    assert proc.returncode == 2 and "pip install 'poserun[report]'" in proc.stderr, proc.stderr
-
-
 def test_no_broker_is_a_clear_error() -> None:
     port = free_port()
     proc = subprocess.run([sys.executable, "-m", "poserun", "gateway", "sim", "--broker",

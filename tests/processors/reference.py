@@ -358,7 +358,8 @@ def camera_events_ref(times: list[int], z: list[list[float]], zt: list[list[floa
     rises through its own ground level + ``lift`` (optionally carried back along the slope to the
     ground level); a ground level is the lowest height seen, rising at ``drift`` m/s; no IC before
     the foot has stood (within ``touch`` of ``zt``'s ground for the minimum stance) and lifted off
-    once, or the other foot has, whose ground levels it then takes."""
+    once (that lift a TO: the next IC at least ``min_swing_ns`` later), or the other foot has, whose
+    ground levels it then takes."""
     out: list[tuple[float, ...]] = []
     feet = [{"ground": {"z": None, "t": None}, "prev": {"z": None, "t": None}, "inside": False, "ic": 0.0,
              "last_to": -1e30, "armed": False, "low_since": None, "seen": [], "top": -math.inf,
@@ -422,7 +423,8 @@ def camera_events_ref(times: list[int], z: list[list[float]], zt: list[list[floa
                     if wi <= g + touch:
                         f["low_since"] = t if f["low_since"] is None else f["low_since"]
                     elif wi > g + lift:
-                        f["armed"] = f["low_since"] is not None and t - f["low_since"] >= min_stance_ns
+                        if f["low_since"] is not None and t - f["low_since"] >= min_stance_ns:
+                            f["armed"], f["last_to"] = True, t  # the lift is a TO: the next IC a swing later
                         f["low_since"] = None
                 if p is not None and was_in and p[1] < g + lift <= wi:
                     cross = p[0] + (g + lift - p[1]) / (wi - p[1]) * (t - p[0])

@@ -52,11 +52,14 @@ def test_an_update_has_only_the_athletes_and_fields_that_changed() -> None:
     assert change is not None and change["alerts"] == []
     [a1] = change["tiles"]
     assert set(a1) == {"athlete", "stances", "support_time_s", "emitted_ns"}
-    assert (a1["stances"], a1["support_time_s"]) == (2, 0.25)
+    assert (a1["stances"], a1["support_time_s"]) == (2, 0.225)  # the tile: the median of the last steps
 
-    asyncio.run(sink.write_batch([stance("a1", support=0.25000001)]))  # below the board's decimals: the same
+    asyncio.run(sink.write_batch([stance("a1", support=0.25000001)]))  # median 0.25 (3 steps): changed
+    v3 = sink.tick()
+    assert sink.delta(v2)["tiles"][0]["support_time_s"] == 0.25  # type: ignore[index]
+    asyncio.run(sink.write_batch([stance("a1", support=0.25000002)]))  # below the board's decimals: the same
     sink.tick()
-    assert set(sink.delta(v2)["tiles"][0]) == {"athlete", "stances", "emitted_ns"}  # type: ignore[index]
+    assert set(sink.delta(v3)["tiles"][0]) == {"athlete", "stances", "emitted_ns"}  # type: ignore[index]
 
 
 def test_superseded_values_are_dropped_and_a_browser_behind_gets_the_current_state() -> None:
@@ -66,7 +69,8 @@ def test_superseded_values_are_dropped_and_a_browser_behind_gets_the_current_sta
     asyncio.run(sink.write_batch([stance("a2", support=0.21), stance("a2", support=0.22), stance("a2", support=0.23)]))
     v2 = sink.tick()
     [a2] = sink.delta(v1)["tiles"]  # type: ignore[index]
-    assert (a2["athlete"], a2["stances"], a2["support_time_s"]) == ("a2", 4, 0.23)  # one entry, the latest values
+    # one entry, the latest values (the tile's support time: the median of 0.2, 0.21, 0.22, 0.23)
+    assert (a2["athlete"], a2["stances"], a2["support_time_s"]) == ("a2", 4, 0.215)
 
     asyncio.run(sink.write_batch([stance("a3", cadence=170.0), forced("a1")]))
     v3 = sink.tick()
@@ -75,15 +79,18 @@ def test_superseded_values_are_dropped_and_a_browser_behind_gets_the_current_sta
     assert up_to_date is not None and behind is not None
     assert {t["athlete"] for t in up_to_date["tiles"]} == {"a1", "a3"}
     assert {t["athlete"]: set(t) - {"athlete", "emitted_ns"} for t in behind["tiles"]} == {
-        "a1": {"flash", "forced_last_min"}, "a2": {"stances", "support_time_s"}, "a3": {"stances", "cadence_spm"}}
+        "a1": {"flash", "forced_last_min", "level", "fault", "cue", "rule"},
+        "a2": {"stances", "support_time_s", "state"},  # (a2's 4 stances in a row: "running", processors/reps.py)
+        "a3": {"stances", "cadence_spm"}}
     assert [a["athlete"] for a in behind["alerts"]] == ["a1"] == [a["athlete"] for a in up_to_date["alerts"]]
+    assert sink.tiles["a1"]["fault"].startswith("forced landings 1 of the last 1 steps")  # the status, a field
     assert sink.delta(v3) is None
 
     # a change made after a tick waits for the next one, and is not lost to a browser that was sent v3
     asyncio.run(sink.write_batch([stance("a3", cadence=171.0)]))
     assert sink.delta(v3) is None
     sink.tick()
-    assert sink.delta(v3)["tiles"][0]["cadence_spm"] == 171.0  # type: ignore[index]
+    assert sink.delta(v3)["tiles"][0]["cadence_spm"] == 171.0  # type: ignore[index]  (median of 180, 170, 171)
 
     # forced landings leave the count after a minute, without a record to carry it
     sink._forced["a1"][0] -= 61.0
@@ -122,7 +129,8 @@ def test_a_browser_that_stops_acknowledging_is_sent_the_current_state_not_a_back
                 caught_up = json.loads(await asyncio.wait_for(ws.recv(), CEILING))
                 assert caught_up["seq"] == sink.version
                 assert {t["athlete"]: (t["stances"], t["support_time_s"]) for t in caught_up["tiles"]} == {
-                    w: (41, 0.239) for w in athletes}  # everything that changed, at its latest value, at once
+                    w: (41, 0.2295) for w in athletes}  # everything that changed, at its latest value, at once
+                # (the tile's support time: the median of the last 20 steps, 0.220-0.239)
                 await ws.send(json.dumps({"type": "ack", "seq": caught_up["seq"] + 1}))  # not a version it was sent
                 await until(lambda: sink.bad_messages == 1, "a bad acknowledgement counted")
         finally:
@@ -239,6 +247,7 @@ def test_100_athletes_in_a_roster_updated_in_place(opener: Any) -> None:
     assert page.is_visible("#roster") and not page.is_visible("#board")
     ids = page.eval_on_selector_all("#roster-body tr", "rows => rows.map(r => r.dataset.athlete)")
     assert sorted(ids) == athlete_ids(100)
+    page.select_option("#sort", "athlete")  # (by status, a level change re-sorts: tests/sinks/test_board_coach.py)
     page.evaluate("""() => {
         const row = document.querySelector('#roster-body tr[data-athlete="a050"]');
         row._kept = true;
