@@ -17,7 +17,7 @@ from poserun.services.report import athlete_targets, lr_asymmetry, ordered_rules
 from poserun.services.sim.team import SimTeam
 from poserun.settings import SimSettings, Targets, load_settings
 from poserun.sinks.store import Database
-from tests.conftest import require
+from tests.sinks.test_dashboard_scale import browser  # noqa: F401  (the fixture: one Chromium)
 
 T0 = 1_790_000_000 * 10**9  # 2026-09-21 14:13:20 UTC: the records' emitted_ns start here
 S = 10**9
@@ -140,23 +140,8 @@ def test_cli_writes_the_report(store: tuple[str, list], tmp_path: Path) -> None:
     assert main(["report", "nope", "--db", store[0], "-o", str(tmp_path / "x.html")]) == 2
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    require(CHROMIUM is not None, "Debian's chromium is not installed (.ci/run installs it)")
-    try:
-        import playwright.sync_api as playwright
-    except ModuleNotFoundError:
-        require(False, "playwright is not installed (pip install -e '.[test]')")
-    with playwright.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync"])
-        yield b
-        b.close()
-
-
 @pytest.mark.parametrize("size", [(1366, 768), (390, 844)])
-def test_no_horizontal_overflow(browser: Any, doc: str, size: tuple[int, int]) -> None:
+def test_no_horizontal_overflow(browser: Any, doc: str, size: tuple[int, int]) -> None:  # noqa: F811
     page = browser.new_page(viewport={"width": size[0], "height": size[1]})
     try:
         page.set_content(doc)
@@ -168,7 +153,7 @@ def test_no_horizontal_overflow(browser: Any, doc: str, size: tuple[int, int]) -
         page.close()
 
 
-def test_print_gives_one_page_per_athlete(browser: Any, doc: str) -> None:
+def test_print_gives_one_page_per_athlete(browser: Any, doc: str) -> None:  # noqa: F811
     page = browser.new_page()
     try:
         page.set_content(doc)
