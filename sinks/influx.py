@@ -36,6 +36,10 @@ log = logging.getLogger(__name__)
 
 DEFAULT_URL = "http://127.0.0.1:8428/write"
 RETRY_STATUSES = frozenset({401, 403, 404, 408, 429})  # (besides 5xx: the server may come right)
+#: a point of one series stamped at or before its predecessor: within this many ms it is a burst of
+#: emissions (a replay, a backlog) and goes 1 ms after it, so up to 10,000 points of one burst keep
+#: their order; further back the wall clock stepped (NTP): taken at its own time, counted
+STEP_BACK_MS = 10_000
 
 
 class PointsRefused(Exception):
@@ -83,6 +87,7 @@ class InfluxSink:
         self._backlog: deque[str] = deque()
         self._sending = 0  # points of the batch on its way (still part of the backlog)
         self._last_ms: dict[tuple[str, str, str], int] = {}
+        self.clock_steps_back = 0  # points stamped earlier than their series' last: the clock went back
         self._wake = asyncio.Event()
         self._closing = False
         self._task: asyncio.Task[None] | None = None
@@ -91,7 +96,8 @@ class InfluxSink:
     def connection_stats(self) -> dict[str, object]:
         return {"backlog": len(self._backlog) + self._sending, "db_errors": self.errors,
                 "backlog_dropped": self.dropped, "dropped_closed": self.lost_at_close, "bad_records": self.bad,
-                "rejected_points": self.rejected, "points_written": self.written, "last_error": self.last_error}
+                "rejected_points": self.rejected, "points_written": self.written, "last_error": self.last_error,
+                "clock_steps_back": self.clock_steps_back}
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="influx-sender")
@@ -121,7 +127,12 @@ class InfluxSink:
         if isinstance(emitted, bool) or not isinstance(emitted, int):
             raise BadRecord(f"a stance without emitted_ns (got {emitted!r})")
         key = (str(rec.get("session")), str(rec.get("athlete")), str(rec.get("foot")))
-        ms = max(emitted // 1_000_000, self._last_ms.get(key, -1) + 1)
+        ms, last = emitted // 1_000_000, self._last_ms.get(key)
+        if last is not None and ms <= last:
+            if last - ms <= STEP_BACK_MS:  # a burst (a replay, a backlog) in one millisecond: the next one
+                ms = last + 1
+            else:  # the wall clock stepped back (NTP): its own time, not squashed behind the old one
+                self.clock_steps_back += 1
         self._last_ms[key] = ms
         return ms
 

@@ -32,6 +32,14 @@ def _escape_key(text: str) -> str:
     return text.replace("\\", "\\\\").replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
 
 
+def _escape_measurement(text: str) -> str:
+    """A measurement escapes only comma and space (an escaped ``=`` there would be stored with its
+    backslash)."""
+    if "\n" in text or "\r" in text:
+        raise BadRecord(f"a line break in {text!r}")
+    return text.replace("\\", "\\\\").replace(",", "\\,").replace(" ", "\\ ")
+
+
 def _number(value: Any) -> str | None:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -80,4 +88,4 @@ def stance_point(record: dict[str, Any], measurement: str = "poserun_stance",
     if not values:
         raise BadRecord("a stance without a single number")
     body = ",".join(f"{_escape_key(k)}={v}" for k, v in values.items())
-    return f"{_escape_key(measurement)},{','.join(tags)} {body} {timestamp_ms}"
+    return f"{_escape_measurement(measurement)},{','.join(tags)} {body} {timestamp_ms}"

@@ -122,6 +122,21 @@ def test_a_stance_as_one_line() -> None:
             stance_point(bad)
 
 
+def test_a_measurement_escapes_only_comma_and_space() -> None:
+    rec = {"type": "stance", "session": "s", "athlete": "a", "foot": "left", "emitted_ns": 2_000_000,
+           "support_time_s": 0.2}
+    assert stance_point(rec, measurement="run=1 club,x").startswith(r"run=1\ club\,x,session=s,")
+
+
+def test_a_burst_keeps_its_order_and_a_clock_step_back_keeps_its_time() -> None:
+    sink = InfluxSink(url="http://127.0.0.1:9/write")
+    ms = 1_796_000_000_000
+    stamps = [sink._timestamp({"session": "s", "athlete": "a", "foot": "left", "emitted_ns": t * 1_000_000})
+              for t in (ms, ms, ms, ms + 1, ms - 60_000)]
+    assert stamps == [ms, ms + 1, ms + 2, ms + 3, ms - 60_000]  # one burst in order; then NTP went back a minute
+    assert sink.clock_steps_back == 1
+
+
 def test_bad_options_are_refused() -> None:
     for opts in ({"url": "ftp://x/write"}, {"url": "localhost:8428"}, {"batch_size": 0},
                  {"batch_size": 10, "max_backlog": 5}, {"flush_interval_s": 0}):
