@@ -35,6 +35,8 @@ GAP_CEILING_S = GAP_PERIODS * 60.0 / WALK_SPM
 PERIOD_STEPS = 8
 CADENCE_STEPS = 4
 MIN_STANCES = 3
+#: the fields of a stance a rep's figures read (:func:`rep_summary`): all a tracker keeps of it
+KEPT = ("emitted_ns", "cadence_spm", "support_time_s", "forced_landing", "pose_score")
 
 
 class Rep(TypedDict):
@@ -126,7 +128,9 @@ class RepTracker:
         if _is_rep_command(record):
             self._command(record)
         elif record.get("type") == "stance" and isinstance(record.get("emitted_ns"), int):
-            self._stance(record)
+            # only what a rep's figures read: an hour-long run holds a few numbers per step, not the
+            # steps' pressure maps and poses
+            self._stance({k: record.get(k) for k in KEPT})
 
     def reps(self) -> list[Rep]:
         """The reps so far, the open one included (ending at its last stance or its start)."""

@@ -11,7 +11,7 @@ import asyncio
 import gc
 import logging
 import time
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -143,6 +143,10 @@ class FusionService:
         self._mine: dict[tuple[str, str], bool] = {}  # (session, athlete) -> in this partition
         self._reps: OrderedDict[tuple[str, str], tuple[int, bool]] = OrderedDict()  # (last rep number, running)
         self.coach_records = 0  # coach actions emitted as records
+        # per athlete, the ids of its last coach actions: QoS 1 may deliver one twice (a resend after a
+        # reconnect), and a buzz, tag or rep must happen once
+        self._coach_seen: OrderedDict[tuple[str, str], deque[str]] = OrderedDict()
+        self.coach_duplicates = 0
 
     # ------------------------------------------------------------ handling
     def handle(self, topic: str, payload: bytes, recv_ns: int | None = None) -> list[Record]:
@@ -219,10 +223,19 @@ class FusionService:
         cmd = parse_coach(payload)
         if t.athlete not in self._configured and self.table.get((t.session, t.athlete)) is None:
             raise WireError(Reason.UNKNOWN_ATHLETE, f"coach action for {t.athlete}: neither configured nor seen")
+        key = (t.session, t.athlete)
+        rid = coach_record_id(t.session, t.athlete, cmd.action, cmd.t_ns)
+        seen = self._coach_seen.pop(key, None) or deque(maxlen=32)
+        self._coach_seen[key] = seen  # (most recent last: the oldest goes first when full)
+        if len(self._coach_seen) > self.TOPIC_CACHE:
+            self._coach_seen.popitem(last=False)
+        if rid in seen:
+            self.coach_duplicates += 1
+            return []
+        seen.append(rid)
         self._admit(t.session, t.athlete, now)
         rec: dict[str, Any] = {"type": "coach", "athlete": t.athlete, "action": cmd.action, "t_ns": cmd.t_ns,
                                "by": cmd.by, **cmd.fields()}
-        key = (t.session, t.athlete)
         if cmd.action == "rep":
             n, running = self._reps.pop(key, (0, False))
             if cmd.on:
@@ -235,7 +248,7 @@ class FusionService:
                 self._reps.popitem(last=False)
         rec["session"] = t.session
         rec["emitted_ns"] = self.clock()
-        rec["id"] = coach_record_id(t.session, t.athlete, cmd.action, cmd.t_ns)
+        rec["id"] = rid
         self.coach_records += 1
         self.records_out += 1
         for runner in self.sinks:

@@ -259,7 +259,7 @@ def targets_of(targets: Mapping[str, Any] | None) -> dict[str, Any]:
             value: Any = [float(v[0]), float(v[1])] if ok else None  # type: ignore[index]
         else:
             value = _num(v)
-            ok = value is not None and value > 0 and (key != "forced_share" or value <= 1)
+            ok = value is not None and (0 <= value <= 1 if key == "forced_share" else value > 0)  # (0 %: none)
         out[key], out["source"][key] = (value, "config") if ok else (
             list(DEFAULT_TARGETS[key]) if key == "cadence_spm" else DEFAULT_TARGETS[key], "default")
     return out

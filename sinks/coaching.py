@@ -119,9 +119,11 @@ class AthleteWindow:
         self.rest: Any = None  # a processors.reps.RepTracker when the caller gives one
 
     def add(self, rec: Mapping[str, Any], now_s: float) -> None:
-        """Take one record (other types only mark the athlete as heard from)."""
-        self.last_record_s = now_s
+        """Take one record: landings and stances are the athlete heard from; a coach record (the
+        board's own action) is not, so a dead sensor stays stale however often it is buzzed."""
         kind = rec.get("type")
+        if kind in ("landing", "stance"):
+            self.last_record_s = now_s
         if kind == "landing":
             forced = bool(rec.get("forced_landing"))
             self.landings.append(forced)

@@ -254,8 +254,11 @@ class DashboardSink:
                 self.history.setdefault(who, deque(maxlen=240)).append(history_point(rec))
                 self._points[who] = self._points.get(who, 0) + 1
                 self.stance[who] = rec
-            emitted = rec.get("emitted_ns")
-            self._set(who, "emitted_ns", emitted if isinstance(emitted, int) else time.time_ns())
+            if rec.get("type") in ("landing", "stance"):  # (the data's age: a coach record is not data)
+                emitted = rec.get("emitted_ns")
+                self._set(who, "emitted_ns", emitted if isinstance(emitted, int) else time.time_ns())
+                if rec.get("session") is not None:  # an athlete who moved on: actions go to its new session
+                    self._set(who, "session", rec.get("session"))
 
     def _alert(self, who: str, reason: str, count: int, words: str) -> None:
         """One alert per athlete and reason: a new one replaces the group's last (the page keeps one

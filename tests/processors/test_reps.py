@@ -148,3 +148,16 @@ def test_streaming_equals_batch(session: tuple[list[dict[str, Any]], list[dict[s
             t.advance(r["emitted_ns"] - tick * S // 4)
         t.feed(r)
     assert t.reps() == segment_reps(st_, coach)
+
+
+def test_a_tracker_keeps_only_what_a_rep_reads() -> None:
+    """An hour-long run holds a few numbers per step, not each step's pressure map and pose."""
+    from poserun.processors.reps import KEPT, RepTracker
+
+    tracker = RepTracker()
+    for i in range(50):
+        tracker.feed({"type": "stance", "emitted_ns": i * 330_000_000, "cadence_spm": 180.0, "support_time_s": 0.2,
+                      "pose_score": 80.0, "forced_landing": False, "pressure_map": {"peak_bw": [1.0] * 64},
+                      "pose_ic": [[0.0, 0.0]] * 8})
+    assert tracker.state == "running" and tracker.reps()[0]["stances"] == 50
+    assert all(set(s) <= set(KEPT) for s in tracker._run)

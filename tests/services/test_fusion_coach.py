@@ -98,3 +98,14 @@ def test_a_partition_makes_coach_records_for_its_athletes_only() -> None:
         recs = svc.handle(*_coach(a, CoachCommand("tag", 5, label="x")), 10**18)
         assert len(recs) == (partition_of("s", a, 2) == 0)
     assert svc.coach_records == sum(partition_of("s", a, 2) == 0 for a in ids)
+
+
+def test_a_coach_message_delivered_twice_acts_once() -> None:
+    """QoS 1 may deliver a message twice (a resend after a reconnect): one record, one rep number."""
+    svc, team = _service()
+    a = team.specs[0].athlete_id
+    first = svc.handle(*_coach(a, CoachCommand("rep", 11, on=True)), 10**18)
+    again = svc.handle(*_coach(a, CoachCommand("rep", 11, on=True)), 10**18)
+    later = svc.handle(*_coach(a, CoachCommand("rep", 12, on=True)), 10**18)
+    assert [r.get("rep") for r in first] == [1] and again == [] and [r.get("rep") for r in later] == [2]
+    assert svc.coach_duplicates == 1 and svc.coach_records == 2

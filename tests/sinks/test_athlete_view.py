@@ -161,3 +161,10 @@ def test_bad_values_never_break_the_payload() -> None:
     assert d["foot"] is None and d["last_step"] == [] and d["symmetry"] == [] and d["pressure"] is None
     assert history_point(rec)["support"] is None and history_point(rec)["forced"] is None
     json.dumps(d, allow_nan=False)
+
+
+def test_a_target_of_no_forced_landings_is_zero_not_the_default() -> None:
+    from poserun.sinks.athlete_view import targets_of
+
+    t = targets_of({"cadence_spm": [170.0, 190.0], "support_time_s": 0.25, "forced_share": 0.0})
+    assert t["forced_share"] == 0.0 and t["source"]["forced_share"] == "config"
