@@ -100,9 +100,11 @@ def accounts(settings: Settings, *, session: str | None = None) -> list[Account]
     service = check_user(settings.broker.username or "poserun", "broker.username", ConfigError)
     found = [
         Account(service, "service", "the fusion service: reads the gateways' data, meta and status; "
-                "writes records, haptic cues and meta requests; its board writes coach actions, it reads them",
+                "writes records, haptic cues and meta requests; its board writes coach actions, it reads them, "
+                "and the board shows the bands' cues",
                 write=(f"{base}/+/records", f"{base}/+/haptic", f"{base}/+/{META_REQUEST}/+", f"{base}/+/coach"),
-                read=(f"{base}/+/data/+", f"{base}/+/meta/+", f"{base}/{GATEWAY}/+/status", f"{base}/+/coach")),
+                read=(f"{base}/+/data/+", f"{base}/+/meta/+", f"{base}/{GATEWAY}/+/status", f"{base}/+/coach",
+                      f"{base}/+/haptic")),
         Account(RECORDER, "recorder", "read-only, everything: poserun record, the virtual band, a monitor "
                 "(mosquitto_sub)", read=(f"{base}/#",)),
     ]

@@ -58,6 +58,8 @@ except ImportError:  # pragma: no cover - an older install: the board's own rule
 from poserun.sinks.athlete_view import athlete_detail, history_point
 from poserun.sinks.base import Record
 from poserun.sinks.store import store_url
+from poserun.wire import topics
+from poserun.wire.errors import WireError
 
 log = logging.getLogger(__name__)
 #: The stance figures a tile shows, each with the decimals the board keeps (one more than the page
@@ -187,7 +189,13 @@ class DashboardSink:
         self._judged_at = 0.0
         self._lost: dict[str, str] = {}  # per athlete, the sensor-lost fault last alerted
         self.actions: Any = None  # poserun.sinks.coach_actions.CoachActions with a broker in the context
-        broker = ctx.get("broker")
+        self.actions_ready = False  # its first connection made (retried in the background until then)
+        broker = self.broker = ctx.get("broker")
+        self._cues: dict[str, deque[float]] = {}  # per athlete, when its band was sent a cue (the last minute)
+        self.cues_seen = 0  # haptic commands seen on the broker
+        self.cues_ready = asyncio.Event()  # set once subscribed to the bands' topic
+        self._broker_tasks: list[asyncio.Task[None]] = []
+        self._broker_stop = asyncio.Event()
         if broker is not None:
             try:
                 from poserun.sinks.coach_actions import CoachActions
@@ -415,10 +423,11 @@ class DashboardSink:
     def act(self, msg: dict[str, Any]) -> dict[str, Any]:
         """A browser's coach action (buzz, metronome, tag, rep, targets), handed to the coach actions;
         their reply goes back to that browser. Accepted targets are the board's at once."""
-        if self.actions is None:
+        if self.actions is None or not self.actions_ready:
             self.bad_messages += 1
-            return {"type": "acted", "ok": False, "error": "this board has no broker for coach actions", "sent": 0,
-                    "ref": msg.get("ref")}
+            said = ("this board has no broker for coach actions" if self.actions is None
+                    else "the broker is not reachable yet: the board keeps trying")
+            return {"type": "acted", "ok": False, "error": said, "sent": 0, "ref": msg.get("ref")}
         sessions = {who: str(t.get("session")) for who, t in self.tiles.items() if t.get("session")}
         reply: dict[str, Any] = self.actions.handle(msg, sessions)
         if not reply.get("ok"):
@@ -614,20 +623,71 @@ class DashboardSink:
             err.errno = exc.errno
             raise err from None
         self.port = int(next(iter(self._server.sockets)).getsockname()[1])
-        if self.actions is not None:
-            try:
-                await self.actions.start()
-            except Exception as exc:  # the board shows without a broker; acting says why it cannot
-                log.warning("dashboard: coach actions unavailable: %s", exc)
-                self.actions = None
         self._pusher = asyncio.create_task(self._push())
+        if self.broker is not None:  # the board shows at once; the broker's parts come when it answers
+            if self.actions is not None:
+                self._broker_tasks.append(asyncio.create_task(self._retrying("coach actions", self._start_actions)))
+            self._broker_tasks.append(asyncio.create_task(self._retrying("the bands' cues", self._watch_cues)))
         log.info("dashboard at http://%s:%d/", self.host, self.port)
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}/" + (f"?token={self.token}" if self.token else "")
 
+    async def _retrying(self, what: str, start: Any) -> None:
+        """``start()`` until it succeeds (1 s doubling to 30 s between tries): a broker that is down
+        when the board starts costs the board nothing but these parts, for as long as it is down."""
+        delay = 1.0
+        while not self._broker_stop.is_set():
+            try:
+                await start()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("dashboard: %s wait for the broker (%s); again in %.0f s", what, exc, delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._broker_stop.wait(), delay)
+                delay = min(30.0, 2 * delay)
+
+    async def _start_actions(self) -> None:
+        await self.actions.start()
+        self.actions_ready = True
+
+    async def _watch_cues(self) -> None:
+        """Every haptic command on the broker (the bands' own topic): the board says which athlete's
+        band buzzed and why, as an alert with its count over the last minute."""
+        from poserun.services.mqtt_stream import LoopSubscriber
+
+        sub = LoopSubscriber(self.broker, [topics.subscription(None, "haptic")], self._cue, qos=0, role="board",
+                             max_backlog_bytes=1 << 20)
+        await sub.run(self._broker_stop, self.cues_ready)
+
+    def _cue(self, topic: str, payload: bytes, _recv_ns: int) -> None:
+        try:
+            t = topics.parse(topic)
+            cmd = json.loads(payload)
+            if t.athlete is None or not isinstance(cmd, dict) or t.athlete not in self.tiles:
+                raise ValueError("not a command for an athlete on this board")
+        except (ValueError, TypeError, WireError):
+            self.bad_messages += 1
+            return
+        reason = str(cmd.get("reason", "?"))[:40]
+        if reason == "metronome":  # a beat a step: the metronome's state is the tile's, not an alert
+            return
+        self.cues_seen += 1
+        now = time.monotonic()
+        times = self._cues.setdefault(t.athlete, deque())
+        times.append(now)
+        while times and now - times[0] > ALERT_WINDOW_S:
+            times.popleft()
+        self._alert(t.athlete, "buzzed", len(times), f"band buzzed: {reason.replace('_', ' ')}")
+
     async def close(self) -> None:
+        self._broker_stop.set()
+        for task in self._broker_tasks:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(task, 5.0)
         if self.actions is not None:
             await self.actions.close()
         if self._pusher is not None:

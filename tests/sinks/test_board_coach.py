@@ -281,3 +281,58 @@ def test_the_board_serves_the_report_of_a_stored_session(tmp_path: Path) -> None
     (ok, page), (missing, said) = _off_the_browsers_loop(go)
     assert ok == 200 and "<html" in page.lower() and "a01" in page and "a02" in page, page[:500]
     assert missing == 503 and "nope" in said
+
+
+@pytest.mark.broker
+def test_the_board_shows_each_cue_its_athletes_bands_get(broker: BrokerSettings, session_id: str) -> None:
+    """A haptic command on the broker (the band's own topic) becomes the athlete's "buzzed" alert,
+    counted over the last minute; a command that is not JSON is counted, never a crash."""
+    import json
+
+    from poserun.services.mqtt_publisher import Publisher
+
+    async def go() -> DashboardSink:
+        sink = DashboardSink(port=0, context={"broker": broker})
+        await sink.start()
+        try:
+            await sink.write_batch([{"type": "stance", "athlete": "a01", "session": session_id, "foot": "left",
+                                     "emitted_ns": 1, "support_time_s": 0.2}])
+            await asyncio.wait_for(sink.cues_ready.wait(), CEILING)  # subscribed to the bands' topic
+            pub = Publisher(broker, "cue-test")
+            pub.connect()
+            topic = f"poserun/v1/{session_id}/a01/haptic"
+            for payload in (b"not json", json.dumps({"v": 1, "reason": "forced_landing"}).encode(),
+                            json.dumps({"v": 1, "reason": "metronome"}).encode(),
+                            json.dumps({"v": 1, "reason": "coach"}).encode()):
+                pub.publish(topic, payload, qos=1)
+            pub.flush()
+            pub.close()
+            deadline = asyncio.get_running_loop().time() + CEILING
+            while sink.cues_seen < 2 and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.02)
+            return sink
+        finally:
+            await sink.close()
+
+    sink = _off_the_browsers_loop(go)
+    buzzed = [a for a in sink.alerts if a["reason"] == "buzzed"]
+    assert sink.cues_seen == 2 and len(buzzed) == 1, list(sink.alerts)  # (the metronome's beats are no alerts)
+    assert buzzed[0]["athlete"] == "a01" and buzzed[0]["count"] == 2 and "coach" in buzzed[0]["text"]
+    assert sink.bad_messages == 1
+
+
+def test_a_board_whose_broker_is_down_shows_and_says_why_it_cannot_act() -> None:
+    from poserun.services.broker import free_port
+
+    async def go() -> tuple[DashboardSink, dict]:
+        sink = DashboardSink(port=0, context={"broker": BrokerSettings(url=f"mqtt://127.0.0.1:{free_port()}")})
+        await sink.start()  # (does not wait for the broker)
+        try:
+            await sink.write_batch([{"type": "stance", "athlete": "a01", "session": "s", "foot": "left",
+                                     "emitted_ns": 1, "support_time_s": 0.2}])
+            return sink, sink.act({"type": "act", "action": "buzz", "athletes": ["a01"]})
+        finally:
+            await sink.close()
+
+    sink, reply = _off_the_browsers_loop(go)
+    assert sink.port > 0 and not reply["ok"] and "not reachable yet" in reply["error"]
