@@ -86,7 +86,9 @@ def test_two_workers_split_the_team_and_a_killed_one_comes_back(private_mosquitt
                                "--speed", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         # every athlete's records reach the parent's jsonl sink, from both workers
         wait("records of every athlete", lambda: {r["athlete"] for r in records(out)} == set(team), proc)
-        snap = wait("both workers' counters", lambda: (s := stats(st)) and s.get("athletes") == 4 and s, proc)
+        # (the stats file is written every 0.5 s: wait for one that holds the haptic sink's writes too)
+        snap = wait("both workers' counters", lambda: (s := stats(st)) and s.get("athletes") == 4
+                    and s.get("sinks", {}).get("haptic", {}).get("written", 0) > 0 and s, proc)
         workers = snap["workers"]
         assert workers["count"] == 2 and workers["alive"] == 2 and workers["restarts"] == 0
         assert snap["rejected"] == {} and snap["sinks"]["haptic"]["written"] > 0
